@@ -1,0 +1,165 @@
+// The validated, immutable configuration of SPEC.md §2. Loading is strict: every
+// key is declared, every error names file:line:col. No I/O beyond reading the file.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tokengate::conf {
+
+using Duration = std::chrono::milliseconds;
+
+// Where a value came from in the YAML file (1-based; 0 = not from the file).
+struct Mark {
+  int line = 0;
+  int column = 0;
+};
+
+// The one error type of configuration loading. what() is the full one-line
+// message "FILE:LINE:COL: message" so main can print it as is.
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(std::string file, Mark mark, std::string message);
+  const std::string& file() const noexcept { return file_; }
+  Mark mark() const noexcept { return mark_; }
+  const std::string& message() const noexcept { return message_; }
+
+ private:
+  std::string file_;
+  Mark mark_;
+  std::string message_;
+};
+
+struct Endpoint {
+  std::string host;  // as written: "127.0.0.1", "0.0.0.0", "::1" (brackets removed), "localhost"
+  std::uint16_t port = 0;
+  std::string to_string() const;  // "127.0.0.1:8080", "[::1]:8080"
+};
+
+struct TlsConfig {
+  std::filesystem::path cert;  // absolute (resolved against the config file's directory)
+  std::filesystem::path key;
+};
+
+struct AdminConfig {
+  std::optional<Endpoint> listen;
+  std::optional<std::filesystem::path> socket;  // absolute
+};
+
+struct StoreConfig {
+  std::filesystem::path path = "var/tokens";              // absolute after loading
+  std::filesystem::path key_file = "var/tokengate.key";   // absolute after loading
+};
+
+struct TokensConfig {
+  Duration max_lifetime{0};  // 0 = unlimited
+};
+
+struct Limits {
+  std::size_t max_header_bytes = 16384;
+  std::uint64_t max_body_bytes = 10485760;
+  Duration header_timeout = std::chrono::seconds(10);
+  Duration idle_timeout = std::chrono::seconds(60);
+  Duration upstream_connect_timeout = std::chrono::seconds(5);
+  Duration upstream_timeout = std::chrono::seconds(30);
+  std::size_t max_connections = 10000;
+};
+
+struct IdentityConfig {
+  std::string header_prefix = "X-Auth-";
+  bool forward_authorization = false;
+};
+
+struct Upstream {
+  std::string name;
+  std::string url;     // as written
+  bool https = false;  // scheme
+  std::string host;
+  std::uint16_t port = 0;    // explicit or the scheme default
+  std::string base_path;     // path part of the URL without trailing '/', usually ""
+  std::optional<std::filesystem::path> ca;  // absolute
+  Mark mark;
+};
+
+struct Role {
+  std::string name;
+  std::vector<std::string> permissions;
+  Mark mark;
+};
+
+struct Group {
+  std::string name;
+  std::vector<std::string> roles;
+  std::vector<std::string> permissions;
+  Mark mark;
+};
+
+// One all-of block: every listed name must be held.
+struct RequirementBlock {
+  std::vector<std::string> permissions;
+  std::vector<std::string> roles;
+  std::vector<std::string> groups;
+  std::vector<std::string> licenses;
+  Mark mark;
+};
+
+// `require:` of a route: the top-level block AND (if non-empty) at least one of any_of.
+struct Requirement {
+  RequirementBlock all_of;
+  std::vector<RequirementBlock> any_of;
+  Mark mark;
+};
+
+struct Route {
+  std::string path;                  // pattern as written
+  std::vector<std::string> methods;  // upper-case as written; empty = all methods
+  std::string upstream;              // name of an entry in Config::upstreams
+  bool is_public = false;
+  std::optional<Requirement> require;
+  Mark mark;  // position of the route's "path" key (the line `explain` prints)
+};
+
+struct Config {
+  std::filesystem::path file;  // absolute path of the loaded file
+  Endpoint listen{"127.0.0.1", 8080};
+  std::optional<TlsConfig> tls;
+  unsigned workers = 0;  // 0 = one per core
+  AdminConfig admin;
+  StoreConfig store;
+  TokensConfig tokens;
+  Limits limits;
+  IdentityConfig identity;
+  std::vector<Upstream> upstreams;  // file order
+  std::vector<Role> roles;          // file order
+  std::vector<Group> groups;        // file order
+  std::vector<std::string> licenses;
+  std::vector<Route> routes;  // file order
+
+  const Upstream* find_upstream(std::string_view name) const noexcept;
+  const Role* find_role(std::string_view name) const noexcept;
+  const Group* find_group(std::string_view name) const noexcept;
+  bool has_license(std::string_view name) const noexcept;
+};
+
+// Reads and validates FILE. Throws ConfigError (file:line:col: message) on any
+// error, including an unreadable file. Relative paths in the file are resolved
+// against the file's directory.
+std::shared_ptr<const Config> load_config(const std::filesystem::path& file);
+
+// Same, from text; `file` is used for messages and for resolving relative paths.
+std::shared_ptr<const Config> parse_config(std::string_view yaml, const std::filesystem::path& file);
+
+// "500ms", "10s", "5m", "2h", "30d" (a bare "0" is zero). nullopt if malformed.
+std::optional<Duration> parse_duration(std::string_view text);
+
+// Inverse of parse_duration with the largest exact unit: "10m", "1500ms", "0".
+std::string format_duration(Duration d);
+
+}  // namespace tokengate::conf

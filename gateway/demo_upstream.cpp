@@ -1,0 +1,2 @@
+// placeholder: implemented by the owning area
+int main() { return 0; }

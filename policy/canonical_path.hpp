@@ -1,0 +1,37 @@
+// Request-target canonicalisation of SPEC.md §2 "Canonical path". The gateway
+// authorizes and forwards exactly the path this returns. Pure; no allocation
+// beyond growing the caller's output buffer.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace tokengate::policy {
+
+enum class PathError {
+  None,
+  NotOriginForm,    // absolute-form, authority-form, empty, "*" with a method other than OPTIONS
+  Fragment,         // '#'
+  BadEscape,        // '%' not followed by two hex digits
+  NulByte,          // %00
+  ControlChar,      // raw bytes < 0x20 or 0x7F
+  NonAscii,         // raw bytes >= 0x80
+  Backslash,        // raw '\'
+  EncodedSeparator, // %2F or %5C, any case
+  AboveRoot,        // '..' climbing above '/'
+};
+std::string_view to_string(PathError error) noexcept;  // "fragment", "encoded separator", ...
+
+struct CanonicalTarget {
+  PathError error = PathError::None;
+  bool asterisk = false;   // OPTIONS *
+  std::string_view query;  // after '?', without it; a view into the input target
+  bool has_query = false;  // a '?' was present (even if the query is empty)
+};
+
+// Canonicalises `target` (the request-target of the request line) into `path`
+// (cleared first; reuse the buffer across requests to avoid allocation).
+CanonicalTarget canonicalize_target(std::string_view method, std::string_view target,
+                                    std::string& path);
+
+}  // namespace tokengate::policy

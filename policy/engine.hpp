@@ -1,0 +1,81 @@
+// The compiled, immutable policy of one config generation: route table, roles and
+// groups, requirements. Built once by Engine::compile; hot reload swaps the
+// shared_ptr; each request holds one snapshot. Pure: no I/O, no locks.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "conf/config.hpp"
+#include "policy/rights.hpp"
+
+namespace tokengate::policy {
+
+enum class Verdict { Allow, Deny };
+
+// Why; mapped to a status code in exactly one place (status_for). The access log
+// and metrics use to_string(reason).
+enum class Reason {
+  Allowed,            // 200: valid token meets the route's requirement
+  PublicRoute,        // 200: public route
+  BadRequest,         // 400: path rejected by canonicalisation (or framing, set by the gateway)
+  MissingToken,       // 401: protected route, no Authorization header
+  WrongScheme,        // 401: Authorization present but not Bearer
+  InvalidToken,       // 401 error="invalid_token": malformed/unknown/mismatch/expired/rotated out
+  InsufficientScope,  // 403
+  NoRoute,            // 404
+  MethodNotAllowed,   // 405 with Allow
+  StoreError,         // 503: fail closed
+};
+std::string_view to_string(Reason reason) noexcept;  // "allowed", "public_route", "missing_token", ...
+int status_for(Reason reason) noexcept;
+
+struct Decision {
+  Verdict verdict = Verdict::Deny;
+  Reason reason = Reason::NoRoute;
+  int route = -1;                  // index into Config::routes, -1 if none
+  std::string missing;             // for 403: which requirement failed, e.g. "permission orders.write"
+};
+
+// Route lookup result. `allow` lists the methods (comma-space separated, e.g.
+// "GET, HEAD") of routes whose path matched when no route matched the method.
+struct RouteMatch {
+  int route = -1;             // -1: no route for this method
+  bool path_matched = false;  // some route's path matched (then -1 means 405)
+  std::string_view allow;     // valid while the Engine lives
+};
+
+// What the request carries, as far as the route decision cares.
+enum class Credential { None, WrongScheme, Invalid, Valid };
+
+class Engine {
+ public:
+  static std::shared_ptr<const Engine> compile(std::shared_ptr<const conf::Config> config);
+
+  const conf::Config& config() const noexcept { return *config_; }
+  const std::shared_ptr<const conf::Config>& config_ptr() const noexcept { return config_; }
+
+  // First route (file order) whose pattern and method match the canonical path.
+  // Does not allocate.
+  RouteMatch match(std::string_view method, std::string_view canonical_path) const noexcept;
+
+  // roles = token.roles ∪ roles of its groups; permissions = token.permissions ∪
+  // permissions of each effective role ∪ permissions of each group. Unknown names
+  // (config changed since the token was made) grant nothing beyond themselves.
+  Rights effective_rights(const Grants& grants) const;
+
+  // rights must be non-null iff credential == Valid.
+  Decision decide(const RouteMatch& match, Credential credential, const Rights* rights) const;
+
+  ~Engine();
+
+ private:
+  struct Impl;
+  explicit Engine(std::shared_ptr<const conf::Config> config);
+  std::shared_ptr<const conf::Config> config_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tokengate::policy

@@ -1,0 +1,183 @@
+// `tokengate explain`: runs one request through the same policy code the gateway
+// uses (canonicalize_target, Engine::match/decide) and shows every step.
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <cctype>
+#include <iostream>
+
+#include "conf/config.hpp"
+#include "gateway/cli/commands.hpp"
+#include "gateway/cli/output.hpp"
+#include "policy/canonical_path.hpp"
+#include "policy/engine.hpp"
+#include "store/token_record.hpp"
+
+namespace tokengate::cli {
+namespace {
+
+std::string names(const std::vector<std::string>& items) { return items.empty() ? "-" : join(items, ", "); }
+
+std::string block_text(const conf::RequirementBlock& block) {
+  std::vector<std::string> parts;
+  auto add = [&](std::string_view kind, const std::vector<std::string>& items) {
+    if (!items.empty()) parts.push_back(fmt::format("{} [{}]", kind, join(items, ", ")));
+  };
+  add("permissions", block.permissions);
+  add("roles", block.roles);
+  add("groups", block.groups);
+  add("licenses", block.licenses);
+  return join(parts, " and ");
+}
+
+std::string requirement_text(const conf::Route& route) {
+  if (route.is_public) return "none (public route)";
+  if (!route.require) return "any valid token";
+  std::vector<std::string> parts;
+  if (auto all = block_text(route.require->all_of); !all.empty()) parts.push_back(all);
+  if (!route.require->any_of.empty()) {
+    std::vector<std::string> alternatives;
+    for (const auto& block : route.require->any_of) alternatives.push_back("(" + block_text(block) + ")");
+    parts.push_back("any of " + join(alternatives, " or "));
+  }
+  return parts.empty() ? "any valid token" : join(parts, " and ");
+}
+
+boost::json::array json_names(const std::vector<std::string>& items) {
+  boost::json::array out;
+  for (const auto& item : items) out.emplace_back(item);
+  return out;
+}
+
+std::vector<std::string> without_empty(std::vector<std::string> items) {
+  std::erase(items, std::string());
+  return items;
+}
+
+void warn_unknown(const conf::Config& config, const policy::Grants& grants) {
+  for (const auto& r : grants.roles)
+    if (!config.find_role(r)) fmt::print(stderr, "warning: role '{}' is not in the config\n", r);
+  for (const auto& g : grants.groups)
+    if (!config.find_group(g)) fmt::print(stderr, "warning: group '{}' is not in the config\n", g);
+  for (const auto& l : grants.licenses)
+    if (!config.has_license(l)) fmt::print(stderr, "warning: license '{}' is not in the config\n", l);
+}
+
+}  // namespace
+
+int run_explain(const ExplainOptions& options) {
+  const auto config = conf::load_config(options.config);
+  const auto engine = policy::Engine::compile(config);
+
+  // Who is asking: nobody, a stored token, or hypothetical grants.
+  policy::Credential credential = policy::Credential::None;
+  policy::Rights rights;
+  std::string who = "none (anonymous request)";
+  if (options.token_id) {
+    auto backend = make_direct_backend(config);
+    const auto record = backend->get(*options.token_id);
+    if (!record) throw UserError(fmt::format("no token with id '{}'", *options.token_id));
+    rights = engine->effective_rights({record->roles, record->groups, record->permissions, record->licenses});
+    const bool expired = record->expired_at(store::system_now());
+    credential = expired ? policy::Credential::Invalid : policy::Credential::Valid;
+    who = fmt::format("token {} ({}){}", record->id, record->name,
+                      expired ? fmt::format(", expired {}", store::format_rfc3339(*record->expires_at)) : "");
+  } else if (options.grants_given) {
+    policy::Grants grants{without_empty(options.roles), without_empty(options.groups),
+                          without_empty(options.permissions), without_empty(options.licenses)};
+    warn_unknown(*config, grants);
+    rights = engine->effective_rights(grants);
+    credential = policy::Credential::Valid;
+    who = "a valid token with the given grants";
+  }
+
+  if (std::any_of(options.method.begin(), options.method.end(), [](unsigned char c) { return std::islower(c); })) {
+    fmt::print(stderr, "warning: methods are case-sensitive: '{}' is not an upper-case method\n", options.method);
+  }
+
+  std::string canonical;
+  const auto target = policy::canonicalize_target(options.method, options.path, canonical);
+  policy::Decision decision;
+  policy::RouteMatch match;
+  std::string detail;
+  if (target.error != policy::PathError::None) {
+    decision.verdict = policy::Verdict::Deny;
+    decision.reason = policy::Reason::BadRequest;
+    detail = fmt::format("path rejected: {}", policy::to_string(target.error));
+  } else {
+    if (target.asterisk) canonical = "*";
+    match = engine->match(options.method, canonical);
+    decision = engine->decide(match, credential, credential == policy::Credential::Valid ? &rights : nullptr);
+    switch (decision.reason) {
+      case policy::Reason::Allowed: detail = "the token meets the route's requirement"; break;
+      case policy::Reason::PublicRoute: detail = "public route: no token needed"; break;
+      case policy::Reason::MissingToken: detail = "protected route and no token given"; break;
+      case policy::Reason::WrongScheme: detail = "Authorization is not a Bearer token"; break;
+      case policy::Reason::InvalidToken: detail = "the token is not valid (expired)"; break;
+      case policy::Reason::InsufficientScope:
+        detail = decision.missing.empty() ? "the token lacks the requirement" : "missing " + decision.missing;
+        break;
+      case policy::Reason::NoRoute: detail = "no route matches the path"; break;
+      case policy::Reason::MethodNotAllowed:
+        detail = fmt::format("the path matches, but not for {}; allowed: {}", options.method, match.allow);
+        break;
+      default: break;
+    }
+  }
+  const int status = policy::status_for(decision.reason);
+  const bool allowed = decision.verdict == policy::Verdict::Allow;
+  const conf::Route* route =
+      decision.route >= 0 && static_cast<std::size_t>(decision.route) < config->routes.size()
+          ? &config->routes[static_cast<std::size_t>(decision.route)]
+          : nullptr;
+
+  if (options.json) {
+    boost::json::object out;
+    if (target.error == policy::PathError::None) {
+      out["canonical_path"] = canonical;
+    } else {
+      out["canonical_path"] = nullptr;
+    }
+    if (route) {
+      out["route"] = {{"index", decision.route}, {"path", route->path}, {"line", route->mark.line}};
+    } else {
+      out["route"] = nullptr;
+    }
+    out["rights"] = {{"roles", json_names(rights.roles)},
+                     {"groups", json_names(rights.groups)},
+                     {"permissions", json_names(rights.permissions)},
+                     {"licenses", json_names(rights.licenses)}};
+    out["decision"] = allowed ? "allow" : "deny";
+    out["status"] = status;
+    out["reason"] = policy::to_string(decision.reason);
+    print_json(out);
+    return 0;
+  }
+
+  Fields fields;
+  fields.emplace_back("request", fmt::format("{} {}", options.method, options.path));
+  fields.emplace_back("canonical path", target.error == policy::PathError::None ? canonical : "(rejected)");
+  if (route) {
+    fields.emplace_back("route", fmt::format("#{} {} (line {})", decision.route, route->path, route->mark.line));
+    fields.emplace_back("methods", route->methods.empty() ? "any" : join(route->methods, ", "));
+    fields.emplace_back("upstream", route->upstream);
+    fields.emplace_back("requirement", requirement_text(*route));
+  } else {
+    fields.emplace_back("route", "none");
+  }
+  fields.emplace_back("credential", who);
+  fields.emplace_back("roles", names(rights.roles));
+  fields.emplace_back("groups", names(rights.groups));
+  fields.emplace_back("permissions", names(rights.permissions));
+  fields.emplace_back("licenses", names(rights.licenses));
+  fields.emplace_back("decision", allowed ? "allow" : "deny");
+  fields.emplace_back("status", std::to_string(status));
+  fields.emplace_back("reason", detail.empty() ? std::string(policy::to_string(decision.reason))
+                                               : fmt::format("{} ({})", policy::to_string(decision.reason), detail));
+  std::cout << render_fields(fields) << std::flush;
+  return 0;
+}
+
+}  // namespace tokengate::cli

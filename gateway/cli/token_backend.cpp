@@ -1,0 +1,73 @@
+// DirectBackend: token commands against the RocksDB store opened in this process,
+// with TokenManager enforcing the config's rules (known names, max_lifetime).
+#include "gateway/cli/token_backend.hpp"
+
+#include <filesystem>
+#include <system_error>
+
+#include "store/token_manager.hpp"
+
+namespace tokengate::cli {
+namespace {
+
+class DirectBackend final : public TokenBackend {
+ public:
+  explicit DirectBackend(std::shared_ptr<const conf::Config> config) : config_(std::move(config)) {}
+
+  store::IssuedToken create(const store::NewToken& request) override {
+    return manager(/*create_store=*/true)->create(request);
+  }
+
+  std::optional<store::TokenRecord> update(std::string_view id, const store::TokenPatch& patch) override {
+    auto* m = manager(false);
+    if (!m) return std::nullopt;
+    return m->update(id, patch);
+  }
+
+  std::optional<store::IssuedToken> rotate(std::string_view id, std::chrono::seconds grace) override {
+    auto* m = manager(false);
+    if (!m) return std::nullopt;
+    return m->rotate(id, grace);
+  }
+
+  bool remove(std::string_view id) override {
+    auto* m = manager(false);
+    return m && m->remove(id);
+  }
+
+  std::optional<store::TokenRecord> get(std::string_view id) override {
+    auto* m = manager(false);
+    if (!m) return std::nullopt;
+    return m->get(id);
+  }
+
+  std::vector<store::TokenRecord> list() override {
+    auto* m = manager(false);
+    if (!m) return {};
+    return m->list();
+  }
+
+ private:
+  // nullptr when the store does not exist and may not be created: a read of a
+  // typo'd config must not leave a new empty store (and key file) behind.
+  store::TokenManager* manager(bool create_store) {
+    if (manager_) return manager_.get();
+    std::error_code ec;
+    if (!create_store && !std::filesystem::exists(config_->store.path, ec)) return nullptr;
+    store_ = store::TokenStore::open({.path = config_->store.path, .key_file = config_->store.key_file});
+    manager_ = std::make_unique<store::TokenManager>(*store_, config_);
+    return manager_.get();
+  }
+
+  std::shared_ptr<const conf::Config> config_;
+  std::unique_ptr<store::TokenStore> store_;
+  std::unique_ptr<store::TokenManager> manager_;  // refers to *store_: declared after it
+};
+
+}  // namespace
+
+std::unique_ptr<TokenBackend> make_direct_backend(std::shared_ptr<const conf::Config> config) {
+  return std::make_unique<DirectBackend>(std::move(config));
+}
+
+}  // namespace tokengate::cli

@@ -1,0 +1,190 @@
+// `tokengate token create|list|show|update|rotate|delete`: turns options into
+// TokenBackend calls and prints the results. Plaintext tokens go to stdout alone
+// on the first line; everything meant for people goes to stderr.
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <boost/json/array.hpp>
+#include <iostream>
+#include <set>
+
+#include "conf/config.hpp"
+#include "gateway/cli/commands.hpp"
+#include "gateway/cli/output.hpp"
+#include "store/token_manager.hpp"
+
+namespace tokengate::cli {
+namespace {
+
+store::TimePoint parse_expires(const std::string& text) {
+  auto when = store::parse_when(text, store::system_now());
+  if (!when) {
+    throw UserError(fmt::format(
+        "invalid --expires '{}': expected an RFC 3339 time, a date YYYY-MM-DD, a duration like 30d or never", text));
+  }
+  return *when;
+}
+
+std::string no_token(const std::string& id) { return fmt::format("no token with id '{}'", id); }
+
+// The details printed to stderr after create and rotate.
+Fields issued_details(const store::TokenRecord& record) {
+  Fields all = record_fields(record, store::system_now());
+  Fields details;
+  for (auto& field : all) {
+    if (field.first == "id" || field.first == "name" || field.first == "roles" || field.first == "groups" ||
+        field.first == "permissions" || field.first == "licenses" || field.first == "expires_at") {
+      details.push_back(std::move(field));
+    }
+  }
+  return details;
+}
+
+void print_issued(const store::IssuedToken& issued, bool json, std::string_view headline,
+                  const std::string& extra_line) {
+  if (json) {
+    print_json(record_json(issued.record, &issued.token.reveal()));
+    return;
+  }
+  // First and only line on stdout, so `T=$(tokengate token create ...)` captures it.
+  std::cout << issued.token.reveal() << '\n' << std::flush;
+  std::string text = fmt::format("{}\n{}", headline, render_fields(issued_details(issued.record)));
+  if (!extra_line.empty()) text += extra_line + "\n";
+  text += "warning: this is the only time the token is shown; it cannot be retrieved again\n";
+  fmt::print(stderr, "{}", text);
+}
+
+std::string table_set(const std::vector<std::string>& names) { return names.empty() ? "-" : join(names, ","); }
+
+// (current ∪ add) \ remove, sorted; nullopt when neither list was given so the
+// patch leaves the set alone.
+std::optional<std::vector<std::string>> edit_set(const std::vector<std::string>& current,
+                                                 const std::vector<std::string>& add,
+                                                 const std::vector<std::string>& remove) {
+  if (add.empty() && remove.empty()) return std::nullopt;
+  std::set<std::string> names(current.begin(), current.end());
+  names.insert(add.begin(), add.end());
+  for (const auto& name : remove) names.erase(name);
+  return std::vector<std::string>(names.begin(), names.end());
+}
+
+}  // namespace
+
+int token_create(TokenBackend& backend, const TokenCreateOptions& options) {
+  store::NewToken request;
+  request.name = options.name;
+  request.description = options.description;
+  request.roles = options.roles;
+  request.groups = options.groups;
+  request.permissions = options.permissions;
+  request.licenses = options.licenses;
+  if (options.expires && *options.expires != "never") request.expires_at = parse_expires(*options.expires);
+  request.created_by = "cli";
+  const store::IssuedToken issued = backend.create(request);
+  print_issued(issued, options.json, fmt::format("created token {}", issued.record.id), "");
+  return 0;
+}
+
+int token_list(TokenBackend& backend, bool json) {
+  const auto records = backend.list();
+  if (json) {
+    boost::json::array out;
+    for (const auto& record : records) out.push_back(record_json(record));
+    print_json(out);
+    return 0;
+  }
+  const auto now = store::system_now();
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& r : records) {
+    std::string expires = format_time(r.expires_at, "-");
+    if (r.expired_at(now)) expires += " (expired)";
+    rows.push_back({r.id, r.name, table_set(r.roles), table_set(r.groups), table_set(r.permissions),
+                    table_set(r.licenses), expires, format_time(r.last_used_at, "-")});
+  }
+  std::cout << render_table({"ID", "NAME", "ROLES", "GROUPS", "PERMISSIONS", "LICENSES", "EXPIRES", "LAST USED"},
+                            rows)
+            << std::flush;
+  return 0;
+}
+
+int token_show(TokenBackend& backend, const std::string& id, bool json) {
+  const auto record = backend.get(id);
+  if (!record) throw UserError(no_token(id));
+  if (json) {
+    print_json(record_json(*record));
+  } else {
+    std::cout << render_fields(record_fields(*record, store::system_now())) << std::flush;
+  }
+  return 0;
+}
+
+int token_update(TokenBackend& backend, const TokenUpdateOptions& o) {
+  const bool any_change = o.name || o.description || o.expires || !o.add_roles.empty() || !o.remove_roles.empty() ||
+                          !o.add_groups.empty() || !o.remove_groups.empty() || !o.add_permissions.empty() ||
+                          !o.remove_permissions.empty() || !o.add_licenses.empty() || !o.remove_licenses.empty();
+  if (!any_change) {
+    throw UserError("nothing to update: give --name, --description, --expires or --add-*/--remove-* options");
+  }
+  // Parse before touching the store so a typo changes nothing.
+  std::optional<std::optional<store::TimePoint>> expires;
+  if (o.expires) {
+    if (*o.expires == "never") {
+      expires.emplace(std::nullopt);
+    } else {
+      expires.emplace(parse_expires(*o.expires));
+    }
+  }
+  const auto current = backend.get(o.id);
+  if (!current) throw UserError(no_token(o.id));
+
+  store::TokenPatch patch;
+  patch.name = o.name;
+  patch.description = o.description;
+  patch.roles = edit_set(current->roles, o.add_roles, o.remove_roles);
+  patch.groups = edit_set(current->groups, o.add_groups, o.remove_groups);
+  patch.permissions = edit_set(current->permissions, o.add_permissions, o.remove_permissions);
+  patch.licenses = edit_set(current->licenses, o.add_licenses, o.remove_licenses);
+  patch.expires_at = expires;
+
+  const auto updated = backend.update(o.id, patch);
+  if (!updated) throw UserError(no_token(o.id));  // deleted in between
+  if (o.json) {
+    print_json(record_json(*updated));
+  } else {
+    std::cout << render_fields(record_fields(*updated, store::system_now())) << std::flush;
+    fmt::print(stderr, "updated token {}\n", updated->id);
+  }
+  return 0;
+}
+
+int token_rotate(TokenBackend& backend, const std::string& id, const std::optional<std::string>& grace_text,
+                 bool json) {
+  std::chrono::seconds grace{0};
+  if (grace_text) {
+    const auto d = conf::parse_duration(*grace_text);
+    if (!d) throw UserError(fmt::format("invalid --grace '{}': expected a duration like 10m", *grace_text));
+    // Round up: a grace of 500ms should not silently become no grace at all.
+    grace = std::chrono::ceil<std::chrono::seconds>(*d);
+  }
+  const auto issued = backend.rotate(id, grace);
+  if (!issued) throw UserError(no_token(id));
+  std::string previous;
+  if (grace.count() == 0) {
+    previous = "previous secret: revoked now";
+  } else {
+    const auto rotated = issued->record.rotated_at.value_or(store::system_now());
+    previous = fmt::format("previous secret: valid until {} (grace {})", store::format_rfc3339(rotated + grace),
+                           conf::format_duration(grace));
+  }
+  print_issued(*issued, json, fmt::format("rotated token {}", issued->record.id), previous);
+  return 0;
+}
+
+int token_delete(TokenBackend& backend, const std::string& id) {
+  const auto record = backend.get(id);
+  if (!record || !backend.remove(id)) throw UserError(no_token(id));
+  fmt::print(stderr, "deleted token {} ({})\n", record->id, record->name);
+  return 0;
+}
+
+}  // namespace tokengate::cli

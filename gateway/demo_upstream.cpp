@@ -10,7 +10,7 @@
 //   /__status/N            answer status N (no body for 1xx/204/304)
 //   /__close               send a head promising more body than is sent, then close
 //   /__ws                  WebSocket upgrade; echoes every message
-//   /__log                 {"connections": N, "requests": [{"method","target"},...]} of
+//   /__log                 {"connections": N, "requests": [{"method","target","complete"},...]} of
 //                          everything received so far (except /__log itself), so a test
 //                          can prove that the gateway forwarded nothing.
 // One thread per connection with blocking I/O: simple, and plenty for tests and demos.
@@ -127,27 +127,41 @@ class Sha256 {
   std::uint64_t total_ = 0;
 };
 
-// What the tests query at /__log.
+// What the tests query at /__log. A request is logged when its head arrives and
+// marked complete once its whole body has been read, so a test can tell "nothing
+// reached the upstream" from "a head arrived but the body was aborted".
 class RequestLog {
  public:
   void connection() { connections_.fetch_add(1); }
-  void request(std::string_view method, std::string_view target) {
+  std::size_t request(std::string_view method, std::string_view target) {
     std::lock_guard lock(mutex_);
-    requests_.emplace_back(std::string(method), std::string(target));
+    requests_.push_back({std::string(method), std::string(target), false});
+    return requests_.size() - 1;
+  }
+  void complete(std::size_t index) {
+    std::lock_guard lock(mutex_);
+    requests_[index].complete = true;
   }
   json::object snapshot() const {
     json::array requests;
     {
       std::lock_guard lock(mutex_);
-      for (const auto& [method, target] : requests_) requests.push_back({{"method", method}, {"target", target}});
+      for (const auto& r : requests_) {
+        requests.push_back({{"method", r.method}, {"target", r.target}, {"complete", r.complete}});
+      }
     }
     return {{"connections", connections_.load()}, {"requests", std::move(requests)}};
   }
 
  private:
+  struct Entry {
+    std::string method;
+    std::string target;
+    bool complete;
+  };
   std::atomic<std::uint64_t> connections_{0};
   mutable std::mutex mutex_;
-  std::vector<std::pair<std::string, std::string>> requests_;
+  std::vector<Entry> requests_;
 };
 
 RequestLog g_log;
@@ -271,7 +285,8 @@ void session(tcp::socket socket) {
     const auto& req = parser.get();
     std::string_view target = req.target();
     std::string_view path = path_of(target);
-    if (path != "/__log") g_log.request(req.method_string(), target);
+    std::optional<std::size_t> log_index;
+    if (path != "/__log") log_index = g_log.request(req.method_string(), target);
 
     if (path == "/__ws" && websocket::is_upgrade(req)) {
       // websocket::stream reads from its own buffer; bytes already buffered past the
@@ -300,6 +315,7 @@ void session(tcp::socket socket) {
       sha.update(block.data(), n);
       body_bytes += n;
     }
+    if (log_index) g_log.complete(*log_index);
 
     bool keep_alive = req.keep_alive();
     json::array headers;

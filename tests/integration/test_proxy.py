@@ -1,0 +1,803 @@
+"""End-to-end tests of the data plane (SPEC.md §2 canonical path, §3) against the real
+`tokengate serve` and the demo upstream, over raw sockets."""
+
+import hashlib
+import os
+import re
+import threading
+import time
+import unittest
+
+import harness
+from harness import bearer, echo_headers, headers_named, unique_marker
+
+ROUTES = """\
+routes:
+  - path: /public/**
+    upstream: echo
+    public: true
+  - path: /__status/*
+    upstream: echo
+    public: true
+  - path: /__download
+    upstream: echo
+    public: true
+  - path: /__close
+    upstream: echo
+    public: true
+  - path: /__ws
+    upstream: echo
+    public: true
+  - path: /__slow
+    upstream: echo
+    public: true
+  - path: /down/**
+    upstream: down
+    public: true
+  - path: /orders/*/refund
+    methods: [POST]
+    upstream: echo
+    require:
+      permissions: [orders.write]
+      licenses: [pro]
+  - path: /orders/**
+    methods: [GET, HEAD]
+    upstream: echo
+    require: { permissions: [orders.read] }
+  - path: /admin/**
+    upstream: echo
+    require:
+      any_of:
+        - roles: [writer]
+        - groups: [ops]
+  - path: /billing/**
+    upstream: echo
+    require: { permissions: [billing.read] }
+  - path: /api/**
+    upstream: echo
+"""
+
+
+def gateway_body(upstream_port, down_port):
+    return (
+        "upstreams:\n"
+        "  echo:\n"
+        "    url: http://127.0.0.1:%d\n"
+        "  down:\n"
+        "    url: http://127.0.0.1:%d\n" % (upstream_port, down_port)
+        + harness.DEFAULT_ROLES
+        + ROUTES
+    )
+
+
+MIB = 1 << 20
+CHALLENGE = 'Bearer realm="tokengate"'
+CHALLENGE_INVALID = 'Bearer realm="tokengate", error="invalid_token"'
+CHALLENGE_SCOPE = 'Bearer realm="tokengate", error="insufficient_scope"'
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+class GatewayTestCase(unittest.TestCase):
+    """One demo upstream and one gateway per class; helpers for requests."""
+
+    limits = {"max_body_bytes": 256 * MIB}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = harness.start_upstream()
+        cls.gw = None
+        try:
+            cls.gw = harness.Gateway(
+                gateway_body(cls.upstream.port, harness.closed_port()), limits=cls.limits
+            )
+            cls.create_tokens()
+            cls.gw.start()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def create_tokens(cls):
+        pass
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.gw:
+            cls.gw.stop()
+        cls.upstream.stop()
+
+    def request(self, method, target, token=None, headers=(), body=b""):
+        hdrs = list(headers)
+        if token:
+            hdrs.append(bearer(token))
+        with self.gw.connect() as c:
+            return c.request(method, target, hdrs, body)
+
+    def get(self, target, token=None, headers=()):
+        return self.request("GET", target, token, headers)
+
+    def assert_json_error(self, resp, status):
+        self.assertEqual(resp.status, status, resp)
+        ctype = resp.header("Content-Type") or ""
+        self.assertEqual(ctype.split(";")[0].strip().lower(), "application/json", resp)
+        body = resp.json()
+        self.assertIsInstance(body.get("error"), str, body)
+        self.assertTrue(body["error"], body)
+        self.assertIsInstance(body.get("message"), str, body)
+
+    def assert_not_forwarded(self, marker):
+        self.assertEqual(harness.upstream_targets(self.upstream, marker), [],
+                         "the upstream received a request it should not have")
+
+    def assert_gateway_alive(self):
+        self.assertTrue(self.gw.process.alive(), self.gw.process.stderr_text())
+        r = self.get("/public/alive-" + unique_marker())
+        self.assertEqual(r.status, 200, r)
+
+
+class AuthenticationTest(GatewayTestCase):
+    """The status table of SPEC.md §3."""
+
+    @classmethod
+    def create_tokens(cls):
+        gw = cls.gw
+        cls.alice = gw.create_token("alice", roles=["reader"], groups=["ops"], permissions=["zeta.custom"],
+                                    licenses=["pro", "enterprise"])
+        cls.reader = gw.create_token("reader", roles=["reader"])
+        cls.writer = gw.create_token("writer", roles=["writer"])
+        cls.empty = gw.create_token("empty")
+        cls.expiring = gw.create_token("expiring", roles=["reader"], expires="1s")
+        # Rotated-out and deleted tokens: the CLI works on the store before the gateway starts.
+        cls.rotated_error = cls.deleted_error = None
+        try:
+            cls.rotated_old = gw.create_token("rotated", roles=["reader"])
+            gw.cli("token", "rotate", "--config", gw.config_path, harness.token_id(cls.rotated_old))
+        except RuntimeError as e:
+            cls.rotated_error = str(e)
+        try:
+            cls.deleted = gw.create_token("deleted", roles=["reader"])
+            gw.cli("token", "delete", "--config", gw.config_path, harness.token_id(cls.deleted))
+        except RuntimeError as e:
+            cls.deleted_error = str(e)
+
+    def test_no_authorization_is_401_with_bare_challenge(self):
+        m = unique_marker()
+        r = self.get("/api/" + m)
+        self.assert_json_error(r, 401)
+        self.assertEqual(r.header_all("WWW-Authenticate"), [CHALLENGE])
+        self.assert_not_forwarded(m)
+
+    def test_basic_scheme_is_401_with_bare_challenge(self):
+        m = unique_marker()
+        r = self.get("/api/" + m, headers=[("Authorization", "Basic YWxpY2U6c2VjcmV0")])
+        self.assert_json_error(r, 401)
+        self.assertEqual(r.header_all("WWW-Authenticate"), [CHALLENGE])
+        self.assert_not_forwarded(m)
+
+    def test_bearer_scheme_is_case_insensitive(self):
+        for scheme in ("bearer", "BEARER", "BeArEr"):
+            r = self.get("/api/x", headers=[("Authorization", "%s %s" % (scheme, self.reader))])
+            self.assertEqual(r.status, 200, (scheme, r))
+
+    def test_token_in_query_or_other_header_is_ignored(self):
+        m = unique_marker()
+        r = self.get("/api/%s?access_token=%s&token=%s" % (m, self.alice, self.alice),
+                     headers=[("X-Api-Key", self.alice), ("Cookie", "token=" + self.alice)])
+        self.assert_json_error(r, 401)
+        self.assertEqual(r.header_all("WWW-Authenticate"), [CHALLENGE])
+        self.assert_not_forwarded(m)
+
+    def invalid_tokens(self):
+        real_id = harness.token_id(self.reader)
+        good = self.reader
+        bad_checksum = good[:-1] + ("0" if good[-1] != "0" else "1")
+        cases = {
+            "malformed": "tg_notatoken",
+            "malformed-long": good + "x",
+            "bad checksum": bad_checksum,
+            "unknown id": harness.make_token(),
+            "wrong secret": harness.make_token(token_id=real_id),
+        }
+        return cases
+
+    def test_invalid_tokens_are_401_invalid_token_with_identical_bodies(self):
+        bodies = {}
+        for cause, token in self.invalid_tokens().items():
+            with self.subTest(cause=cause):
+                m = unique_marker()
+                r = self.get("/api/" + m, headers=[("Authorization", "Bearer " + token)])
+                self.assert_json_error(r, 401)
+                self.assertEqual(r.header_all("WWW-Authenticate"), [CHALLENGE_INVALID])
+                self.assert_not_forwarded(m)
+                bodies[cause] = r.body
+        self.assertEqual(len(set(bodies.values())), 1, "401 bodies differ by cause (an oracle): %r" % bodies)
+
+    def test_expired_rotated_deleted_tokens_are_401_with_the_same_body(self):
+        reference = self.get("/api/x", headers=[bearer(harness.make_token())])
+        self.assert_json_error(reference, 401)
+        # "expiring" was created with --expires 1s before the gateway started.
+        r = harness.wait_until(lambda: (lambda r: r if r.status == 401 else None)(
+            self.get("/api/x", token=self.expiring)), timeout=15)
+        self.assertIsNotNone(r, "a token created with --expires 1s still works after 15 s")
+        cases = {"expired": r}
+        if self.rotated_error is None:
+            cases["rotated-out"] = self.get("/api/x", token=self.rotated_old)
+        if self.deleted_error is None:
+            cases["deleted"] = self.get("/api/x", token=self.deleted)
+        for cause, resp in cases.items():
+            with self.subTest(cause=cause):
+                self.assert_json_error(resp, 401)
+                self.assertEqual(resp.header_all("WWW-Authenticate"), [CHALLENGE_INVALID])
+                self.assertEqual(resp.body, reference.body)
+        # A CLI failure is reported, not skipped silently.
+        self.assertIsNone(self.rotated_error, "could not prepare a rotated-out token: %s" % self.rotated_error)
+        self.assertIsNone(self.deleted_error, "could not prepare a deleted token: %s" % self.deleted_error)
+
+    def test_valid_token_lacking_permission_is_403_insufficient_scope(self):
+        cases = [
+            ("GET", "/admin/{m}", self.reader),          # any_of: neither role writer nor group ops
+            ("GET", "/billing/{m}", self.writer),        # billing.read only via group ops
+            ("POST", "/orders/{m}/refund", self.writer),  # has orders.write but not license pro
+            ("GET", "/orders/{m}", self.empty),
+        ]
+        for method, path, token in cases:
+            with self.subTest(method=method, path=path):
+                m = unique_marker()
+                r = self.request(method, path.format(m=m), token=token)
+                self.assert_json_error(r, 403)
+                self.assertEqual(r.header_all("WWW-Authenticate"), [CHALLENGE_SCOPE])
+                self.assert_not_forwarded(m)
+
+    def test_valid_token_with_rights_is_forwarded(self):
+        cases = [
+            ("GET", "/admin/a", self.alice),      # via group ops
+            ("GET", "/admin/a", self.writer),     # via role writer
+            ("GET", "/billing/a", self.alice),    # permission via group
+            ("POST", "/orders/7/refund", self.alice),  # orders.write via ops->writer, license pro
+            ("HEAD", "/orders/1", self.reader),
+            ("GET", "/api/a", self.empty),        # no require: any valid token
+        ]
+        for method, path, token in cases:
+            with self.subTest(method=method, path=path):
+                r = self.request(method, path, token=token)
+                self.assertEqual(r.status, 200, r)
+
+    def test_no_route_is_404_and_not_forwarded(self):
+        m = unique_marker()
+        r = self.get("/nothing/" + m, token=self.alice)
+        self.assert_json_error(r, 404)
+        r = self.get("/nothing/" + m)
+        self.assert_json_error(r, 404)
+        self.assert_not_forwarded(m)
+
+    def test_wrong_method_is_405_with_allow(self):
+        m = unique_marker()
+        r = self.request("DELETE", "/orders/" + m, token=self.alice)
+        self.assert_json_error(r, 405)
+        allow = r.header("Allow")
+        self.assertIsNotNone(allow, r)
+        self.assertEqual({a.strip() for a in allow.split(",")}, {"GET", "HEAD"})
+        self.assert_not_forwarded(m)
+
+    def test_public_route_without_token(self):
+        r = self.get("/public/x")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["target"], "/public/x")
+
+    def test_public_route_with_invalid_token_is_treated_as_absent(self):
+        r = self.get("/public/x", headers=[("Authorization", "Bearer " + harness.make_token())])
+        self.assertEqual(r.status, 200, r)
+        got = echo_headers(r)
+        self.assertEqual([n for n, _ in got if n.lower().startswith("x-auth-")], [], got)
+
+    def test_public_route_with_valid_token_adds_identity(self):
+        r = self.get("/public/x", token=self.reader)
+        self.assertEqual(r.status, 200, r)
+        got = echo_headers(r)
+        self.assertEqual(headers_named(got, "X-Auth-Subject"), [harness.token_id(self.reader)])
+        self.assertEqual(headers_named(got, "X-Auth-Roles"), ["reader"])
+
+
+class ForwardingTest(GatewayTestCase):
+    """What the upstream receives (SPEC.md §3 Forwarding)."""
+
+    @classmethod
+    def create_tokens(cls):
+        cls.alice = cls.gw.create_token("alice", roles=["reader"], groups=["ops"], permissions=["zeta.custom"],
+                                        licenses=["pro", "enterprise"])
+        cls.empty = cls.gw.create_token("empty")
+
+    def identity(self, got):
+        return {n.lower(): headers_named(got, n) for n in
+                ("X-Auth-Subject", "X-Auth-Name", "X-Auth-Roles", "X-Auth-Groups", "X-Auth-Permissions",
+                 "X-Auth-Licenses")}
+
+    def test_identity_headers_carry_effective_rights_sorted(self):
+        r = self.get("/api/x", token=self.alice)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.identity(echo_headers(r)), {
+            "x-auth-subject": [harness.token_id(self.alice)],
+            "x-auth-name": ["alice"],
+            "x-auth-roles": ["reader,writer"],
+            "x-auth-groups": ["ops"],
+            "x-auth-permissions": ["billing.read,orders.read,orders.write,zeta.custom"],
+            "x-auth-licenses": ["enterprise,pro"],
+        })
+
+    def test_empty_sets_send_empty_headers(self):
+        r = self.get("/api/x", token=self.empty)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.identity(echo_headers(r)), {
+            "x-auth-subject": [harness.token_id(self.empty)],
+            "x-auth-name": ["empty"],
+            "x-auth-roles": [""],
+            "x-auth-groups": [""],
+            "x-auth-permissions": [""],
+            "x-auth-licenses": [""],
+        })
+
+    SPOOF = [("X-Auth-Subject", "admin"), ("x-auth-roles", "writer"), ("X-AUTH-PERMISSIONS", "everything"),
+             ("X-Auth-Custom", "1")]
+
+    def test_spoofed_identity_never_reaches_upstream_on_public_route(self):
+        r = self.get("/public/x", headers=self.SPOOF)
+        self.assertEqual(r.status, 200, r)
+        got = echo_headers(r)
+        self.assertEqual([(n, v) for n, v in got if n.lower().startswith("x-auth-")], [])
+
+    def test_spoofed_identity_never_reaches_upstream_on_protected_route(self):
+        r = self.get("/api/x", token=self.empty, headers=self.SPOOF)
+        self.assertEqual(r.status, 200, r)
+        ident = self.identity(echo_headers(r))
+        self.assertEqual(ident["x-auth-subject"], [harness.token_id(self.empty)])
+        self.assertEqual(ident["x-auth-roles"], [""])
+        self.assertEqual(ident["x-auth-permissions"], [""])
+        self.assertEqual(headers_named(echo_headers(r), "X-Auth-Custom"), [])
+
+    def test_connection_header_cannot_strip_gateway_headers(self):
+        hdrs = [("Connection", "X-Auth-Subject, X-Auth-Roles, X-Forwarded-For, X-Request-Id")]
+        r = self.get("/api/x", token=self.alice, headers=hdrs)
+        self.assertEqual(r.status, 200, r)
+        got = echo_headers(r)
+        self.assertEqual(headers_named(got, "X-Auth-Subject"), [harness.token_id(self.alice)])
+        self.assertEqual(headers_named(got, "X-Auth-Roles"), ["reader,writer"])
+        self.assertEqual(headers_named(got, "X-Forwarded-For"), ["127.0.0.1"])
+        self.assertEqual(len(headers_named(got, "X-Request-Id")), 1)
+
+    def test_hop_by_hop_headers_are_removed(self):
+        hdrs = [("Connection", "keep-alive, X-Custom-Hop"), ("X-Custom-Hop", "1"), ("Keep-Alive", "timeout=5"),
+                ("TE", "trailers"), ("Trailer", "X-Foo"), ("Proxy-Authorization", "Basic eDp5"),
+                ("Proxy-Connection", "keep-alive"), ("Upgrade", "h2c"), ("X-Kept", "yes")]
+        r = self.get("/api/x", token=self.alice, headers=hdrs)
+        self.assertEqual(r.status, 200, r)
+        got = echo_headers(r)
+        for name in ("X-Custom-Hop", "Keep-Alive", "TE", "Trailer", "Proxy-Authorization", "Proxy-Connection",
+                     "Upgrade"):
+            self.assertEqual(headers_named(got, name), [], name)
+        for value in headers_named(got, "Connection"):
+            self.assertNotIn("x-custom-hop", value.lower())
+        self.assertEqual(headers_named(got, "X-Kept"), ["yes"])
+
+    def test_authorization_not_forwarded_by_default(self):
+        r = self.get("/api/x", token=self.alice)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(headers_named(echo_headers(r), "Authorization"), [])
+
+    def test_forwarded_headers(self):
+        hdrs = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Host", "evil.test")]
+        with self.gw.connect() as c:
+            r = c.request("GET", "/api/x", hdrs + [bearer(self.alice)], host="shop.example:8443")
+        self.assertEqual(r.status, 200, r)
+        got = echo_headers(r)
+        self.assertEqual(headers_named(got, "X-Forwarded-For"), ["127.0.0.1"])
+        self.assertEqual(headers_named(got, "X-Forwarded-Proto"), ["http"])
+        self.assertEqual(headers_named(got, "X-Forwarded-Host"), ["shop.example:8443"])
+
+    def test_valid_request_id_is_kept_and_returned(self):
+        rid = "req-1.2_" + unique_marker()
+        r = self.get("/api/x", token=self.alice, headers=[("X-Request-Id", rid)])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(headers_named(echo_headers(r), "X-Request-Id"), [rid])
+        self.assertEqual(r.header_all("X-Request-Id"), [rid])
+
+    def test_invalid_request_id_is_replaced(self):
+        for bad in ("has space", "x" * 129, "semi;colon", "<script>"):
+            with self.subTest(bad=bad):
+                r = self.get("/api/x", token=self.alice, headers=[("X-Request-Id", bad)])
+                self.assertEqual(r.status, 200, r)
+                sent = headers_named(echo_headers(r), "X-Request-Id")
+                self.assertEqual(len(sent), 1, sent)
+                self.assertNotEqual(sent[0], bad)
+                self.assertRegex(sent[0], REQUEST_ID_RE)
+                self.assertEqual(r.header_all("X-Request-Id"), sent)
+
+    def test_missing_request_id_is_generated_and_unique(self):
+        ids = set()
+        for _ in range(3):
+            r = self.get("/public/x")
+            sent = headers_named(echo_headers(r), "X-Request-Id")
+            self.assertEqual(len(sent), 1, sent)
+            self.assertRegex(sent[0], REQUEST_ID_RE)
+            self.assertEqual(r.header_all("X-Request-Id"), sent)
+            ids.add(sent[0])
+        self.assertEqual(len(ids), 3)
+
+    def test_request_id_on_error_responses(self):
+        rid = "err-" + unique_marker()
+        r = self.get("/api/x", headers=[("X-Request-Id", rid)])
+        self.assertEqual(r.status, 401)
+        self.assertEqual(r.header_all("X-Request-Id"), [rid])
+
+    def test_keep_alive_serves_many_requests_on_one_connection(self):
+        with self.gw.connect() as c:
+            for i in range(20):
+                r = c.request("GET", "/api/k%d" % i, [bearer(self.alice)])
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(r.json()["target"], "/api/k%d" % i)
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        with self.gw.connect() as c:
+            c.send(b"".join(harness.build_request("GET", "/api/p%d" % i, [bearer(self.alice)]) for i in range(5)))
+            for i in range(5):
+                r = c.read_response()
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(r.json()["target"], "/api/p%d" % i)
+
+    def test_connection_close_is_honoured(self):
+        with self.gw.connect() as c:
+            r = c.request("GET", "/public/x", [("Connection", "close")])
+            self.assertEqual(r.status, 200, r)
+            self.assertTrue(c.is_closed(), "gateway kept the connection open after Connection: close")
+
+    def test_request_body_with_content_length_is_forwarded(self):
+        body = os.urandom(1000)
+        r = self.request("POST", "/api/upload", token=self.alice, body=body)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["body_bytes"], 1000)
+        self.assertEqual(r.json()["body_sha256"], hashlib.sha256(body).hexdigest())
+
+    def check_chunked_upload(self, wire, expected):
+        with self.gw.connect() as c:
+            c.send(harness.build_request("POST", "/api/chunked", [bearer(self.alice),
+                                                                  ("Transfer-Encoding", "chunked")]) + wire)
+            r = c.read_response()
+        self.assertEqual(r.status, 200, r)
+        echo = r.json()
+        self.assertEqual(echo["body_bytes"], len(expected))
+        self.assertEqual(echo["body_sha256"], hashlib.sha256(expected).hexdigest())
+        got = echo_headers(r)
+        te = headers_named(got, "Transfer-Encoding")
+        cl = headers_named(got, "Content-Length")
+        # Re-framed: exactly one framing, and a valid one.
+        self.assertTrue((te == ["chunked"] and cl == []) or (te == [] and cl == [str(len(expected))]), got)
+
+    def test_chunked_request_body_is_reframed(self):
+        self.check_chunked_upload(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world")
+
+    def test_chunked_request_with_extension_and_trailer(self):
+        self.check_chunked_upload(b"5;ext=1\r\nhello\r\nA\r\n, world!!!\r\n0\r\nX-Trailer: t\r\n\r\n",
+                                  b"hello, world!!!")
+
+    def test_chunked_response_is_delivered(self):
+        r = self.get("/__download?bytes=300000")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, (bytes(range(256)) * 1200)[:300000])
+
+    def test_head_has_no_body_and_keeps_connection_usable(self):
+        with self.gw.connect() as c:
+            r = c.request("HEAD", "/public/h")
+            self.assertEqual(r.status, 200, r)
+            r = c.request("HEAD", "/__download?bytes=5000")
+            self.assertEqual(r.status, 200, r)
+            r = c.request("GET", "/public/after-head")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["target"], "/public/after-head")
+
+    def test_204_and_304_have_no_body(self):
+        with self.gw.connect() as c:
+            for code in (204, 304):
+                r = c.request("GET", "/__status/%d" % code)
+                self.assertEqual(r.status, code, r)
+                self.assertEqual(r.header_all("Transfer-Encoding"), [])
+            r = c.request("GET", "/public/after-204-304")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["target"], "/public/after-204-304")
+
+    def test_upstream_status_is_passed_through(self):
+        for code in (201, 404, 418, 500, 503):
+            with self.subTest(code=code):
+                r = self.get("/__status/%d" % code)
+                self.assertEqual(r.status, code, r)
+
+    def test_upstream_truncated_response_closes_client_connection(self):
+        with self.gw.connect() as c:
+            c.send(harness.build_request("GET", "/__close"))
+            try:
+                r = c.read_response()
+                self.fail("a truncated upstream response was delivered as complete: %r" % r)
+            except harness.ConnectionClosed:
+                pass
+            except ConnectionResetError:
+                pass
+        self.assert_gateway_alive()
+
+    def test_expect_100_continue_authorized(self):
+        body = b"0123456789"
+        with self.gw.connect() as c:
+            c.send(harness.build_request("POST", "/api/expect", [bearer(self.alice), ("Expect", "100-continue"),
+                                                                 ("Content-Length", "10")]))
+            r = c.read_response()
+            self.assertEqual(r.status, 100, "expected 100 Continue before sending the body, got %r" % r)
+            c.send(body)
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["body_bytes"], 10)
+            self.assertEqual(r.json()["body_sha256"], hashlib.sha256(body).hexdigest())
+
+    def test_expect_100_continue_unauthorized_gets_401_and_no_100(self):
+        m = unique_marker()
+        with self.gw.connect() as c:
+            c.send(harness.build_request("POST", "/api/" + m, [("Expect", "100-continue"),
+                                                              ("Content-Length", "1000000")]))
+            r = c.read_response()
+            self.assertEqual(r.status, 401, "expected 401 without any 100 Continue, got %r" % r)
+        self.assert_not_forwarded(m)
+
+    def test_websocket_echo(self):
+        key = harness.base64.b64encode(os.urandom(16)).decode()
+        with self.gw.connect() as c:
+            c.send(harness.build_request("GET", "/__ws", [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                                                          ("Sec-WebSocket-Key", key),
+                                                          ("Sec-WebSocket-Version", "13")]))
+            r = c.read_response()
+            self.assertEqual(r.status, 101, r)
+            self.assertEqual((r.header("Upgrade") or "").lower(), "websocket")
+            self.assertEqual(r.header("Sec-WebSocket-Accept"), harness.ws_accept_value(key))
+            for message in (b"hello through tokengate", os.urandom(300).hex().encode()):
+                c.send(harness.ws_masked_frame(message))
+                fin, opcode, payload = harness.ws_read_frame(c)
+                self.assertTrue(fin)
+                self.assertEqual(opcode, 1)
+                self.assertEqual(payload, message)
+
+
+class CanonicalPathTest(GatewayTestCase):
+    """SPEC.md §2 Canonical path: authorize and forward the same canonical path."""
+
+    @classmethod
+    def create_tokens(cls):
+        cls.token = cls.gw.create_token("paths")
+
+    def forwarded_target(self, target, token=True):
+        r = self.get(target, token=self.token if token else None)
+        self.assertEqual(r.status, 200, (target, r))
+        return r.json()["target"]
+
+    def test_tricks_arrive_in_canonical_form(self):
+        m = unique_marker()
+        cases = [
+            ("/public/../api/%s?q=1" % m, "/api/%s?q=1" % m),
+            ("/public/%%2e%%2e/api/%s?q=1" % m, "/api/%s?q=1" % m),
+            ("/public/%%2E%%2E/api/%s" % m, "/api/%s" % m),
+            ("//api//%s" % m, "/api/%s" % m),
+            ("/api/./%s/." % m, "/api/%s/" % m),
+            ("/api/a/b/../../%s" % m, "/api/%s" % m),
+            ("/api/%%41%%62c-%s" % m, "/api/Abc-%s" % m),
+            ("/api/%%7e%%2d%%5f%%2e%s" % m, "/api/~-_.%s" % m),
+            ("/api/%%3a%%40%s" % m, "/api/%%3A%%40%s" % m),
+            ("/api/%s?next=%%2F..%%2F&x=%%41" % m, "/api/%s?next=%%2F..%%2F&x=%%41" % m),
+        ]
+        for sent, expected in cases:
+            with self.subTest(sent=sent):
+                self.assertEqual(self.forwarded_target(sent), expected)
+
+    def test_dot_segments_out_of_public_route_need_a_token(self):
+        for trick in ("/public/../api/%s", "/public/%%2e%%2e/api/%s", "/public/%%2e./api/%s"):
+            with self.subTest(trick=trick):
+                m = unique_marker()
+                r = self.get(trick % m)
+                self.assertEqual(r.status, 401, r)
+                self.assert_not_forwarded(m)
+
+    def test_encoded_dot_segments_into_public_route(self):
+        # Authorization and forwarding see the same path: a protected prefix collapsing
+        # into a public one is forwarded as the public path, never the raw one.
+        m = unique_marker()
+        self.assertEqual(self.forwarded_target("/api/%%2e%%2e/public/%s" % m, token=False), "/public/%s" % m)
+
+    def test_rejected_targets_are_400_and_not_forwarded(self):
+        cases = [
+            "/api/{m}%2Fx", "/api/{m}%2fx", "/api/{m}%5Cx", "/api/{m}%5cx", "/api/{m}\\x", "/api/{m}%00",
+            "/api/{m}%zz", "/api/{m}%4", "/../api/{m}", "/api/../../{m}", "/api/{m}#frag",
+            "http://gateway.test/api/{m}", "/api/{m}\x7f", "/api/{m}\xff",
+        ]
+        for pattern in cases:
+            with self.subTest(target=pattern):
+                m = unique_marker()
+                target = pattern.format(m=m)
+                with self.gw.connect() as c:
+                    c.send(("GET %s HTTP/1.1\r\nHost: gateway.test\r\nAuthorization: Bearer %s\r\n\r\n"
+                            % (target, self.token)).encode("latin-1"))
+                    r = c.read_response()
+                self.assertEqual(r.status, 400, r)
+                self.assert_not_forwarded(m)
+
+    def test_connect_is_400(self):
+        with self.gw.connect() as c:
+            c.send(b"CONNECT upstream.test:443 HTTP/1.1\r\nHost: upstream.test:443\r\n\r\n")
+            r = c.read_response()
+        self.assertEqual(r.status, 400, r)
+
+
+class ExpiryOnKeepAliveTest(GatewayTestCase):
+    """An expired token fails on the next request over an existing connection."""
+
+    @classmethod
+    def create_tokens(cls):
+        cls.token = cls.gw.create_token("short", expires="6s")
+
+    def test_expiry_applies_to_existing_connection(self):
+        with self.gw.connect() as c:
+            r = c.request("GET", "/api/first", [bearer(self.token)])
+            self.assertEqual(r.status, 200, "token with --expires 6s was already refused at start: %r" % r)
+            statuses = []
+
+            def denied():
+                resp = c.request("GET", "/api/again", [bearer(self.token)])
+                statuses.append(resp.status)
+                return resp if resp.status != 200 else None
+
+            r = harness.wait_until(denied, timeout=20, interval=0.25)
+            self.assertIsNotNone(r, "token still accepted 20 s after a 6 s expiry")
+            self.assertEqual(r.status, 401, r)
+            self.assertEqual(r.header_all("WWW-Authenticate"), [CHALLENGE_INVALID])
+            self.assertEqual(set(statuses[:-1]), {200} if statuses[:-1] else set())
+
+
+class UpstreamFailureTest(GatewayTestCase):
+    limits = {"upstream_timeout": "500ms", "upstream_connect_timeout": "2s"}
+
+    def test_upstream_down_is_502_and_gateway_keeps_serving(self):
+        for _ in range(3):
+            r = self.get("/down/x")
+            self.assert_json_error(r, 502)
+        self.assert_gateway_alive()
+
+    def test_slow_upstream_is_504_and_gateway_keeps_serving(self):
+        start = time.monotonic()
+        r = self.get("/__slow?ms=3000")
+        elapsed = time.monotonic() - start
+        self.assert_json_error(r, 504)
+        self.assertLess(elapsed, 2.5, "504 came after %.2fs with upstream_timeout 500ms" % elapsed)
+        self.assert_gateway_alive()
+
+    def test_fast_enough_upstream_is_not_cut(self):
+        r = self.get("/__slow?ms=100")
+        self.assertEqual(r.status, 200, r)
+
+
+class LimitsTest(GatewayTestCase):
+    limits = {"max_body_bytes": 1024, "max_header_bytes": 4096}
+
+    def test_body_over_limit_is_413(self):
+        m = unique_marker()
+        r = self.request("POST", "/public/" + m, body=b"x" * 2048)
+        self.assert_json_error(r, 413)
+        self.assertEqual(harness.upstream_targets(self.upstream, m, complete_only=True), [])
+
+    def test_chunked_body_over_limit_is_413(self):
+        m = unique_marker()
+        chunk = b"x" * 600
+        wire = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(4)) + b"0\r\n\r\n"
+        with self.gw.connect() as c:
+            c.send(harness.build_request("POST", "/public/" + m, [("Transfer-Encoding", "chunked")]) + wire)
+            r = c.read_response()
+        self.assert_json_error(r, 413)
+        self.assertEqual(harness.upstream_targets(self.upstream, m, complete_only=True), [])
+
+    def test_body_at_limit_passes(self):
+        r = self.request("POST", "/public/at-limit", body=b"y" * 1024)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["body_bytes"], 1024)
+
+    def test_header_over_limit_is_431(self):
+        m = unique_marker()
+        r = self.get("/public/" + m, headers=[("X-Big", "a" * 5000)])
+        self.assert_json_error(r, 431)
+        self.assert_not_forwarded(m)
+
+    def test_many_headers_over_limit_is_431(self):
+        m = unique_marker()
+        r = self.get("/public/" + m, headers=[("X-H%d" % i, "v" * 50) for i in range(100)])
+        self.assert_json_error(r, 431)
+        self.assert_not_forwarded(m)
+
+    def test_header_under_limit_passes(self):
+        r = self.get("/public/small", headers=[("X-Big", "a" * 2000)])
+        self.assertEqual(r.status, 200, r)
+
+
+class StreamingTest(GatewayTestCase):
+    """100 MiB each way through the gateway without the gateway's memory growing with it."""
+
+    SIZE = 100 * MIB
+    BUDGET_KIB = 64 * 1024
+
+    @classmethod
+    def create_tokens(cls):
+        cls.token = cls.gw.create_token("streamer")
+
+    def setUp(self):
+        # Warm up (worker threads, upstream pool) before taking the idle figure.
+        for _ in range(3):
+            self.assertEqual(self.get("/api/warm", token=self.token).status, 200)
+        self.idle_kib = self.gw.process.rss_kib()
+        self.peak_kib = self.idle_kib
+        self.sampling = True
+        self.sampler = threading.Thread(target=self._sample, daemon=True)
+        self.sampler.start()
+
+    def _sample(self):
+        while self.sampling:
+            try:
+                self.peak_kib = max(self.peak_kib, self.gw.process.rss_kib())
+            except (OSError, RuntimeError):
+                return
+            time.sleep(0.02)
+
+    def tearDown(self):
+        self.sampling = False
+        self.sampler.join(5)
+
+    def assert_rss_bounded(self):
+        self.sampling = False
+        self.sampler.join(5)
+        grew = self.peak_kib - self.idle_kib
+        self.assertLess(grew, self.BUDGET_KIB, "gateway RSS grew by %d KiB (idle %d KiB) moving %d MiB"
+                        % (grew, self.idle_kib, self.SIZE // MIB))
+
+    def test_100mib_upload_streams(self):
+        block = os.urandom(MIB)
+        digest = hashlib.sha256()
+        with self.gw.connect(timeout=60) as c:
+            c.send(harness.build_request("POST", "/api/upload", [bearer(self.token),
+                                                                 ("Content-Length", str(self.SIZE))]))
+            for _ in range(self.SIZE // MIB):
+                c.send(block)
+                digest.update(block)
+            r = c.read_response()
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["body_bytes"], self.SIZE)
+        self.assertEqual(r.json()["body_sha256"], digest.hexdigest())
+        self.assert_rss_bounded()
+
+    def test_100mib_download_streams(self):
+        got = hashlib.sha256()
+        count = [0]
+
+        def sink(data):
+            got.update(data)
+            count[0] += len(data)
+            if count[0] >= 8 * MIB and not stalled[0]:
+                # Stop reading for a moment: a gateway that does not apply back-pressure
+                # keeps reading the upstream into memory now.
+                stalled[0] = True
+                time.sleep(1.0)
+
+        stalled = [False]
+        with self.gw.connect(timeout=60) as c:
+            c.send(harness.build_request("GET", "/__download?bytes=%d" % self.SIZE, [bearer(self.token)]))
+            r = c.read_response(sink=sink)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(count[0], self.SIZE)
+        expected = hashlib.sha256()
+        block = bytes(range(256)) * 256
+        for _ in range(self.SIZE // len(block)):
+            expected.update(block)
+        self.assertEqual(got.hexdigest(), expected.hexdigest())
+        self.assert_rss_bounded()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -65,8 +65,10 @@ std::string did_you_mean(std::string_view wrong, const Names& candidates) {
       best = name;
     }
   }
+  // Two edits (a transposition) or a third of the word; but never when every
+  // character had to change, which would suggest "ca" for "id".
   std::size_t threshold = std::max<std::size_t>(2, wrong.size() / 3);
-  if (best.empty() || best_distance > threshold) return {};
+  if (best.empty() || best_distance > threshold || best_distance >= wrong.size()) return {};
   return fmt::format("; did you mean '{}'?", best);
 }
 
@@ -733,7 +735,12 @@ std::shared_ptr<const Config> parse_config(std::string_view yaml, const std::fil
   config->file = absolute.lexically_normal();
   YAML::Node root;
   try {
-    root = YAML::Load(std::string(yaml));
+    // LoadAll, not Load: Load silently ignores every document after the first.
+    std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
+    if (documents.size() > 1) {
+      throw ConfigError(label, to_mark(documents[1].Mark()), "only one YAML document is allowed");
+    }
+    if (!documents.empty()) root = documents.front();
   } catch (const YAML::Exception& e) {
     throw ConfigError(label, to_mark(e.mark), e.msg);
   }

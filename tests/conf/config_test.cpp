@@ -421,6 +421,7 @@ TEST_CASE("one failing case per malformed fragment") {
        "identity.header_prefix: '' is not a valid header name prefix (letters, digits and !#$%&'*+-.^_`|~)"},
       // YAML itself.
       {"YAML syntax error", "a: [1,\nb: }\n", 2, 4, "illegal flow end"},
+      {"second YAML document", "workers: 1\n---\nworkers: 2\n", 3, 1, "only one YAML document is allowed"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.name);
@@ -461,6 +462,8 @@ TEST_CASE("did-you-mean hints only for close keys") {
   CHECK(message_of("admin: { sockt: x }\n") == "unknown key 'sockt' in admin; did you mean 'socket'?");
   CHECK(message_of("identity: { forward_auth: true }\n") == "unknown key 'forward_auth' in identity");
   CHECK(message_of("colour: red\n") == "unknown key 'colour' in the top level");
+  CHECK(message_of("tsl: {}\n") == "unknown key 'tsl' in the top level; did you mean 'tls'?");
+  CHECK(message_of("upstreams: { u: { url: 'http://h', id: 1 } }\n") == "unknown key 'id' in upstreams.u");
   CHECK(message_of("roles: { orders-reader: {} }\ngroups: { g: { roles: [order-reader] } }\n") ==
         "groups.g.roles: unknown role 'order-reader'; did you mean 'orders-reader'?");
 }

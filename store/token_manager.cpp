@@ -1,1 +1,191 @@
-// placeholder: implemented by the owning area
+// Token operations as users ask for them: every rule about names, grants and expiry
+// is checked here, once, before the store is called.
+#include "store/token_manager.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <fmt/format.h>
+
+namespace tokengate::store {
+namespace {
+
+constexpr std::size_t kMaxNameLength = 128;
+
+// "30d", "12h", "10m", "10s", "500ms"; a bare "0" is zero. conf::parse_duration has the
+// same grammar, but conf/config.cpp was still a placeholder when this was written, and
+// the store must not depend on its link order for four lines of parsing.
+std::optional<std::chrono::milliseconds> parse_duration_local(std::string_view text) {
+  using namespace std::chrono;
+  if (text == "0") return milliseconds{0};
+  std::size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  if (digits == 0 || digits > 12) return std::nullopt;
+  long long n = 0;
+  std::from_chars(text.data(), text.data() + digits, n);
+  const std::string_view unit = text.substr(digits);
+  if (unit == "ms") return milliseconds{n};
+  if (unit == "s") return seconds{n};
+  if (unit == "m") return minutes{n};
+  if (unit == "h") return hours{n};
+  if (unit == "d") return days{n};
+  return std::nullopt;
+}
+
+std::string format_duration_local(std::chrono::milliseconds d) {
+  using namespace std::chrono;
+  const long long ms = d.count();
+  if (ms == 0) return "0";
+  if (ms % 86'400'000 == 0) return fmt::format("{}d", ms / 86'400'000);
+  if (ms % 3'600'000 == 0) return fmt::format("{}h", ms / 3'600'000);
+  if (ms % 60'000 == 0) return fmt::format("{}m", ms / 60'000);
+  if (ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
+  return fmt::format("{}ms", ms);
+}
+
+std::string join(const std::vector<std::string>& names) {
+  if (names.empty()) return "none";
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
+template <typename Items, typename NameOf>
+void check_known(std::string_view kind, std::string_view plural, const std::vector<std::string>& wanted,
+                 const Items& items, NameOf name_of) {
+  for (const auto& w : wanted) {
+    bool found = std::any_of(items.begin(), items.end(), [&](const auto& item) { return name_of(item) == w; });
+    if (!found) {
+      std::vector<std::string> known;
+      for (const auto& item : items) known.push_back(std::string(name_of(item)));
+      throw ValidationError(fmt::format("unknown {} '{}' (configured {}: {})", kind, w, plural, join(known)));
+    }
+  }
+}
+
+void check_name(const std::string& name) {
+  if (name.empty()) throw ValidationError("token name must not be empty");
+  if (name.size() > kMaxNameLength) {
+    throw ValidationError(fmt::format("token name is {} characters long; at most {} are allowed", name.size(),
+                                      kMaxNameLength));
+  }
+  for (unsigned char c : name) {
+    if (c < 0x20 || c == 0x7f) throw ValidationError("token name must not contain control characters");
+  }
+}
+
+void check_description(const std::string& description) {
+  for (unsigned char c : description) {
+    if ((c < 0x20 && c != '\t') || c == 0x7f) {
+      throw ValidationError("token description must not contain control characters");
+    }
+  }
+}
+
+void check_permissions(const std::vector<std::string>& permissions) {
+  for (const auto& p : permissions) {
+    if (p.empty()) throw ValidationError("a permission must not be empty");
+    for (unsigned char c : p) {
+      if (c <= 0x20 || c == 0x7f || c == ',') {
+        throw ValidationError(
+            fmt::format("permission '{}' must not contain whitespace, commas or control characters", p));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TokenManager::TokenManager(TokenStore& store, std::shared_ptr<const conf::Config> config)
+    : store_(store), config_(std::move(config)) {}
+
+void TokenManager::set_config(std::shared_ptr<const conf::Config> config) { config_ = std::move(config); }
+
+void TokenManager::validate_grants(const NewToken& request) const {
+  const conf::Config& c = *config_;
+  check_known("role", "roles", request.roles, c.roles, [](const conf::Role& r) -> std::string_view { return r.name; });
+  check_known("group", "groups", request.groups, c.groups,
+              [](const conf::Group& g) -> std::string_view { return g.name; });
+  check_known("license", "licenses", request.licenses, c.licenses,
+              [](const std::string& l) -> std::string_view { return l; });
+  check_permissions(request.permissions);
+}
+
+namespace {
+
+void check_expiry(const std::optional<TimePoint>& expires_at, const conf::Config& config, TimePoint now) {
+  const auto max = std::chrono::duration_cast<std::chrono::seconds>(config.tokens.max_lifetime);
+  if (!expires_at) {
+    if (max > std::chrono::seconds::zero()) {
+      throw ValidationError(fmt::format("tokens.max_lifetime is {}: a token must have an expiry within it",
+                                        format_duration_local(config.tokens.max_lifetime)));
+    }
+    return;
+  }
+  if (*expires_at <= now) {
+    throw ValidationError(fmt::format("expiry {} is not in the future", format_rfc3339(*expires_at)));
+  }
+  if (max > std::chrono::seconds::zero() && *expires_at > now + max) {
+    throw ValidationError(fmt::format("expiry {} is beyond tokens.max_lifetime ({}, i.e. at most {})",
+                                      format_rfc3339(*expires_at), format_duration_local(config.tokens.max_lifetime),
+                                      format_rfc3339(now + max)));
+  }
+}
+
+}  // namespace
+
+IssuedToken TokenManager::create(NewToken request) {
+  check_name(request.name);
+  check_description(request.description);
+  normalize_names(request.roles);
+  normalize_names(request.groups);
+  normalize_names(request.permissions);
+  normalize_names(request.licenses);
+  validate_grants(request);
+  check_expiry(request.expires_at, *config_, store_.now());
+  return store_.create(request);
+}
+
+std::optional<TokenRecord> TokenManager::update(std::string_view id, TokenPatch patch) {
+  if (patch.name) check_name(*patch.name);
+  if (patch.description) check_description(*patch.description);
+  NewToken grants;
+  if (patch.roles) normalize_names(*patch.roles), grants.roles = *patch.roles;
+  if (patch.groups) normalize_names(*patch.groups), grants.groups = *patch.groups;
+  if (patch.permissions) normalize_names(*patch.permissions), grants.permissions = *patch.permissions;
+  if (patch.licenses) normalize_names(*patch.licenses), grants.licenses = *patch.licenses;
+  validate_grants(grants);
+  if (patch.expires_at) check_expiry(*patch.expires_at, *config_, store_.now());
+  return store_.update(id, patch);
+}
+
+std::optional<IssuedToken> TokenManager::rotate(std::string_view id, std::chrono::seconds grace) {
+  if (grace < std::chrono::seconds::zero()) throw ValidationError("rotation grace must not be negative");
+  return store_.rotate(id, grace);
+}
+
+bool TokenManager::remove(std::string_view id) { return store_.remove(id); }
+
+std::optional<TokenRecord> TokenManager::get(std::string_view id) const { return store_.get(id); }
+
+std::vector<TokenRecord> TokenManager::list() const { return store_.list(); }
+
+std::optional<TimePoint> parse_when(std::string_view text, TimePoint now) {
+  using namespace std::chrono;
+  if (auto t = parse_rfc3339(text)) return t;
+  if (text.size() == 10 && text[4] == '-' && text[7] == '-') {
+    int y = 0;
+    unsigned m = 0, d = 0;
+    auto ok = [&](std::size_t pos, std::size_t len, auto& out) {
+      for (std::size_t i = pos; i < pos + len; ++i) {
+        if (text[i] < '0' || text[i] > '9') return false;
+      }
+      return std::from_chars(text.data() + pos, text.data() + pos + len, out).ec == std::errc{};
+    };
+    if (!ok(0, 4, y) || !ok(5, 2, m) || !ok(8, 2, d)) return std::nullopt;
+    const year_month_day ymd{year{y}, month{m}, day{d}};
+    if (!ymd.ok()) return std::nullopt;
+    return TimePoint{sys_days{ymd} + days{1}};  // valid through the end of that day, UTC
+  }
+  if (auto d = parse_duration_local(text)) return now + floor<seconds>(*d);
+  return std::nullopt;
+}
+
+}  // namespace tokengate::store

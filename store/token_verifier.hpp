@@ -35,6 +35,7 @@ class TokenDirectory {
     friend class TokenDirectory;
     explicit Replica(TokenDirectory& directory);
     void sync();
+    void copy_all();  // with directory_.mutex_ held
     TokenDirectory& directory_;
     std::uint64_t applied_version_ = 0;
     // Each replica owns its copies so shared_ptr reference counts never bounce
@@ -53,6 +54,9 @@ class TokenDirectory {
   mutable std::mutex mutex_;  // guards tokens_ and changes_; never taken when nothing changed
   std::unordered_map<std::string, std::shared_ptr<const StoredToken>> tokens_;
   std::vector<std::pair<std::uint64_t, std::string>> changes_;  // (version, id), ascending
+  // Changes up to and including this version were dropped from changes_ to bound its
+  // size; a replica that has not applied them takes a full copy instead.
+  std::uint64_t trimmed_version_ = 0;
   std::atomic<std::uint64_t> version_{0};
 };
 

@@ -2,7 +2,14 @@
 // here; anything else is an error carrying file:line:col and, when close, a hint.
 #include "conf/config.hpp"
 
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
 #include <algorithm>
+#include <boost/url/ipv4_address.hpp>
+#include <boost/url/ipv6_address.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/url_view.hpp>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -12,13 +19,6 @@
 #include <map>
 #include <sstream>
 #include <utility>
-
-#include <boost/url/ipv4_address.hpp>
-#include <boost/url/ipv6_address.hpp>
-#include <boost/url/parse.hpp>
-#include <boost/url/url_view.hpp>
-#include <fmt/format.h>
-#include <yaml-cpp/yaml.h>
 
 namespace tokengate::conf {
 
@@ -76,13 +76,9 @@ bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 // RFC 9110 tchar: the characters of a header field name or a method.
-bool is_tchar(char c) {
-  return is_digit(c) || is_alpha(c) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
+bool is_tchar(char c) { return is_digit(c) || is_alpha(c) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr; }
 
-bool all_digits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), is_digit);
-}
+bool all_digits(std::string_view s) { return !s.empty() && std::all_of(s.begin(), s.end(), is_digit); }
 
 // RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.
 bool is_hostname(std::string_view host) {
@@ -162,11 +158,16 @@ struct Field {
 
 std::string node_kind(const YAML::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Null: return "nothing";
-    case YAML::NodeType::Scalar: return fmt::format("'{}'", n.Scalar());
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a mapping";
-    default: return "an undefined value";
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      return fmt::format("'{}'", n.Scalar());
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    default:
+      return "an undefined value";
   }
 }
 
@@ -181,7 +182,8 @@ class Loader {
 
   void load(const YAML::Node& root) {
     if (root.IsNull()) fail(Mark{}, "the configuration is empty");
-    if (!root.IsMap()) fail(root, fmt::format("expected a mapping at the top level, got {}", node_kind(root)));
+    if (!root.IsMap())
+      fail(root, fmt::format("expected a mapping at the top level, got {}", node_kind(root)));
     auto top = fields(root, "",
                       {"listen", "tls", "workers", "admin", "store", "tokens", "limits", "identity",
                        "upstreams", "roles", "groups", "licenses", "routes"});
@@ -294,7 +296,9 @@ class Loader {
   Duration duration(const Field& f) const {
     std::optional<Duration> d;
     if (f.value.IsScalar()) d = parse_duration(f.value.Scalar());
-    if (!d) fail(f, fmt::format("invalid duration {} (expected e.g. 500ms, 10s, 5m, 2h, 30d or 0)", node_kind(f.value)));
+    if (!d)
+      fail(f, fmt::format("invalid duration {} (expected e.g. 500ms, 10s, 5m, 2h, 30d or 0)",
+                          node_kind(f.value)));
     return *d;
   }
 
@@ -333,7 +337,8 @@ class Loader {
       if (!item.IsScalar()) fail(item, fmt::format("{}: expected a name, got {}", f.path, node_kind(item)));
       const std::string& name = item.Scalar();
       if (!is_valid_name(name)) {
-        fail(item, fmt::format("{}: invalid name '{}' (use 1..128 letters, digits, '.', '_', '-', ':')", f.path, name));
+        fail(item, fmt::format("{}: invalid name '{}' (use 1..128 letters, digits, '.', '_', '-', ':')",
+                               f.path, name));
       }
       if (std::find(out.begin(), out.end(), name) != out.end()) {
         fail(item, fmt::format("{}: duplicate '{}'", f.path, name));
@@ -346,7 +351,8 @@ class Loader {
   // The name of a map entry that defines something (a role, a group, an upstream).
   std::string defined_name(const Field& f, std::string_view what) const {
     if (!is_valid_name(f.key)) {
-      fail(f.key_node, fmt::format("invalid {} name '{}' (use 1..128 letters, digits, '.', '_', '-', ':')", what, f.key));
+      fail(f.key_node,
+           fmt::format("invalid {} name '{}' (use 1..128 letters, digits, '.', '_', '-', ':')", what, f.key));
     }
     return f.key;
   }
@@ -459,7 +465,8 @@ class Loader {
       if (f.key == "header_prefix") {
         std::string prefix = string(f);
         if (prefix.empty() || !std::all_of(prefix.begin(), prefix.end(), is_tchar)) {
-          fail(f, fmt::format("'{}' is not a valid header name prefix (letters, digits and !#$%&'*+-.^_`|~)", prefix));
+          fail(f, fmt::format("'{}' is not a valid header name prefix (letters, digits and !#$%&'*+-.^_`|~)",
+                              prefix));
         }
         config_.identity.header_prefix = prefix;
       } else {
@@ -494,7 +501,9 @@ class Loader {
 
   void parse_upstream_url(const Field& f, Upstream& up) const {
     up.url = string(f);
-    auto bad = [&](std::string_view why) { fail(f, fmt::format("invalid upstream URL '{}': {}", up.url, why)); };
+    auto bad = [&](std::string_view why) {
+      fail(f, fmt::format("invalid upstream URL '{}': {}", up.url, why));
+    };
     // parse_uri, not parse_absolute_uri: the latter rejects a fragment by grammar,
     // and a specific message is more useful than "not an absolute URL".
     auto parsed = boost::urls::parse_uri(up.url);
@@ -526,7 +535,8 @@ class Loader {
     }
     if (u.has_port()) {
       auto port = parse_port(u.port());
-      if (!port || *port == 0) bad(fmt::format("invalid port '{}' (expected 1..65535)", std::string_view(u.port())));
+      if (!port || *port == 0)
+        bad(fmt::format("invalid port '{}' (expected 1..65535)", std::string_view(u.port())));
       up.port = *port;
     } else {
       up.port = up.https ? 443 : 80;
@@ -576,7 +586,8 @@ class Loader {
                               bool allow_any_of, std::vector<RequirementBlock>* any_of) const {
     RequirementBlock block;
     block.mark = to_mark(map.Mark());
-    std::initializer_list<std::string_view> keys_with_any = {"permissions", "roles", "groups", "licenses", "any_of"};
+    std::initializer_list<std::string_view> keys_with_any = {"permissions", "roles", "groups", "licenses",
+                                                             "any_of"};
     std::initializer_list<std::string_view> keys = {"permissions", "roles", "groups", "licenses"};
     bool empty = true;
     for (const auto& k : fields(map, block_path, allow_any_of ? keys_with_any : keys)) {
@@ -601,7 +612,8 @@ class Loader {
         std::size_t i = 0;
         for (const auto& item : k.value) {
           std::string item_path = fmt::format("{}[{}]", k.path, i++);
-          if (!item.IsMap()) fail(item, fmt::format("{}: expected a mapping, got {}", item_path, node_kind(item)));
+          if (!item.IsMap())
+            fail(item, fmt::format("{}: expected a mapping, got {}", item_path, node_kind(item)));
           any_of->push_back(load_block(k, item, item_path, false, nullptr));
         }
         empty = false;
@@ -622,7 +634,8 @@ class Loader {
     std::size_t index = 0;
     for (const auto& node : section.value) {
       std::string route_path = fmt::format("{}[{}]", section.path, index++);
-      if (!node.IsMap()) fail(node, fmt::format("{}: expected a mapping, got {}", route_path, node_kind(node)));
+      if (!node.IsMap())
+        fail(node, fmt::format("{}: expected a mapping, got {}", route_path, node_kind(node)));
       Route route;
       bool has_path = false;
       bool has_upstream = false;
@@ -631,7 +644,8 @@ class Loader {
       for (const auto& f : fields(node, route_path, {"path", "methods", "upstream", "public", "require"})) {
         if (f.key == "path") {
           route.path = string(f);
-          if (route.path.empty() || route.path.front() != '/') fail(f, fmt::format("'{}' must start with '/'", route.path));
+          if (route.path.empty() || route.path.front() != '/')
+            fail(f, fmt::format("'{}' must start with '/'", route.path));
           route.mark = to_mark(f.key_node.Mark());
           has_path = true;
         } else if (f.key == "methods") {
@@ -639,7 +653,8 @@ class Loader {
         } else if (f.key == "upstream") {
           route.upstream = string(f);
           if (std::find(upstreams.begin(), upstreams.end(), route.upstream) == upstreams.end()) {
-            fail(f, fmt::format("unknown upstream '{}'{}", route.upstream, did_you_mean(route.upstream, upstreams)));
+            fail(f, fmt::format("unknown upstream '{}'{}", route.upstream,
+                                did_you_mean(route.upstream, upstreams)));
           }
           has_upstream = true;
         } else if (f.key == "public") {
@@ -653,7 +668,9 @@ class Loader {
       if (!has_upstream) fail(node, fmt::format("{}: missing required key 'upstream'", route_path));
       if (require_field) {
         const Field& f = *require_field;
-        if (route.is_public) fail(to_mark(f.key_node.Mark()), fmt::format("{}: a public route cannot have 'require'", route_path));
+        if (route.is_public)
+          fail(to_mark(f.key_node.Mark()),
+               fmt::format("{}: a public route cannot have 'require'", route_path));
         expect_map(f);
         Requirement req;
         req.mark = to_mark(f.key_node.Mark());
@@ -670,14 +687,14 @@ class Loader {
     std::vector<std::string> out;
     for (const auto& item : f.value) {
       std::string m = item.IsScalar() ? item.Scalar() : std::string();
-      bool ok = !m.empty() && std::all_of(m.begin(), m.end(), [](char c) {
-        return is_tchar(c) && !(c >= 'a' && c <= 'z');
-      });
+      bool ok = !m.empty() && std::all_of(m.begin(), m.end(),
+                                          [](char c) { return is_tchar(c) && !(c >= 'a' && c <= 'z'); });
       if (!ok) {
-        fail(item, fmt::format("{}: invalid method {} (expected an upper-case HTTP method such as GET)", f.path,
-                               node_kind(item)));
+        fail(item, fmt::format("{}: invalid method {} (expected an upper-case HTTP method such as GET)",
+                               f.path, node_kind(item)));
       }
-      if (std::find(out.begin(), out.end(), m) != out.end()) fail(item, fmt::format("{}: duplicate method '{}'", f.path, m));
+      if (std::find(out.begin(), out.end(), m) != out.end())
+        fail(item, fmt::format("{}: duplicate method '{}'", f.path, m));
       out.push_back(std::move(m));
     }
     return out;
@@ -762,7 +779,8 @@ std::shared_ptr<const Config> load_config(const std::filesystem::path& file) {
   if (!in) throw ConfigError(label, {}, fmt::format("cannot read configuration: {}", std::strerror(errno)));
   std::ostringstream text;
   text << in.rdbuf();
-  if (in.bad()) throw ConfigError(label, {}, fmt::format("cannot read configuration: {}", std::strerror(errno)));
+  if (in.bad())
+    throw ConfigError(label, {}, fmt::format("cannot read configuration: {}", std::strerror(errno)));
   return parse_config(text.str(), file);
 }
 

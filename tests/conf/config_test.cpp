@@ -1,13 +1,13 @@
 // Tests of conf/: the example config, defaults, durations, endpoints, and one
 // failing case per malformed fragment checking the message, line and column.
+#include "conf/config.hpp"
+
 #include <doctest/doctest.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
-
-#include "conf/config.hpp"
 
 namespace fs = std::filesystem;
 using namespace tokengate::conf;
@@ -203,9 +203,8 @@ TEST_CASE("durations") {
       const char* text;
       Duration value;
     };
-    const Row rows[] = {{"0", 0ms},          {"0s", 0ms},       {"500ms", 500ms}, {"10s", 10s},
-                        {"5m", 5min},        {"2h", 2h},        {"30d", 30 * 24h}, {"1500ms", 1500ms},
-                        {"007s", 7s},        {"365d", 365 * 24h}};
+    const Row rows[] = {{"0", 0ms}, {"0s", 0ms},       {"500ms", 500ms},   {"10s", 10s}, {"5m", 5min},
+                        {"2h", 2h}, {"30d", 30 * 24h}, {"1500ms", 1500ms}, {"007s", 7s}, {"365d", 365 * 24h}};
     for (const auto& row : rows) {
       CAPTURE(row.text);
       auto d = parse_duration(row.text);
@@ -214,9 +213,25 @@ TEST_CASE("durations") {
     }
   }
   SUBCASE("malformed") {
-    const char* rows[] = {"",     "10",  "1.5s", "-1s", "+1s",  "10 s",  " 5s", "5s ", "s",
-                          "ms",   "5M",  "5S",   "5sec", "5us", "1h30m", "0x5s", "00",
-                          "999999999999999999d", "9223372036854775807ms0"};
+    const char* rows[] = {"",
+                          "10",
+                          "1.5s",
+                          "-1s",
+                          "+1s",
+                          "10 s",
+                          " 5s",
+                          "5s ",
+                          "s",
+                          "ms",
+                          "5M",
+                          "5S",
+                          "5sec",
+                          "5us",
+                          "1h30m",
+                          "0x5s",
+                          "00",
+                          "999999999999999999d",
+                          "9223372036854775807ms0"};
     for (const char* text : rows) {
       CAPTURE(text);
       CHECK_FALSE(parse_duration(text).has_value());
@@ -227,8 +242,8 @@ TEST_CASE("durations") {
       Duration value;
       const char* text;
     };
-    const Row rows[] = {{0ms, "0"},      {500ms, "500ms"}, {1500ms, "1500ms"}, {10s, "10s"}, {90s, "90s"},
-                        {10min, "10m"},  {2h, "2h"},        {36h, "36h"},       {48h, "2d"},  {1ms, "1ms"}};
+    const Row rows[] = {{0ms, "0"},     {500ms, "500ms"}, {1500ms, "1500ms"}, {10s, "10s"}, {90s, "90s"},
+                        {10min, "10m"}, {2h, "2h"},       {36h, "36h"},       {48h, "2d"},  {1ms, "1ms"}};
     for (const auto& row : rows) {
       CAPTURE(row.text);
       CHECK(format_duration(row.value) == row.text);
@@ -309,13 +324,18 @@ TEST_CASE("one failing case per malformed fragment") {
        "unknown key 'method' in routes[0]; did you mean 'methods'?"},
       {"unknown upstream key", "upstreams:\n  a: { url: 'http://h', cafile: x }\n", 2, 25,
        "unknown key 'cafile' in upstreams.a"},
-      {"nested any_of", kBase + "routes:\n  - path: /x\n    upstream: app\n    require:\n      any_of:\n        - any_of: []\n",
+      {"nested any_of",
+       kBase +
+           "routes:\n  - path: /x\n    upstream: app\n    require:\n      any_of:\n        - any_of: []\n",
        13, 11, "unknown key 'any_of' in routes[0].require.any_of[0]"},
       // Wrong types.
-      {"list where a mapping is expected", "limits: [1, 2]\n", 1, 9, "limits: expected a mapping, got a list"},
-      {"mapping where a list is expected", "routes: { a: 1 }\n", 1, 9, "routes: expected a list, got a mapping"},
+      {"list where a mapping is expected", "limits: [1, 2]\n", 1, 9,
+       "limits: expected a mapping, got a list"},
+      {"mapping where a list is expected", "routes: { a: 1 }\n", 1, 9,
+       "routes: expected a list, got a mapping"},
       {"roles as a list", "roles: [a]\n", 1, 8, "roles: expected a mapping, got a list"},
-      {"upstream entry as a list", "upstreams:\n  x: [a]\n", 2, 6, "upstreams.x: expected a mapping, got a list"},
+      {"upstream entry as a list", "upstreams:\n  x: [a]\n", 2, 6,
+       "upstreams.x: expected a mapping, got a list"},
       {"section with no value", "tls:\nworkers: 1\n", 1, 1, "tls: expected a mapping, got nothing"},
       {"top level is a list", "- a\n", 1, 1, "expected a mapping at the top level, got a list"},
       {"non-bool public", kBase + "routes:\n  - path: /x\n    upstream: app\n    public: yes\n", 11, 13,
@@ -328,13 +348,15 @@ TEST_CASE("one failing case per malformed fragment") {
       {"negative workers", "workers: -1\n", 1, 10, "workers: expected an integer in 0..4096, got '-1'"},
       {"hex limit", "limits:\n  max_header_bytes: 0x10\n", 2, 21,
        "limits.max_header_bytes: expected an integer in 1..4294967295, got '0x10'"},
-      {"list of names holds a mapping", "licenses: [{a: 1}]\n", 1, 12, "licenses: expected a name, got a mapping"},
+      {"list of names holds a mapping", "licenses: [{a: 1}]\n", 1, 12,
+       "licenses: expected a name, got a mapping"},
       // Durations and limits.
       {"duration with a space", "limits:\n  idle_timeout: 10 s\n", 2, 17,
        "limits.idle_timeout: invalid duration '10 s' (expected e.g. 500ms, 10s, 5m, 2h, 30d or 0)"},
       {"duration in years", "tokens:\n  max_lifetime: 1y\n", 2, 17,
        "tokens.max_lifetime: invalid duration '1y' (expected e.g. 500ms, 10s, 5m, 2h, 30d or 0)"},
-      {"zero timeout", "limits:\n  upstream_timeout: 0\n", 2, 21, "limits.upstream_timeout: must be greater than zero"},
+      {"zero timeout", "limits:\n  upstream_timeout: 0\n", 2, 21,
+       "limits.upstream_timeout: must be greater than zero"},
       {"zero max_connections", "limits:\n  max_connections: 0\n", 2, 20,
        "limits.max_connections: expected an integer in 1..4294967295, got '0'"},
       {"zero max_body_bytes", "limits:\n  max_body_bytes: 0\n", 2, 19,
@@ -364,9 +386,12 @@ TEST_CASE("one failing case per malformed fragment") {
       {"ca for an http upstream", "upstreams:\n  x:\n    url: http://h\n    ca: ca.pem\n", 4, 9,
        "upstreams.x.ca: 'ca' is only meaningful for https:// upstreams"},
       // Missing required keys.
-      {"upstream without url", "upstreams:\n  x: { ca: ca.pem }\n", 2, 6, "upstreams.x: missing required key 'url'"},
-      {"route without path", kBase + "routes:\n  - upstream: app\n", 9, 5, "routes[0]: missing required key 'path'"},
-      {"route without upstream", kBase + "routes:\n  - path: /x\n", 9, 5, "routes[0]: missing required key 'upstream'"},
+      {"upstream without url", "upstreams:\n  x: { ca: ca.pem }\n", 2, 6,
+       "upstreams.x: missing required key 'url'"},
+      {"route without path", kBase + "routes:\n  - upstream: app\n", 9, 5,
+       "routes[0]: missing required key 'path'"},
+      {"route without upstream", kBase + "routes:\n  - path: /x\n", 9, 5,
+       "routes[0]: missing required key 'upstream'"},
       {"tls without key", "tls:\n  cert: c.pem\n", 2, 3, "tls: missing required key 'key'"},
       {"empty path", "store:\n  path: ''\n", 2, 9, "store.path: expected a path, got an empty string"},
       // References to undefined names.
@@ -374,49 +399,59 @@ TEST_CASE("one failing case per malformed fragment") {
        "groups.g.roles: unknown role 'r2'; did you mean 'r1'?"},
       {"route with an undefined upstream", kBase + "routes:\n  - path: /x\n    upstream: ap\n", 10, 15,
        "routes[0].upstream: unknown upstream 'ap'; did you mean 'app'?"},
-      {"route requiring an undefined role", kBase + "routes:\n  - path: /x\n    upstream: app\n    require: { roles: [writer] }\n",
-       11, 24, "routes[0].require.roles: unknown role 'writer'"},
+      {"route requiring an undefined role",
+       kBase + "routes:\n  - path: /x\n    upstream: app\n    require: { roles: [writer] }\n", 11, 24,
+       "routes[0].require.roles: unknown role 'writer'"},
       {"route requiring an undefined group",
-       kBase + "routes:\n  - path: /x\n    upstream: app\n    require:\n      any_of:\n        - groups: [opz]\n", 13, 20,
-       "routes[0].require.any_of[0].groups: unknown group 'opz'; did you mean 'ops'?"},
+       kBase +
+           "routes:\n  - path: /x\n    upstream: app\n    require:\n      any_of:\n        - groups: [opz]\n",
+       13, 20, "routes[0].require.any_of[0].groups: unknown group 'opz'; did you mean 'ops'?"},
       {"route requiring an undefined license",
        kBase + "routes:\n  - path: /x\n    upstream: app\n    require: { licenses: [free] }\n", 11, 27,
        "routes[0].require.licenses: unknown license 'free'"},
       // Duplicates.
-      {"duplicate role", "roles:\n  a: {}\n  a: {}\n", 3, 3, "duplicate key 'a' in roles (first defined at line 2)"},
-      {"duplicate group", kBase + "groups:\n  g: {}\n", 8, 1, "duplicate key 'groups' in the top level (first defined at line 5)"},
+      {"duplicate role", "roles:\n  a: {}\n  a: {}\n", 3, 3,
+       "duplicate key 'a' in roles (first defined at line 2)"},
+      {"duplicate group", kBase + "groups:\n  g: {}\n", 8, 1,
+       "duplicate key 'groups' in the top level (first defined at line 5)"},
       {"duplicate group name", "groups:\n  g: {}\n  h: {}\n  g: { permissions: [x] }\n", 4, 3,
        "duplicate key 'g' in groups (first defined at line 2)"},
       {"duplicate upstream", "upstreams:\n  u: { url: 'http://a' }\n  u: { url: 'http://b' }\n", 3, 3,
        "duplicate key 'u' in upstreams (first defined at line 2)"},
       {"duplicate license", "licenses: [pro, enterprise, pro]\n", 1, 29, "licenses: duplicate 'pro'"},
-      {"duplicate permission", "roles:\n  r: { permissions: [a, a] }\n", 2, 25, "roles.r.permissions: duplicate 'a'"},
+      {"duplicate permission", "roles:\n  r: { permissions: [a, a] }\n", 2, 25,
+       "roles.r.permissions: duplicate 'a'"},
       // Routes.
-      {"public route with require", kBase + "routes:\n  - path: /x\n    upstream: app\n    public: true\n    require: { permissions: [a] }\n",
+      {"public route with require",
+       kBase +
+           "routes:\n  - path: /x\n    upstream: app\n    public: true\n    require: { permissions: [a] }\n",
        12, 5, "routes[0]: a public route cannot have 'require'"},
       {"path without a leading slash", kBase + "routes:\n  - path: x\n    upstream: app\n", 9, 11,
        "routes[0].path: 'x' must start with '/'"},
       {"lower-case method", kBase + "routes:\n  - path: /x\n    upstream: app\n    methods: [get]\n", 11, 15,
        "routes[0].methods: invalid method 'get' (expected an upper-case HTTP method such as GET)"},
-      {"method with a space", kBase + "routes:\n  - path: /x\n    upstream: app\n    methods: ['GE T']\n", 11, 15,
-       "routes[0].methods: invalid method 'GE T' (expected an upper-case HTTP method such as GET)"},
-      {"duplicate method", kBase + "routes:\n  - path: /x\n    upstream: app\n    methods: [GET, GET]\n", 11, 20,
-       "routes[0].methods: duplicate method 'GET'"},
+      {"method with a space", kBase + "routes:\n  - path: /x\n    upstream: app\n    methods: ['GE T']\n", 11,
+       15, "routes[0].methods: invalid method 'GE T' (expected an upper-case HTTP method such as GET)"},
+      {"duplicate method", kBase + "routes:\n  - path: /x\n    upstream: app\n    methods: [GET, GET]\n", 11,
+       20, "routes[0].methods: duplicate method 'GET'"},
       {"empty methods", kBase + "routes:\n  - path: /x\n    upstream: app\n    methods: []\n", 11, 14,
        "routes[0].methods: empty list (omit 'methods' to allow every method)"},
       {"empty require", kBase + "routes:\n  - path: /x\n    upstream: app\n    require: {}\n", 11, 14,
        "routes[0].require: empty requirement (omit 'require' to allow any valid token)"},
-      {"empty any_of block", kBase + "routes:\n  - path: /x\n    upstream: app\n    require: { any_of: [{}] }\n", 11, 25,
+      {"empty any_of block",
+       kBase + "routes:\n  - path: /x\n    upstream: app\n    require: { any_of: [{}] }\n", 11, 25,
        "routes[0].require.any_of[0]: empty requirement (omit 'require' to allow any valid token)"},
-      {"second route reported with its index", kBase + "routes:\n  - path: /a\n    upstream: app\n  - path: /b\n    upstream: nope\n",
-       12, 15, "routes[1].upstream: unknown upstream 'nope'"},
+      {"second route reported with its index",
+       kBase + "routes:\n  - path: /a\n    upstream: app\n  - path: /b\n    upstream: nope\n", 12, 15,
+       "routes[1].upstream: unknown upstream 'nope'"},
       // Names and identity.
       {"role name with a space", "roles:\n  'bad name': {}\n", 2, 3,
        "invalid role name 'bad name' (use 1..128 letters, digits, '.', '_', '-', ':')"},
       {"permission with a comma", "roles:\n  r: { permissions: ['a,b'] }\n", 2, 22,
        "roles.r.permissions: invalid name 'a,b' (use 1..128 letters, digits, '.', '_', '-', ':')"},
       {"header prefix with a space", "identity:\n  header_prefix: 'X Auth'\n", 2, 18,
-       "identity.header_prefix: 'X Auth' is not a valid header name prefix (letters, digits and !#$%&'*+-.^_`|~)"},
+       "identity.header_prefix: 'X Auth' is not a valid header name prefix (letters, digits and "
+       "!#$%&'*+-.^_`|~)"},
       {"empty header prefix", "identity:\n  header_prefix: ''\n", 2, 18,
        "identity.header_prefix: '' is not a valid header name prefix (letters, digits and !#$%&'*+-.^_`|~)"},
       // YAML itself.
@@ -433,8 +468,8 @@ TEST_CASE("one failing case per malformed fragment") {
       CHECK(e.mark().line == c.line);
       CHECK(e.mark().column == c.column);
       CHECK(e.file() == kFake.string());
-      CHECK(std::string(e.what()) ==
-            kFake.string() + ":" + std::to_string(c.line) + ":" + std::to_string(c.column) + ": " + c.message);
+      CHECK(std::string(e.what()) == kFake.string() + ":" + std::to_string(c.line) + ":" +
+                                         std::to_string(c.column) + ": " + c.message);
     }
   }
 }
@@ -504,7 +539,8 @@ TEST_CASE("load_config reads a real file") {
       load_config(bad);
       FAIL("accepted");
     } catch (const ConfigError& e) {
-      CHECK(std::string(e.what()) == bad.string() + ":2:10: workers: expected an integer in 0..4096, got 'many'");
+      CHECK(std::string(e.what()) ==
+            bad.string() + ":2:10: workers: expected an integer in 0..4096, got 'many'");
     }
   }
 }
@@ -516,7 +552,8 @@ TEST_CASE("a missing or unreadable file is a ConfigError naming the file and the
     load_config(missing);
     FAIL("accepted");
   } catch (const ConfigError& e) {
-    CHECK(std::string(e.what()) == missing.string() + ": cannot read configuration: No such file or directory");
+    CHECK(std::string(e.what()) ==
+          missing.string() + ": cannot read configuration: No such file or directory");
     CHECK(e.mark().line == 0);
     CHECK(e.mark().column == 0);
   }

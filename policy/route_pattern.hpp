@@ -21,12 +21,15 @@ class RoutePattern {
 
   const std::string& text() const noexcept { return text_; }
 
- private:
+  // The parsed form, for the engine's route index and for lint.
   enum class Kind { Literal, Star, DoubleStar };
   struct Segment {
     Kind kind;
-    std::string literal;
+    std::string literal;  // only for Literal
   };
+  const std::vector<Segment>& segments() const noexcept { return segments_; }
+
+ private:
   std::string text_;
   std::vector<Segment> segments_;
 };

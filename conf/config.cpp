@@ -198,8 +198,9 @@ class Loader {
     if (auto f = get("tls")) load_tls(*f);
     if (auto f = get("workers")) config_.workers = static_cast<unsigned>(integer(*f, 0, 4096));
     if (auto f = get("admin")) load_admin(*f);
-    config_.store.path = resolve_default(config_.store.path);
-    config_.store.key_file = resolve_default(config_.store.key_file);
+    // The defaults are relative too: they live next to the config file.
+    config_.store.path = resolve(config_.store.path);
+    config_.store.key_file = resolve(config_.store.key_file);
     if (auto f = get("store")) load_store(*f);
     if (auto f = get("tokens")) load_tokens(*f);
     if (auto f = get("limits")) load_limits(*f);
@@ -321,7 +322,6 @@ class Loader {
     if (p.is_absolute()) return p.lexically_normal();
     return (base_dir_ / p).lexically_normal();
   }
-  fs::path resolve_default(const fs::path& p) const { return resolve(p); }
 
   fs::path path(const Field& f) const {
     std::string text = string(f);

@@ -4,6 +4,7 @@ Runs the real binary (env TOKENGATE_BIN) against a config and store in a fresh
 temporary directory: token lifecycle, check, explain, version and exit codes.
 """
 
+import datetime
 import http.server
 import json
 import os
@@ -29,7 +30,7 @@ store:
   path: var/tokens
   key_file: var/tokengate.key
 tokens:
-  max_lifetime: 365d
+  max_lifetime: {max_lifetime}
 upstreams:
   orders:
     url: http://127.0.0.1:{upstream_port}
@@ -90,7 +91,7 @@ class CliTestCase(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="tokengate-cli-")
         self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
-        self.config_text = CONFIG.format(upstream_port=9)
+        self.config_text = CONFIG.format(upstream_port=9, max_lifetime=0)
         self.config = self.write("tokengate.yaml", self.config_text)
 
     def write(self, name, text):
@@ -266,12 +267,22 @@ class TokenLifecycleTest(CliTestCase):
         self.assertEqual(self.show_json(token[3:15])["roles"], [])
 
     def test_expiry_rules(self):
+        self.user_error("token", "create", "--config", self.config, "--name", "x", "--expires", "soonish")
+        self.user_error("token", "create", "--config", self.config, "--name", "x", "--expires", "2001-01-01")
+        self.config = self.write("limited.yaml", CONFIG.format(upstream_port=9, max_lifetime="365d"))
         self.user_error("token", "create", "--config", self.config, "--name", "x", "--expires", "400d")
         self.user_error("token", "create", "--config", self.config, "--name", "x", "--expires", "soonish")
         self.create("--name", "x", "--expires", "365d")
-        token, _ = self.create("--name", "y", "--expires", "2026-12-31T00:00:00Z")
+        line = self.user_error("token", "create", "--config", self.config, "--name", "x")  # never > 365d
+        self.assertIn("max_lifetime", line)
+        when = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=10)).replace(microsecond=0)
+        token, _ = self.create("--name", "y", "--expires", when.strftime("%Y-%m-%dT%H:%M:%SZ"))
         record = self.show_json(token[3:15])
-        self.assertEqual(record["expires_at"], "2026-12-31T00:00:00Z")
+        self.assertEqual(record["expires_at"], when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        line = self.user_error("token", "update", "--config", self.config, token[3:15], "--expires", "never")
+        self.assertIn("max_lifetime", line)
+        line = self.user_error("token", "update", "--config", self.config, token[3:15], "--expires", "500d")
+        self.assertIn("max_lifetime", line)
 
     def test_read_commands_do_not_create_a_store(self):
         listing = self.ok("token", "list", "--config", self.config)
@@ -325,6 +336,7 @@ class RotationThroughGatewayTest(CliTestCase):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+            proc.stderr.close()
 
         self.addCleanup(stop)
         seen = []
@@ -352,7 +364,7 @@ class RotationThroughGatewayTest(CliTestCase):
 
     def test_rotated_out_secret_fails_and_new_one_works(self):
         upstream_port = self.start_upstream()
-        self.config_text = CONFIG.format(upstream_port=upstream_port)
+        self.config_text = CONFIG.format(upstream_port=upstream_port, max_lifetime=0)
         self.write("tokengate.yaml", self.config_text)
         old, _ = self.create("--name", "rotating", "--role", "orders-reader")
         new = self.ok("token", "rotate", "--config", self.config, old[3:15]).out.splitlines()[0]

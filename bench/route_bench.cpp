@@ -22,10 +22,18 @@ std::shared_ptr<const Engine> make_engine(int routes) {
     tokengate::conf::Route r;
     // A mix of shapes, as a real table would have; the last one is /svcN/items/*/detail.
     switch (i % 4) {
-      case 0: r.path = fmt::format("/svc{}/items/*/detail", i); break;
-      case 1: r.path = fmt::format("/svc{}/orders/**", i); break;
-      case 2: r.path = fmt::format("/api/v{}/users/*", i); break;
-      default: r.path = fmt::format("/svc{}/health", i); break;
+      case 0:
+        r.path = fmt::format("/svc{}/items/*/detail", i);
+        break;
+      case 1:
+        r.path = fmt::format("/svc{}/orders/**", i);
+        break;
+      case 2:
+        r.path = fmt::format("/api/v{}/users/*", i);
+        break;
+      default:
+        r.path = fmt::format("/svc{}/health", i);
+        break;
     }
     if (i == routes - 1) r.path = fmt::format("/svc{}/items/*/detail", i);
     r.methods = {"GET", "HEAD"};

@@ -17,16 +17,26 @@ namespace tokengate::policy {
 
 std::string_view to_string(PathError error) noexcept {
   switch (error) {
-    case PathError::None: return "none";
-    case PathError::NotOriginForm: return "not origin form";
-    case PathError::Fragment: return "fragment";
-    case PathError::BadEscape: return "bad escape";
-    case PathError::NulByte: return "nul byte";
-    case PathError::ControlChar: return "control char";
-    case PathError::NonAscii: return "non-ascii byte";
-    case PathError::Backslash: return "backslash";
-    case PathError::EncodedSeparator: return "encoded separator";
-    case PathError::AboveRoot: return "above root";
+    case PathError::None:
+      return "none";
+    case PathError::NotOriginForm:
+      return "not origin form";
+    case PathError::Fragment:
+      return "fragment";
+    case PathError::BadEscape:
+      return "bad escape";
+    case PathError::NulByte:
+      return "nul byte";
+    case PathError::ControlChar:
+      return "control char";
+    case PathError::NonAscii:
+      return "non-ascii byte";
+    case PathError::Backslash:
+      return "backslash";
+    case PathError::EncodedSeparator:
+      return "encoded separator";
+    case PathError::AboveRoot:
+      return "above root";
   }
   return "unknown";
 }

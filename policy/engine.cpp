@@ -113,7 +113,7 @@ void sort_unique(std::vector<std::string>& v) {
 
 struct Engine::Impl {
   std::vector<CompiledRoute> routes;
-  std::vector<std::pair<std::string, int>> method_bits;  // sorted by name
+  std::vector<std::pair<std::string, int>> method_bits;              // sorted by name
   std::vector<std::pair<std::uint64_t, std::string>> allow_strings;  // sorted by mask
   std::string allow_all;                                             // fallback: every configured method
   std::vector<Node> nodes;                                           // nodes[0] is the root
@@ -125,7 +125,6 @@ struct Engine::Impl {
 
   // Lookup state of one match() call; lives on the caller's stack.
   struct Walk {
-    std::string_view path;
     std::uint64_t method_bit;  // 0: a method no route names (only all-method routes take it)
     int best = -1;
     bool path_matched = false;
@@ -217,7 +216,8 @@ struct Engine::Impl {
     for (const auto m : distinct) {
       const std::size_t n = closure.size();
       closure.push_back(m);
-      for (std::size_t i = 0; i < n && closure.size() <= kMaxAllowStrings; ++i) closure.push_back(closure[i] | m);
+      for (std::size_t i = 0; i < n && closure.size() <= kMaxAllowStrings; ++i)
+        closure.push_back(closure[i] | m);
       std::sort(closure.begin(), closure.end());
       closure.erase(std::unique(closure.begin(), closure.end()), closure.end());
       if (closure.size() > kMaxAllowStrings) {
@@ -239,16 +239,26 @@ struct Engine::Impl {
 
 std::string_view to_string(Reason reason) noexcept {
   switch (reason) {
-    case Reason::Allowed: return "allowed";
-    case Reason::PublicRoute: return "public_route";
-    case Reason::BadRequest: return "bad_request";
-    case Reason::MissingToken: return "missing_token";
-    case Reason::WrongScheme: return "wrong_scheme";
-    case Reason::InvalidToken: return "invalid_token";
-    case Reason::InsufficientScope: return "insufficient_scope";
-    case Reason::NoRoute: return "no_route";
-    case Reason::MethodNotAllowed: return "method_not_allowed";
-    case Reason::StoreError: return "store_error";
+    case Reason::Allowed:
+      return "allowed";
+    case Reason::PublicRoute:
+      return "public_route";
+    case Reason::BadRequest:
+      return "bad_request";
+    case Reason::MissingToken:
+      return "missing_token";
+    case Reason::WrongScheme:
+      return "wrong_scheme";
+    case Reason::InvalidToken:
+      return "invalid_token";
+    case Reason::InsufficientScope:
+      return "insufficient_scope";
+    case Reason::NoRoute:
+      return "no_route";
+    case Reason::MethodNotAllowed:
+      return "method_not_allowed";
+    case Reason::StoreError:
+      return "store_error";
   }
   return "unknown";
 }
@@ -256,15 +266,22 @@ std::string_view to_string(Reason reason) noexcept {
 int status_for(Reason reason) noexcept {
   switch (reason) {
     case Reason::Allowed:
-    case Reason::PublicRoute: return 200;
-    case Reason::BadRequest: return 400;
+    case Reason::PublicRoute:
+      return 200;
+    case Reason::BadRequest:
+      return 400;
     case Reason::MissingToken:
     case Reason::WrongScheme:
-    case Reason::InvalidToken: return 401;
-    case Reason::InsufficientScope: return 403;
-    case Reason::NoRoute: return 404;
-    case Reason::MethodNotAllowed: return 405;
-    case Reason::StoreError: return 503;
+    case Reason::InvalidToken:
+      return 401;
+    case Reason::InsufficientScope:
+      return 403;
+    case Reason::NoRoute:
+      return 404;
+    case Reason::MethodNotAllowed:
+      return 405;
+    case Reason::StoreError:
+      return 503;
   }
   return 500;
 }
@@ -285,9 +302,9 @@ std::shared_ptr<const Engine> Engine::compile(std::shared_ptr<const conf::Config
   for (const auto& route : cfg.routes) names.insert(names.end(), route.methods.begin(), route.methods.end());
   sort_unique(names);
   if (names.size() > kMaxMethods) {
-    throw conf::ConfigError(cfg.file.string(), cfg.routes.empty() ? conf::Mark{} : cfg.routes.front().mark,
-                            fmt::format("routes name {} distinct methods; at most {} are supported",
-                                        names.size(), kMaxMethods));
+    throw conf::ConfigError(
+        cfg.file.string(), cfg.routes.empty() ? conf::Mark{} : cfg.routes.front().mark,
+        fmt::format("routes name {} distinct methods; at most {} are supported", names.size(), kMaxMethods));
   }
   for (std::size_t i = 0; i < names.size(); ++i) impl.method_bits.emplace_back(names[i], static_cast<int>(i));
 
@@ -304,8 +321,9 @@ std::shared_ptr<const Engine> Engine::compile(std::shared_ptr<const conf::Config
     compiled.pattern = std::move(*pattern);
     compiled.all_methods = route.methods.empty();
     for (const auto& m : route.methods) {
-      auto it = std::lower_bound(impl.method_bits.begin(), impl.method_bits.end(), m,
-                                 [](const auto& entry, const std::string& name) { return entry.first < name; });
+      auto it =
+          std::lower_bound(impl.method_bits.begin(), impl.method_bits.end(), m,
+                           [](const auto& entry, const std::string& name) { return entry.first < name; });
       compiled.methods |= std::uint64_t{1} << it->second;
     }
     compiled.is_public = route.is_public;
@@ -335,7 +353,7 @@ std::shared_ptr<const Engine> Engine::compile(std::shared_ptr<const conf::Config
 
 RouteMatch Engine::match(std::string_view method, std::string_view canonical_path) const noexcept {
   const Impl& impl = *impl_;
-  Impl::Walk w{canonical_path, 0};
+  Impl::Walk w{0};
   for (const auto& [name, bit] : impl.method_bits) {
     if (name == method) {
       w.method_bit = std::uint64_t{1} << bit;
@@ -393,10 +411,14 @@ Decision Engine::decide(const RouteMatch& match, Credential credential, const Ri
     return d;
   }
   switch (credential) {
-    case Credential::None: return deny(Reason::MissingToken);
-    case Credential::WrongScheme: return deny(Reason::WrongScheme);
-    case Credential::Invalid: return deny(Reason::InvalidToken);
-    case Credential::Valid: break;
+    case Credential::None:
+      return deny(Reason::MissingToken);
+    case Credential::WrongScheme:
+      return deny(Reason::WrongScheme);
+    case Credential::Invalid:
+      return deny(Reason::InvalidToken);
+    case Credential::Valid:
+      break;
   }
   assert(rights != nullptr);
   if (rights == nullptr) return deny(Reason::InvalidToken);  // fail closed on a caller bug

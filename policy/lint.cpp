@@ -48,16 +48,47 @@ std::vector<Finding> lint(const conf::Config& config) {
     }
   }
 
+  // A route is dead when, for every method it takes, some earlier route whose
+  // pattern covers its pattern takes that method too (one route, or several that
+  // split the methods between them). We name the earliest covering route per method.
   for (std::size_t i = 0; i < routes.size(); ++i) {
     if (!patterns[i]) continue;
-    for (std::size_t j = 0; j < i; ++j) {
-      if (!patterns[j] || !patterns[i]->subsumed_by(*patterns[j])) continue;
-      if (!methods_covered(routes[i].methods, routes[j].methods)) continue;
-      findings.push_back({Severity::Error, routes[i].mark,
-                          fmt::format("{} can never match: {} matches every request it would",
-                                      describe(config, i), describe(config, j))});
-      break;  // name the first covering route only
+    std::vector<std::size_t> covering;  // earlier routes whose pattern covers route i
+    for (std::size_t j = 0; j < i; ++j)
+      if (patterns[j] && patterns[i]->subsumed_by(*patterns[j])) covering.push_back(j);
+    if (covering.empty()) continue;
+
+    std::vector<std::size_t> culprits;
+    auto first_taking = [&](const std::vector<std::string>& inner) -> std::optional<std::size_t> {
+      for (const std::size_t j : covering)
+        if (methods_covered(inner, routes[j].methods)) return j;
+      return std::nullopt;
+    };
+    bool dead = true;
+    if (const auto j = first_taking(routes[i].methods)) {
+      culprits.push_back(*j);  // one route covers all of its methods
+    } else if (routes[i].methods.empty()) {
+      dead = false;  // all methods: only an all-methods route could cover it
+    } else {
+      for (const auto& method : routes[i].methods) {
+        const auto j = first_taking({method});
+        if (!j) {
+          dead = false;
+          break;
+        }
+        if (std::find(culprits.begin(), culprits.end(), *j) == culprits.end()) culprits.push_back(*j);
+      }
+      std::sort(culprits.begin(), culprits.end());
     }
+    if (!dead) continue;
+    std::string by;
+    for (std::size_t k = 0; k < culprits.size(); ++k) {
+      if (k > 0) by += k + 1 == culprits.size() ? " and " : ", ";
+      by += describe(config, culprits[k]);
+    }
+    findings.push_back({Severity::Error, routes[i].mark,
+                        fmt::format("{} can never match: {} {} every request it would", describe(config, i),
+                                    by, culprits.size() == 1 ? "matches" : "match")});
   }
 
   std::set<std::string, std::less<>> granted;

@@ -12,7 +12,8 @@ namespace {
 
 // Why a literal segment could never equal a segment of a canonical path, or "".
 std::string literal_problem(std::string_view seg) {
-  if (seg == "." || seg == "..") return fmt::format("dot segment '{}' never appears in a canonical path", seg);
+  if (seg == "." || seg == "..")
+    return fmt::format("dot segment '{}' never appears in a canonical path", seg);
   for (std::size_t i = 0; i < seg.size(); ++i) {
     const auto c = static_cast<unsigned char>(seg[i]);
     if (detail::is_control(c)) return "control character";

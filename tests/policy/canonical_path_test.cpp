@@ -1,11 +1,12 @@
 // Canonical path table (SPEC.md §2): every attack input with its canonical form or
 // rejection, and which route of a public/protected sample config then matches.
+#include "policy/canonical_path.hpp"
+
 #include <doctest/doctest.h>
 
 #include <string>
 #include <string_view>
 
-#include "policy/canonical_path.hpp"
 #include "policy/engine.hpp"
 #include "test_config.hpp"
 
@@ -37,7 +38,8 @@ const Case kCases[] = {
     {"dotdot out of public", "GET", "/public/../admin", PathError::None, "/admin", "", kAdmin},
     {"encoded dotdot lower", "GET", "/public/%2e%2e/admin", PathError::None, "/admin", "", kAdmin},
     {"encoded dotdot mixed case", "GET", "/public/%2E%2e/admin", PathError::None, "/admin", "", kAdmin},
-    {"dotdot with encoded slash", "GET", "/public/..%2fadmin", PathError::EncodedSeparator, "", "", kRejected},
+    {"dotdot with encoded slash", "GET", "/public/..%2fadmin", PathError::EncodedSeparator, "", "",
+     kRejected},
     {"encoded dot and dotdot", "GET", "/public/.%2E/admin", PathError::None, "/admin", "", kAdmin},
     {"deep traversal", "GET", "/public/x/../../admin/y", PathError::None, "/admin/y", "", kAdmin},
     {"traversal into public", "GET", "/admin/%2e%2e/public/x", PathError::None, "/public/x", "", kPublic},
@@ -78,7 +80,8 @@ const Case kCases[] = {
     {"reserved kept, hex uppercased", "GET", "/public/%3a", PathError::None, "/public/%3A", "", kPublic},
     {"percent kept", "GET", "/public/%25", PathError::None, "/public/%25", "", kPublic},
     {"decoded once", "GET", "/public/%252e%252e", PathError::None, "/public/%252e%252e", "", kPublic},
-    {"decoded dash, then encoded slash", "GET", "/public/a%2db%2Fc", PathError::EncodedSeparator, "", "", kRejected},
+    {"decoded dash, then encoded slash", "GET", "/public/a%2db%2Fc", PathError::EncodedSeparator, "", "",
+     kRejected},
     {"high escape kept", "GET", "/public/%c3%a9", PathError::None, "/public/%C3%A9", "", kPublic},
     // Raw bytes.
     {"byte 0x80", "GET", "/admin/\x80", PathError::NonAscii, "", "", kRejected},

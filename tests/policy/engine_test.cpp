@@ -1,12 +1,13 @@
 // Engine: route lookup semantics (first match, methods, 404/405 + Allow), the index
 // against a brute-force scan, effective rights, and decisions for each requirement shape.
+#include "policy/engine.hpp"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <string>
 #include <vector>
 
-#include "policy/engine.hpp"
 #include "policy/route_pattern.hpp"
 #include "test_config.hpp"
 
@@ -15,14 +16,14 @@ namespace t = tokengate::policy::test;
 
 TEST_CASE("Engine::match: route semantics") {
   const auto engine = Engine::compile(t::make_config({
-      {"/healthz", {}, true},                          // 0
-      {"/api/orders/**", {"GET", "HEAD"}},             // 1
-      {"/api/orders/*/refund", {"POST"}},              // 2
-      {"/api/**", {"GET"}},                            // 3
-      {"/api/orders/special", {"GET"}},                // 4: shadowed by 1
-      {"/files/*", {"GET", "PUT"}},                    // 5
-      {"/files/**", {"DELETE"}},                       // 6
-      {"/Case/x", {}},                                 // 7
+      {"/healthz", {}, true},               // 0
+      {"/api/orders/**", {"GET", "HEAD"}},  // 1
+      {"/api/orders/*/refund", {"POST"}},   // 2
+      {"/api/**", {"GET"}},                 // 3
+      {"/api/orders/special", {"GET"}},     // 4: shadowed by 1
+      {"/files/*", {"GET", "PUT"}},         // 5
+      {"/files/**", {"DELETE"}},            // 6
+      {"/Case/x", {}},                      // 7
   }));
   struct Case {
     const char* name;
@@ -76,10 +77,10 @@ TEST_CASE("Engine::match: route semantics") {
 TEST_CASE("Engine::match: the index agrees with a file-order scan") {
   // Overlapping literals, stars and double stars at several depths.
   std::vector<t::RouteSpec> specs = {
-      {"/a/b/c", {"GET"}},   {"/a/*/c", {"POST"}},   {"/a/**", {"PUT"}},     {"/*/b/**", {"GET"}},
-      {"/a/b", {"DELETE"}},  {"/**", {"OPTIONS"}},   {"/a/b/*", {"PATCH"}},  {"/x/*", {}},
-      {"/a/*/*", {"GET"}},   {"/", {"HEAD"}},        {"/*", {"HEAD"}},       {"/a/b/c/**", {"DELETE"}},
-      {"/x/**", {"GET"}},    {"/y/z", {}},           {"/*/*/c", {"PATCH"}},
+      {"/a/b/c", {"GET"}},  {"/a/*/c", {"POST"}}, {"/a/**", {"PUT"}},    {"/*/b/**", {"GET"}},
+      {"/a/b", {"DELETE"}}, {"/**", {"OPTIONS"}}, {"/a/b/*", {"PATCH"}}, {"/x/*", {}},
+      {"/a/*/*", {"GET"}},  {"/", {"HEAD"}},      {"/*", {"HEAD"}},      {"/a/b/c/**", {"DELETE"}},
+      {"/x/**", {"GET"}},   {"/y/z", {}},         {"/*/*/c", {"PATCH"}},
   };
   const auto config = t::make_config(specs);
   const auto engine = Engine::compile(config);
@@ -87,9 +88,9 @@ TEST_CASE("Engine::match: the index agrees with a file-order scan") {
   for (const auto& s : specs) patterns.push_back(*RoutePattern::parse(s.path, nullptr));
 
   const char* methods[] = {"GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "HEAD", "BREW"};
-  const char* paths[] = {"/",     "/a",     "/a/",      "/a/b",   "/a/b/",   "/a/b/c", "/a/q/c", "/a/b/c/d",
-                         "/q/b",  "/q/b/c", "/x",       "/x/",    "/x/1",    "/x/1/2", "/y/z",   "/y/z/",
-                         "/q/r/c", "/a/b/d", "/a/q/q/q", "/zz"};
+  const char* paths[] = {"/",        "/a",    "/a/",    "/a/b",   "/a/b/",    "/a/b/c", "/a/q/c",
+                         "/a/b/c/d", "/q/b",  "/q/b/c", "/x",     "/x/",      "/x/1",   "/x/1/2",
+                         "/y/z",     "/y/z/", "/q/r/c", "/a/b/d", "/a/q/q/q", "/zz"};
   int checked = 0;
   for (const char* path : paths) {
     for (const char* method : methods) {
@@ -134,7 +135,8 @@ TEST_CASE("Engine::effective_rights") {
     CHECK(r.permissions == std::vector<std::string>{"billing.read", "orders.read"});
   }
   SUBCASE("groups add roles, the roles' permissions and their own") {
-    const auto r = engine->effective_rights({{"orders-reader"}, {"ops", "empty"}, {"x"}, {"enterprise", "pro"}});
+    const auto r =
+        engine->effective_rights({{"orders-reader"}, {"ops", "empty"}, {"x"}, {"enterprise", "pro"}});
     CHECK(r.roles == std::vector<std::string>{"orders-admin", "orders-reader"});
     CHECK(r.groups == std::vector<std::string>{"empty", "ops"});
     CHECK(r.permissions ==
@@ -151,16 +153,23 @@ TEST_CASE("Engine::effective_rights") {
 
 TEST_CASE("Engine::decide: requirement shapes, reasons and statuses") {
   auto config = t::make_config({
-      {"/public/**", {}, true},                                                         // 0
-      {"/any/**"},                                                                      // 1: no require
-      {"/perm/**", {}, false, t::require(t::block({"orders.read", "orders.write"}))},   // 2
+      {"/public/**", {}, true},                                                        // 0
+      {"/any/**"},                                                                     // 1: no require
+      {"/perm/**", {}, false, t::require(t::block({"orders.read", "orders.write"}))},  // 2
       {"/all/**", {}, false, t::require(t::block({"orders.read"}, {"orders-admin"}, {"ops"}, {"pro"}))},  // 3
-      {"/anyof/**", {}, false, t::require({}, {t::block({}, {"orders-admin"}), t::block({}, {}, {"ops"})})},  // 4
-      {"/both/**", {}, false,
-       t::require(t::block({}, {}, {}, {"pro"}), {t::block({"orders.write"}), t::block({"billing.read"})})},  // 5
+      {"/anyof/**",
+       {},
+       false,
+       t::require({}, {t::block({}, {"orders-admin"}), t::block({}, {}, {"ops"})})},  // 4
+      {"/both/**",
+       {},
+       false,
+       t::require(t::block({}, {}, {}, {"pro"}),
+                  {t::block({"orders.write"}), t::block({"billing.read"})})},  // 5
       {"/empty/**", {}, false, t::require({})},  // 6: require: {} = any valid token
   });
-  config->roles = {{"orders-reader", {"orders.read"}, {}}, {"orders-admin", {"orders.read", "orders.write"}, {}}};
+  config->roles = {{"orders-reader", {"orders.read"}, {}},
+                   {"orders-admin", {"orders.read", "orders.write"}, {}}};
   config->groups = {{"ops", {"orders-admin"}, {"billing.read"}, {}}};
   const auto engine = Engine::compile(config);
 
@@ -182,7 +191,8 @@ TEST_CASE("Engine::decide: requirement shapes, reasons and statuses") {
   };
   const Case cases[] = {
       {"public, no token", "/public/x", Credential::None, nullptr, Reason::PublicRoute, ""},
-      {"public, invalid token treated as absent", "/public/x", Credential::Invalid, nullptr, Reason::PublicRoute, ""},
+      {"public, invalid token treated as absent", "/public/x", Credential::Invalid, nullptr,
+       Reason::PublicRoute, ""},
       {"public, wrong scheme", "/public/x", Credential::WrongScheme, nullptr, Reason::PublicRoute, ""},
       {"public, valid token", "/public/x", Credential::Valid, &nobody, Reason::PublicRoute, ""},
       {"no require, no token", "/any/x", Credential::None, nullptr, Reason::MissingToken, ""},
@@ -195,8 +205,10 @@ TEST_CASE("Engine::decide: requirement shapes, reasons and statuses") {
        Reason::InsufficientScope, "permission orders.write"},
       {"permissions, all held via role", "/perm/x", Credential::Valid, &admin, Reason::Allowed, ""},
       {"permissions, no token", "/perm/x", Credential::None, nullptr, Reason::MissingToken, ""},
-      {"all keys, missing group", "/all/x", Credential::Valid, &admin_pro, Reason::InsufficientScope, "group ops"},
-      {"all keys, missing license", "/all/x", Credential::Valid, &ops, Reason::InsufficientScope, "license pro"},
+      {"all keys, missing group", "/all/x", Credential::Valid, &admin_pro, Reason::InsufficientScope,
+       "group ops"},
+      {"all keys, missing license", "/all/x", Credential::Valid, &ops, Reason::InsufficientScope,
+       "license pro"},
       {"all keys, missing role", "/all/x", Credential::Valid, &billing_pro, Reason::InsufficientScope,
        "permission orders.read"},
       {"all keys held", "/all/x", Credential::Valid, &ops_pro, Reason::Allowed, ""},
@@ -204,7 +216,8 @@ TEST_CASE("Engine::decide: requirement shapes, reasons and statuses") {
        "any_of: none of 2 alternatives held"},
       {"any_of, first", "/anyof/x", Credential::Valid, &admin, Reason::Allowed, ""},
       {"any_of, second", "/anyof/x", Credential::Valid, &ops, Reason::Allowed, ""},
-      {"both, all-of fails first", "/both/x", Credential::Valid, &admin, Reason::InsufficientScope, "license pro"},
+      {"both, all-of fails first", "/both/x", Credential::Valid, &admin, Reason::InsufficientScope,
+       "license pro"},
       {"both, nothing held", "/both/x", Credential::Valid, &nobody, Reason::InsufficientScope, "license pro"},
       {"both, any_of via second", "/both/x", Credential::Valid, &billing_pro, Reason::Allowed, ""},
       {"both, any_of via first", "/both/x", Credential::Valid, &admin_pro, Reason::Allowed, ""},

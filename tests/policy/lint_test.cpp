@@ -1,10 +1,11 @@
 // lint(): shadowed routes, invalid patterns, non-shadowed cases, unused permissions.
+#include "policy/lint.hpp"
+
 #include <doctest/doctest.h>
 
 #include <string>
 #include <vector>
 
-#include "policy/lint.hpp"
 #include "test_config.hpp"
 
 using namespace tokengate::policy;
@@ -30,23 +31,40 @@ TEST_CASE("lint: shadowed routes") {
   const std::vector<Case> cases = {
       {"double star covers literal",
        {{"/api/**"}, {"/api/orders/x"}},
-       {"route 1 (/api/orders/x, line 20) can never match: route 0 (/api/**, line 10) matches every request it "
+       {"route 1 (/api/orders/x, line 20) can never match: route 0 (/api/**, line 10) matches every request "
+        "it "
         "would"}},
-      {"star covers literal", {{"/api/*", {"GET"}}, {"/api/x", {"GET"}}},
-       {"route 1 (/api/x, line 20) can never match: route 0 (/api/*, line 10) matches every request it would"}},
-      {"double star covers its own root", {{"/api/**"}, {"/api"}},
-       {"route 1 (/api, line 20) can never match: route 0 (/api/**, line 10) matches every request it would"}},
-      {"method subset", {{"/a/**", {"GET", "HEAD", "POST"}}, {"/a/*/b", {"HEAD", "GET"}}},
-       {"route 1 (/a/*/b, line 20) can never match: route 0 (/a/**, line 10) matches every request it would"}},
-      {"all methods cover any", {{"/a/**"}, {"/a/x", {"DELETE"}}},
+      {"star covers literal",
+       {{"/api/*", {"GET"}}, {"/api/x", {"GET"}}},
+       {"route 1 (/api/x, line 20) can never match: route 0 (/api/*, line 10) matches every request it "
+        "would"}},
+      {"double star covers its own root",
+       {{"/api/**"}, {"/api"}},
+       {"route 1 (/api, line 20) can never match: route 0 (/api/**, line 10) matches every request it "
+        "would"}},
+      {"method subset",
+       {{"/a/**", {"GET", "HEAD", "POST"}}, {"/a/*/b", {"HEAD", "GET"}}},
+       {"route 1 (/a/*/b, line 20) can never match: route 0 (/a/**, line 10) matches every request it "
+        "would"}},
+      {"all methods cover any",
+       {{"/a/**"}, {"/a/x", {"DELETE"}}},
        {"route 1 (/a/x, line 20) can never match: route 0 (/a/**, line 10) matches every request it would"}},
-      {"duplicate route", {{"/x", {"GET"}}, {"/x", {"GET"}}},
+      {"duplicate route",
+       {{"/x", {"GET"}}, {"/x", {"GET"}}},
        {"route 1 (/x, line 20) can never match: route 0 (/x, line 10) matches every request it would"}},
       {"first covering route is named, each shadowed route once",
        {{"/b"}, {"/a/**", {"GET"}}, {"/**", {"GET"}}, {"/a/x", {"GET"}}, {"/c", {"GET"}}},
        {"route 3 (/a/x, line 40) can never match: route 1 (/a/**, line 20) matches every request it would",
         "route 4 (/c, line 50) can never match: route 2 (/**, line 30) matches every request it would"}},
+      {"methods split over two earlier routes",
+       {{"/a/**", {"GET"}}, {"/a/*", {"POST", "PUT"}}, {"/a/x", {"PUT", "GET"}}},
+       {"route 2 (/a/x, line 30) can never match: route 0 (/a/**, line 10) and route 1 (/a/*, line 20) match "
+        "every request it would"}},
       // Not shadowed.
+      {"methods split, one left over",
+       {{"/a/**", {"GET"}}, {"/a/*", {"POST"}}, {"/a/x", {"GET", "POST", "PUT"}}},
+       {}},
+      {"all methods need an all-methods route", {{"/a/**", {"GET"}}, {"/a/*", {"POST"}}, {"/a/x"}}, {}},
       {"later route is broader", {{"/api/x"}, {"/api/**"}}, {}},
       {"method not covered", {{"/api/**", {"GET", "HEAD"}}, {"/api/x", {"GET", "POST"}}}, {}},
       {"all methods not covered by a method list", {{"/api/**", {"GET"}}, {"/api/x"}}, {}},
@@ -55,8 +73,13 @@ TEST_CASE("lint: shadowed routes") {
       {"double star below does not cover its root", {{"/api/*/**"}, {"/api/**"}}, {}},
       {"different prefixes", {{"/a/**"}, {"/ab/**"}, {"/b/**"}}, {}},
       {"case differs", {{"/API/**"}, {"/api/x"}}, {}},
-      {"spec example", {{"/healthz", {}, true}, {"/api/orders/**", {"GET", "HEAD"}},
-                        {"/api/orders/*/refund", {"POST"}}, {"/api/admin/**"}, {"/api/**"}}, {}},
+      {"spec example",
+       {{"/healthz", {}, true},
+        {"/api/orders/**", {"GET", "HEAD"}},
+        {"/api/orders/*/refund", {"POST"}},
+        {"/api/admin/**"},
+        {"/api/**"}},
+       {}},
   };
   for (const auto& c : cases) {
     SUBCASE(c.name) {
@@ -72,7 +95,8 @@ TEST_CASE("lint: invalid patterns") {
   const auto findings = lint(*t::make_config({{"/ok/**"}, {"/bad/**/x"}, {"no-slash"}, {"/ok/x"}}));
   const auto errors = messages(findings, Severity::Error);
   REQUIRE(errors.size() == 3);
-  CHECK(errors[0] == "route 1 (/bad/**/x, line 20): invalid pattern: '**' is only allowed as the last segment");
+  CHECK(errors[0] ==
+        "route 1 (/bad/**/x, line 20): invalid pattern: '**' is only allowed as the last segment");
   CHECK(errors[1] == "route 2 (no-slash, line 30): invalid pattern: a pattern must start with '/'");
   CHECK(errors[2].find("route 3 (/ok/x, line 40) can never match: route 0") == 0);
   CHECK(findings[0].mark.line == 20);

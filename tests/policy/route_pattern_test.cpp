@@ -1,10 +1,10 @@
 // Route pattern parsing, matching and subsumption (SPEC.md §2 "Routes").
+#include "policy/route_pattern.hpp"
+
 #include <doctest/doctest.h>
 
 #include <string>
 #include <string_view>
-
-#include "policy/route_pattern.hpp"
 
 using tokengate::policy::RoutePattern;
 
@@ -148,10 +148,10 @@ TEST_CASE("RoutePattern: subsumption") {
 
 TEST_CASE("RoutePattern: subsumption agrees with matching on sample paths") {
   // If inner is subsumed by outer, no sample path may match inner but not outer.
-  const char* patterns[] = {"/", "/**", "/api", "/api/**", "/api/*", "/api/x", "/api/*/**", "/api/x/**",
-                            "/api/*/y", "/api/x/y", "/*", "/*/*", "/b/**"};
-  const char* paths[] = {"/",      "/api",     "/api/",     "/api/x",   "/api/x/",   "/api/x/y", "/api/z/y",
-                         "/api/z", "/api/x/z", "/b",        "/b/c",     "/api/x/y/z", "/apix"};
+  const char* patterns[] = {"/",         "/**",      "/api",     "/api/**", "/api/*", "/api/x", "/api/*/**",
+                            "/api/x/**", "/api/*/y", "/api/x/y", "/*",      "/*/*",   "/b/**"};
+  const char* paths[] = {"/",      "/api",     "/api/", "/api/x", "/api/x/",    "/api/x/y", "/api/z/y",
+                         "/api/z", "/api/x/z", "/b",    "/b/c",   "/api/x/y/z", "/apix"};
   for (const char* inner : patterns) {
     for (const char* outer : patterns) {
       const auto a = must_parse(inner);

@@ -28,7 +28,8 @@ inline conf::RequirementBlock block(std::vector<std::string> permissions, std::v
   return b;
 }
 
-inline conf::Requirement require(conf::RequirementBlock all_of, std::vector<conf::RequirementBlock> any_of = {}) {
+inline conf::Requirement require(conf::RequirementBlock all_of,
+                                 std::vector<conf::RequirementBlock> any_of = {}) {
   conf::Requirement r;
   r.all_of = std::move(all_of);
   r.any_of = std::move(any_of);

@@ -2,6 +2,8 @@
 // refusal of bad key files and foreign or locked directories, and kill -9 durability.
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -242,6 +244,18 @@ TEST_CASE("store: key file rules") {
     auto k2 = ServerKey::load(dir.path() / "a" / "b" / "k", false);
     CHECK(digest_equal(k1.hmac("m"), k2.hmac("m")));
     CHECK_FALSE(digest_equal(k1.hmac("m"), k1.hmac("n")));
+    // Same digest as OpenSSL's one-shot HMAC() with the bytes of the file.
+    std::ifstream in(dir.path() / "a" / "b" / "k", std::ios::binary);
+    std::string raw((std::istreambuf_iterator<char>(in)), {});
+    REQUIRE(raw.size() == 32);
+    for (std::string msg : {std::string(), std::string("m"), std::string(200, 'x'), random_base62(32)}) {
+      Sha256 expected{};
+      unsigned int len = 0;
+      HMAC(EVP_sha256(), raw.data(), 32, reinterpret_cast<const unsigned char*>(msg.data()), msg.size(),
+           expected.data(), &len);
+      CHECK(len == 32);
+      CHECK(digest_equal(k1.hmac(msg), expected));
+    }
   }
 }
 

@@ -16,7 +16,8 @@
 // compile time we build the OR-closure of the distinct route masks and one Allow
 // string per element, kept sorted by mask; a lookup is a binary search. The
 // closure is capped (kMaxAllowStrings); beyond the cap, which needs a config with
-// more than ~16 unrelated method sets, the Allow lists every configured method.
+// more than ~16 unrelated method sets, only single route masks keep exact strings
+// and a 405 over several routes lists every configured method.
 #include "policy/engine.hpp"
 
 #include <fmt/format.h>
@@ -221,7 +222,7 @@ struct Engine::Impl {
       std::sort(closure.begin(), closure.end());
       closure.erase(std::unique(closure.begin(), closure.end()), closure.end());
       if (closure.size() > kMaxAllowStrings) {
-        closure.clear();  // give up on exact strings: allow_all is used for every 405
+        closure = distinct;  // exact strings for single masks only; unions get allow_all
         break;
       }
     }

@@ -96,6 +96,7 @@ TEST_CASE("Engine::match: the index agrees with a file-order scan") {
     for (const char* method : methods) {
       int expected = -1;
       bool path_matched = false;
+      std::vector<std::string> allowed;  // union of methods of path-matched routes
       for (std::size_t i = 0; i < specs.size(); ++i) {
         if (!patterns[i].matches(path)) continue;
         path_matched = true;
@@ -104,11 +105,19 @@ TEST_CASE("Engine::match: the index agrees with a file-order scan") {
           expected = static_cast<int>(i);
           break;
         }
+        allowed.insert(allowed.end(), ms.begin(), ms.end());
       }
+      std::sort(allowed.begin(), allowed.end());
+      allowed.erase(std::unique(allowed.begin(), allowed.end()), allowed.end());
+      std::string expected_allow;
+      for (const auto& a : allowed) expected_allow += (expected_allow.empty() ? "" : ", ") + a;
+      if (expected >= 0) expected_allow.clear();
+
       const auto m = engine->match(method, path);
       INFO(method, " ", path);
       CHECK(m.route == expected);
       CHECK(m.path_matched == path_matched);
+      CHECK(m.allow == expected_allow);
       ++checked;
     }
   }
@@ -258,6 +267,29 @@ TEST_CASE("Engine: 405 decision and Allow") {
   CHECK(d.route == -1);
   CHECK(engine->match("HEAD", "/r").route == 0);
   CHECK(engine->match("POST", "/r").route == 1);
+}
+
+TEST_CASE("Engine: Allow when the method sets are too many to precompute every union") {
+  // 17 single-method routes on one path: 2^17 - 1 unions, over the cap.
+  std::vector<t::RouteSpec> specs;
+  std::string all;
+  for (int i = 0; i < 17; ++i) {
+    const std::string method = "M" + std::string(i < 10 ? "0" : "") + std::to_string(i);
+    specs.push_back({"/x", {method}});
+    all += (all.empty() ? "" : ", ") + method;
+  }
+  specs.push_back({"/y", {"M03"}});
+  specs.push_back({"/z", {"M01", "M02"}});
+  specs.push_back({"/v", {"M04"}});
+  specs.push_back({"/v", {"M05"}});
+  const auto engine = Engine::compile(t::make_config(specs));
+  CHECK(engine->match("M16", "/x").route == 16);
+  CHECK(engine->match("BREW", "/x").allow == all);  // the union of all 17: exact
+  CHECK(engine->match("BREW", "/y").allow == "M03");
+  CHECK(engine->match("M03", "/z").allow == "M01, M02");
+  // A union that is no single route's set falls back to every configured method
+  // (documented degradation), which still lists the right ones.
+  CHECK(engine->match("BREW", "/v").allow == all);
 }
 
 TEST_CASE("Engine: reason names and statuses") {

@@ -4,6 +4,9 @@
 
 #include <doctest/doctest.h>
 
+#include <cctype>
+#include <iterator>
+#include <random>
 #include <string>
 #include <string_view>
 
@@ -174,4 +177,56 @@ TEST_CASE("canonicalize_target: error names") {
   CHECK(tokengate::policy::to_string(PathError::EncodedSeparator) == "encoded separator");
   CHECK(tokengate::policy::to_string(PathError::AboveRoot) == "above root");
   CHECK(tokengate::policy::to_string(PathError::NotOriginForm) == "not origin form");
+}
+
+TEST_CASE("canonicalize_target: properties over generated targets") {
+  // Targets built from the pieces attacks are made of; a fixed seed keeps runs
+  // reproducible. Every accepted result must be a fixed point with no dot
+  // segments, no empty inner segments and only canonical escapes.
+  const char* pieces[] = {"/",   "/",   "/",   ".",   "..",  "%2e", "%2E", "a",   "b",
+                          "%41", "%61", "%3a", "%3A", "%25", ";",   "~",   "%7E", "-",
+                          "%2d", "%",   "%2",  "%2f", "%5C", "\\",  "?",   "x=1"};
+  std::mt19937 rng(20261127);
+  std::uniform_int_distribution<std::size_t> pick(0, std::size(pieces) - 1);
+  std::uniform_int_distribution<int> length(1, 12);
+  std::string target, path, again;
+  int accepted = 0;
+  int rejected = 0;
+  for (int n = 0; n < 20000; ++n) {
+    target = "/";
+    for (int k = length(rng); k > 0; --k) target += pieces[pick(rng)];
+    const auto result = canonicalize_target("GET", target, path);
+    if (result.error != PathError::None) {
+      ++rejected;
+      continue;
+    }
+    ++accepted;
+    INFO(target, " -> ", path);
+    REQUIRE(!path.empty());
+    CHECK(path.front() == '/');
+    CHECK(path.find("//") == std::string::npos);
+    const std::string slashed = path + (path.back() == '/' ? "" : "/");
+    CHECK(slashed.find("/./") == std::string::npos);
+    CHECK(slashed.find("/../") == std::string::npos);
+    CHECK(path.find('?') == std::string::npos);
+    for (std::size_t i = 0; i < path.size(); ++i) {
+      if (path[i] != '%') continue;
+      REQUIRE(i + 2 < path.size());
+      // Upper-case hex of a byte that must stay encoded (never unreserved, NUL, '/' or '\\').
+      const std::string hex = path.substr(i + 1, 2);
+      const int value = std::stoi(hex, nullptr, 16);
+      CHECK(hex == std::string{"0123456789ABCDEF"[value / 16], "0123456789ABCDEF"[value % 16]});
+      const bool unreserved =
+          std::isalnum(value) || value == '-' || value == '.' || value == '_' || value == '~';
+      CHECK_FALSE(unreserved);
+      CHECK(value != 0);
+      CHECK(value != '/');
+      CHECK(value != '\\');
+    }
+    const auto second = canonicalize_target("GET", path, again);
+    CHECK(second.error == PathError::None);
+    CHECK(again == path);
+  }
+  CHECK(accepted > 1000);
+  CHECK(rejected > 1000);
 }

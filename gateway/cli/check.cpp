@@ -49,9 +49,9 @@ int run_check(const CheckOptions& options) {
     fmt::print(stderr, "{}: {}, {}\n", options.config, plural(errors, "error"), plural(warnings, "warning"));
     return 1;
   }
-  fmt::print("ok: {}, {}, {}, {}, {}{}\n", plural(config->routes.size(), "route"), plural(config->roles.size(), "role"),
-             plural(config->groups.size(), "group"), plural(config->licenses.size(), "license"),
-             plural(config->upstreams.size(), "upstream"),
+  fmt::print("ok: {}, {}, {}, {}, {}{}\n", plural(config->routes.size(), "route"),
+             plural(config->roles.size(), "role"), plural(config->groups.size(), "group"),
+             plural(config->licenses.size(), "license"), plural(config->upstreams.size(), "upstream"),
              warnings > 0 ? fmt::format(" ({})", plural(warnings, "warning")) : std::string());
   return 0;
 }

@@ -42,7 +42,8 @@ std::unique_ptr<TokenBackend> backend_for(const std::string& config_file) {
 }
 
 int dispatch(int argc, char** argv) {
-  CLI::App app{"tokengate: reverse-proxy authentication gateway with built-in API token management", "tokengate"};
+  CLI::App app{"tokengate: reverse-proxy authentication gateway with built-in API token management",
+               "tokengate"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tokengate " TOKENGATE_VERSION);
 
@@ -68,7 +69,8 @@ int dispatch(int argc, char** argv) {
   std::string token_id;
   auto* explain = app.add_subcommand("explain", "show how the gateway would decide one request");
   add_config(explain, explain_options.config);
-  auto* token_id_option = explain->add_option("--token-id", token_id, "evaluate as this stored token")->type_name("ID");
+  auto* token_id_option =
+      explain->add_option("--token-id", token_id, "evaluate as this stored token")->type_name("ID");
   std::vector<CLI::Option*> grant_options{
       add_list(explain, "--roles", explain_options.roles, "evaluate as a token with these roles", "a,b"),
       add_list(explain, "--groups", explain_options.groups, "... these groups", "g"),
@@ -95,8 +97,9 @@ int dispatch(int argc, char** argv) {
   add_list(create, "--group", create_options.groups, "grant a group (repeatable)", "G");
   add_list(create, "--permission", create_options.permissions, "grant a permission (repeatable)", "P");
   add_list(create, "--license", create_options.licenses, "grant a license (repeatable)", "L");
-  auto* create_expires = create->add_option("--expires", expires, "RFC 3339 time, YYYY-MM-DD or duration (30d)")
-                             ->type_name("WHEN");
+  auto* create_expires =
+      create->add_option("--expires", expires, "RFC 3339 time, YYYY-MM-DD or duration (30d)")
+          ->type_name("WHEN");
   create->add_flag("--json", create_options.json, "print one JSON object");
 
   bool list_json = false;
@@ -140,7 +143,8 @@ int dispatch(int argc, char** argv) {
   add_config(rotate, token_config);
   rotate->add_option("ID", rotate_id, "token id")->required();
   auto* rotate_grace =
-      rotate->add_option("--grace", grace, "keep the old secret working this long (e.g. 10m)")->type_name("DURATION");
+      rotate->add_option("--grace", grace, "keep the old secret working this long (e.g. 10m)")
+          ->type_name("DURATION");
   rotate->add_flag("--json", rotate_json, "print one JSON object");
 
   std::string delete_id;

@@ -58,7 +58,8 @@ int token_create(TokenBackend& backend, const TokenCreateOptions& options);
 int token_list(TokenBackend& backend, bool json);
 int token_show(TokenBackend& backend, const std::string& id, bool json);
 int token_update(TokenBackend& backend, const TokenUpdateOptions& options);
-int token_rotate(TokenBackend& backend, const std::string& id, const std::optional<std::string>& grace, bool json);
+int token_rotate(TokenBackend& backend, const std::string& id, const std::optional<std::string>& grace,
+                 bool json);
 int token_delete(TokenBackend& backend, const std::string& id);
 
 }  // namespace tokengate::cli

@@ -93,8 +93,10 @@ int run_explain(const ExplainOptions& options) {
     who = "a valid token with the given grants";
   }
 
-  if (std::any_of(options.method.begin(), options.method.end(), [](unsigned char c) { return std::islower(c); })) {
-    fmt::print(stderr, "warning: methods are case-sensitive: '{}' is not an upper-case method\n", options.method);
+  if (std::any_of(options.method.begin(), options.method.end(),
+                  [](unsigned char c) { return std::islower(c); })) {
+    fmt::print(stderr, "warning: methods are case-sensitive: '{}' is not an upper-case method\n",
+               options.method);
   }
 
   std::string canonical;
@@ -111,19 +113,32 @@ int run_explain(const ExplainOptions& options) {
     match = engine->match(options.method, canonical);
     decision = engine->decide(match, credential, credential == policy::Credential::Valid ? &rights : nullptr);
     switch (decision.reason) {
-      case policy::Reason::Allowed: detail = "the token meets the route's requirement"; break;
-      case policy::Reason::PublicRoute: detail = "public route: no token needed"; break;
-      case policy::Reason::MissingToken: detail = "protected route and no token given"; break;
-      case policy::Reason::WrongScheme: detail = "Authorization is not a Bearer token"; break;
-      case policy::Reason::InvalidToken: detail = "the token is not valid (expired)"; break;
+      case policy::Reason::Allowed:
+        detail = "the token meets the route's requirement";
+        break;
+      case policy::Reason::PublicRoute:
+        detail = "public route: no token needed";
+        break;
+      case policy::Reason::MissingToken:
+        detail = "protected route and no token given";
+        break;
+      case policy::Reason::WrongScheme:
+        detail = "Authorization is not a Bearer token";
+        break;
+      case policy::Reason::InvalidToken:
+        detail = "the token is not valid (expired)";
+        break;
       case policy::Reason::InsufficientScope:
         detail = decision.missing.empty() ? "the token lacks the requirement" : "missing " + decision.missing;
         break;
-      case policy::Reason::NoRoute: detail = "no route matches the path"; break;
+      case policy::Reason::NoRoute:
+        detail = "no route matches the path";
+        break;
       case policy::Reason::MethodNotAllowed:
         detail = fmt::format("the path matches, but not for {}; allowed: {}", options.method, match.allow);
         break;
-      default: break;
+      default:
+        break;
     }
   }
   const int status = policy::status_for(decision.reason);
@@ -160,7 +175,8 @@ int run_explain(const ExplainOptions& options) {
   fields.emplace_back("request", fmt::format("{} {}", options.method, options.path));
   fields.emplace_back("canonical path", target.error == policy::PathError::None ? canonical : "(rejected)");
   if (route) {
-    fields.emplace_back("route", fmt::format("#{} {} (line {})", decision.route, route->path, route->mark.line));
+    fields.emplace_back("route",
+                        fmt::format("#{} {} (line {})", decision.route, route->path, route->mark.line));
     fields.emplace_back("methods", route->methods.empty() ? "any" : join(route->methods, ", "));
     fields.emplace_back("upstream", route->upstream);
     fields.emplace_back("requirement", requirement_text(*route));
@@ -174,8 +190,9 @@ int run_explain(const ExplainOptions& options) {
   fields.emplace_back("licenses", names(rights.licenses));
   fields.emplace_back("decision", allowed ? "allow" : "deny");
   fields.emplace_back("status", std::to_string(status));
-  fields.emplace_back("reason", detail.empty() ? std::string(policy::to_string(decision.reason))
-                                               : fmt::format("{} ({})", policy::to_string(decision.reason), detail));
+  fields.emplace_back("reason", detail.empty()
+                                    ? std::string(policy::to_string(decision.reason))
+                                    : fmt::format("{} ({})", policy::to_string(decision.reason), detail));
   std::cout << render_fields(fields) << std::flush;
   return 0;
 }

@@ -37,7 +37,8 @@ std::string render_table(const std::vector<std::string>& header,
                          const std::vector<std::vector<std::string>>& rows) {
   std::vector<std::size_t> widths(header.size(), 0);
   auto measure = [&](const std::vector<std::string>& row) {
-    for (std::size_t i = 0; i < row.size() && i < widths.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+    for (std::size_t i = 0; i < row.size() && i < widths.size(); ++i)
+      widths[i] = std::max(widths[i], row[i].size());
   };
   measure(header);
   for (const auto& row : rows) measure(row);
@@ -67,7 +68,9 @@ std::string format_time(const std::optional<store::TimePoint>& t, std::string_vi
 }
 
 Fields record_fields(const store::TokenRecord& record, store::TimePoint now) {
-  auto set = [](const std::vector<std::string>& names) { return names.empty() ? std::string("-") : join(names, ", "); };
+  auto set = [](const std::vector<std::string>& names) {
+    return names.empty() ? std::string("-") : join(names, ", ");
+  };
   std::string expires = format_time(record.expires_at, "never");
   if (record.expired_at(now)) expires += " (expired)";
   return {

@@ -20,7 +20,8 @@ store::TimePoint parse_expires(const std::string& text) {
   auto when = store::parse_when(text, store::system_now());
   if (!when) {
     throw UserError(fmt::format(
-        "invalid --expires '{}': expected an RFC 3339 time, a date YYYY-MM-DD, a duration like 30d or never", text));
+        "invalid --expires '{}': expected an RFC 3339 time, a date YYYY-MM-DD, a duration like 30d or never",
+        text));
   }
   return *when;
 }
@@ -54,7 +55,9 @@ void print_issued(const store::IssuedToken& issued, bool json, std::string_view 
   fmt::print(stderr, "{}", text);
 }
 
-std::string table_set(const std::vector<std::string>& names) { return names.empty() ? "-" : join(names, ","); }
+std::string table_set(const std::vector<std::string>& names) {
+  return names.empty() ? "-" : join(names, ",");
+}
 
 // (current ∪ add) \ remove, sorted; nullopt when neither list was given so the
 // patch leaves the set alone.
@@ -101,8 +104,8 @@ int token_list(TokenBackend& backend, bool json) {
     rows.push_back({r.id, r.name, table_set(r.roles), table_set(r.groups), table_set(r.permissions),
                     table_set(r.licenses), expires, format_time(r.last_used_at, "-")});
   }
-  std::cout << render_table({"ID", "NAME", "ROLES", "GROUPS", "PERMISSIONS", "LICENSES", "EXPIRES", "LAST USED"},
-                            rows)
+  std::cout << render_table(
+                   {"ID", "NAME", "ROLES", "GROUPS", "PERMISSIONS", "LICENSES", "EXPIRES", "LAST USED"}, rows)
             << std::flush;
   return 0;
 }
@@ -119,9 +122,10 @@ int token_show(TokenBackend& backend, const std::string& id, bool json) {
 }
 
 int token_update(TokenBackend& backend, const TokenUpdateOptions& o) {
-  const bool any_change = o.name || o.description || o.expires || !o.add_roles.empty() || !o.remove_roles.empty() ||
-                          !o.add_groups.empty() || !o.remove_groups.empty() || !o.add_permissions.empty() ||
-                          !o.remove_permissions.empty() || !o.add_licenses.empty() || !o.remove_licenses.empty();
+  const bool any_change = o.name || o.description || o.expires || !o.add_roles.empty() ||
+                          !o.remove_roles.empty() || !o.add_groups.empty() || !o.remove_groups.empty() ||
+                          !o.add_permissions.empty() || !o.remove_permissions.empty() ||
+                          !o.add_licenses.empty() || !o.remove_licenses.empty();
   if (!any_change) {
     throw UserError("nothing to update: give --name, --description, --expires or --add-*/--remove-* options");
   }
@@ -173,8 +177,8 @@ int token_rotate(TokenBackend& backend, const std::string& id, const std::option
     previous = "previous secret: revoked now";
   } else {
     const auto rotated = issued->record.rotated_at.value_or(store::system_now());
-    previous = fmt::format("previous secret: valid until {} (grace {})", store::format_rfc3339(rotated + grace),
-                           conf::format_duration(grace));
+    previous = fmt::format("previous secret: valid until {} (grace {})",
+                           store::format_rfc3339(rotated + grace), conf::format_duration(grace));
   }
   print_issued(*issued, json, fmt::format("rotated token {}", issued->record.id), previous);
   return 0;

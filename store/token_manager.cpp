@@ -11,52 +11,23 @@ namespace {
 
 constexpr std::size_t kMaxNameLength = 128;
 
-// "30d", "12h", "10m", "10s", "500ms"; a bare "0" is zero. conf::parse_duration has the
-// same grammar, but conf/config.cpp was still a placeholder when this was written, and
-// the store must not depend on its link order for four lines of parsing.
-std::optional<std::chrono::milliseconds> parse_duration_local(std::string_view text) {
-  using namespace std::chrono;
-  if (text == "0") return milliseconds{0};
-  std::size_t digits = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
-  if (digits == 0 || digits > 12) return std::nullopt;
-  long long n = 0;
-  std::from_chars(text.data(), text.data() + digits, n);
-  const std::string_view unit = text.substr(digits);
-  if (unit == "ms") return milliseconds{n};
-  if (unit == "s") return seconds{n};
-  if (unit == "m") return minutes{n};
-  if (unit == "h") return hours{n};
-  if (unit == "d") return days{n};
-  return std::nullopt;
-}
-
-std::string format_duration_local(std::chrono::milliseconds d) {
-  using namespace std::chrono;
-  const long long ms = d.count();
-  if (ms == 0) return "0";
-  if (ms % 86'400'000 == 0) return fmt::format("{}d", ms / 86'400'000);
-  if (ms % 3'600'000 == 0) return fmt::format("{}h", ms / 3'600'000);
-  if (ms % 60'000 == 0) return fmt::format("{}m", ms / 60'000);
-  if (ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
-  return fmt::format("{}ms", ms);
-}
+// RFC 3339 has four-digit years; anything later is a typo, not an expiry.
+constexpr TimePoint kLatest{std::chrono::sys_days{std::chrono::year{9999} / 12 / 31} + std::chrono::hours{24} -
+                            std::chrono::seconds{1}};
 
 std::string join(const std::vector<std::string>& names) {
   if (names.empty()) return "none";
   return fmt::format("{}", fmt::join(names, ", "));
 }
 
-template <typename Items, typename NameOf>
+template <typename Items, typename Known, typename NameOf>
 void check_known(std::string_view kind, std::string_view plural, const std::vector<std::string>& wanted,
-                 const Items& items, NameOf name_of) {
+                 const Items& items, Known known, NameOf name_of) {
   for (const auto& w : wanted) {
-    bool found = std::any_of(items.begin(), items.end(), [&](const auto& item) { return name_of(item) == w; });
-    if (!found) {
-      std::vector<std::string> known;
-      for (const auto& item : items) known.push_back(std::string(name_of(item)));
-      throw ValidationError(fmt::format("unknown {} '{}' (configured {}: {})", kind, w, plural, join(known)));
-    }
+    if (known(w)) continue;
+    std::vector<std::string> names;
+    for (const auto& item : items) names.push_back(name_of(item));
+    throw ValidationError(fmt::format("unknown {} '{}' (configured {}: {})", kind, w, plural, join(names)));
   }
 }
 
@@ -100,11 +71,13 @@ void TokenManager::set_config(std::shared_ptr<const conf::Config> config) { conf
 
 void TokenManager::validate_grants(const NewToken& request) const {
   const conf::Config& c = *config_;
-  check_known("role", "roles", request.roles, c.roles, [](const conf::Role& r) -> std::string_view { return r.name; });
+  check_known("role", "roles", request.roles, c.roles, [&](const std::string& n) { return c.find_role(n) != nullptr; },
+              [](const conf::Role& r) { return r.name; });
   check_known("group", "groups", request.groups, c.groups,
-              [](const conf::Group& g) -> std::string_view { return g.name; });
+              [&](const std::string& n) { return c.find_group(n) != nullptr; },
+              [](const conf::Group& g) { return g.name; });
   check_known("license", "licenses", request.licenses, c.licenses,
-              [](const std::string& l) -> std::string_view { return l; });
+              [&](const std::string& n) { return c.has_license(n); }, [](const std::string& l) { return l; });
   check_permissions(request.permissions);
 }
 
@@ -115,7 +88,7 @@ void check_expiry(const std::optional<TimePoint>& expires_at, const conf::Config
   if (!expires_at) {
     if (max > std::chrono::seconds::zero()) {
       throw ValidationError(fmt::format("tokens.max_lifetime is {}: a token must have an expiry within it",
-                                        format_duration_local(config.tokens.max_lifetime)));
+                                        conf::format_duration(config.tokens.max_lifetime)));
     }
     return;
   }
@@ -124,7 +97,7 @@ void check_expiry(const std::optional<TimePoint>& expires_at, const conf::Config
   }
   if (max > std::chrono::seconds::zero() && *expires_at > now + max) {
     throw ValidationError(fmt::format("expiry {} is beyond tokens.max_lifetime ({}, i.e. at most {})",
-                                      format_rfc3339(*expires_at), format_duration_local(config.tokens.max_lifetime),
+                                      format_rfc3339(*expires_at), conf::format_duration(config.tokens.max_lifetime),
                                       format_rfc3339(now + max)));
   }
 }
@@ -169,7 +142,7 @@ std::vector<TokenRecord> TokenManager::list() const { return store_.list(); }
 
 std::optional<TimePoint> parse_when(std::string_view text, TimePoint now) {
   using namespace std::chrono;
-  if (auto t = parse_rfc3339(text)) return t;
+  if (auto t = parse_rfc3339(text)) return t;  // the parser only reads four-digit years
   if (text.size() == 10 && text[4] == '-' && text[7] == '-') {
     int y = 0;
     unsigned m = 0, d = 0;
@@ -184,7 +157,11 @@ std::optional<TimePoint> parse_when(std::string_view text, TimePoint now) {
     if (!ymd.ok()) return std::nullopt;
     return TimePoint{sys_days{ymd} + days{1}};  // valid through the end of that day, UTC
   }
-  if (auto d = parse_duration_local(text)) return now + floor<seconds>(*d);
+  if (auto d = conf::parse_duration(text)) {
+    const auto offset = floor<seconds>(*d);
+    if (offset > kLatest - now) return std::nullopt;
+    return now + offset;
+  }
   return std::nullopt;
 }
 

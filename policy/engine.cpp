@@ -35,7 +35,6 @@
 namespace tokengate::policy {
 namespace {
 
-constexpr std::size_t kMaxMethods = 64;
 constexpr std::size_t kMaxAllowStrings = std::size_t{1} << 16;
 
 // FNV-1a: path segments are short, and for them this is several times cheaper than
@@ -302,10 +301,10 @@ std::shared_ptr<const Engine> Engine::compile(std::shared_ptr<const conf::Config
   std::vector<std::string> names;
   for (const auto& route : cfg.routes) names.insert(names.end(), route.methods.begin(), route.methods.end());
   sort_unique(names);
-  if (names.size() > kMaxMethods) {
-    throw conf::ConfigError(
-        cfg.file.string(), cfg.routes.empty() ? conf::Mark{} : cfg.routes.front().mark,
-        fmt::format("routes name {} distinct methods; at most {} are supported", names.size(), kMaxMethods));
+  if (names.size() > kMaxRouteMethods) {
+    throw conf::ConfigError(cfg.file.string(), cfg.routes.empty() ? conf::Mark{} : cfg.routes.front().mark,
+                            fmt::format("routes name {} distinct methods; at most {} are supported",
+                                        names.size(), kMaxRouteMethods));
   }
   for (std::size_t i = 0; i < names.size(); ++i) impl.method_bits.emplace_back(names[i], static_cast<int>(i));
 

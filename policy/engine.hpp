@@ -3,6 +3,7 @@
 // shared_ptr; each request holds one snapshot. Pure: no I/O, no locks.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -46,6 +47,10 @@ struct RouteMatch {
   bool path_matched = false;  // some route's path matched (then -1 means 405)
   std::string_view allow;     // valid while the Engine lives
 };
+
+// Distinct method names the routes of one config may use (they are interned to
+// bits of a 64-bit mask). compile() throws conf::ConfigError beyond it; lint reports it.
+inline constexpr std::size_t kMaxRouteMethods = 64;
 
 // What the request carries, as far as the route decision cares.
 enum class Credential { None, WrongScheme, Invalid, Valid };

@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 
+#include "policy/engine.hpp"
 #include "policy/route_pattern.hpp"
 
 namespace tokengate::policy {
@@ -89,6 +90,14 @@ std::vector<Finding> lint(const conf::Config& config) {
     findings.push_back({Severity::Error, routes[i].mark,
                         fmt::format("{} can never match: {} {} every request it would", describe(config, i),
                                     by, culprits.size() == 1 ? "matches" : "match")});
+  }
+
+  std::set<std::string, std::less<>> methods;
+  for (const auto& route : routes) methods.insert(route.methods.begin(), route.methods.end());
+  if (methods.size() > kMaxRouteMethods) {
+    findings.push_back({Severity::Error, routes.front().mark,
+                        fmt::format("routes name {} distinct methods; at most {} are supported",
+                                    methods.size(), kMaxRouteMethods)});
   }
 
   std::set<std::string, std::less<>> granted;

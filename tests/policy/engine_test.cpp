@@ -328,3 +328,14 @@ TEST_CASE("Engine::compile: invalid pattern is a config error naming the route")
     CHECK(e.message().find("route 1 (/bad/**/x)") != std::string::npos);
   }
 }
+
+TEST_CASE("Engine::compile: more distinct methods than the mask holds is a config error") {
+  std::vector<t::RouteSpec> specs;
+  for (std::size_t i = 0; i <= kMaxRouteMethods; ++i)
+    specs.push_back({"/r" + std::to_string(i), {"M" + std::to_string(i)}});
+  CHECK_THROWS_AS(Engine::compile(t::make_config(specs)), tokengate::conf::ConfigError);
+  specs.pop_back();
+  const auto engine = Engine::compile(t::make_config(specs));  // exactly the maximum is fine
+  CHECK(engine->match("M63", "/r63").route == 63);
+  CHECK(engine->match("M0", "/r63").allow == "M63");
+}

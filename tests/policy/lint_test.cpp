@@ -125,3 +125,13 @@ TEST_CASE("lint: a clean config has no findings") {
   config->roles = {{"r", {"p"}, {}}};
   CHECK(lint(*config).empty());
 }
+
+TEST_CASE("lint: more distinct methods than the engine supports") {
+  std::vector<t::RouteSpec> specs;
+  for (std::size_t i = 0; i <= 64; ++i)
+    specs.push_back({"/r" + std::to_string(i), {"M" + std::to_string(i)}});
+  CHECK(messages(lint(*t::make_config(specs)), Severity::Error) ==
+        std::vector<std::string>{"routes name 65 distinct methods; at most 64 are supported"});
+  specs.pop_back();
+  CHECK(lint(*t::make_config(specs)).empty());
+}

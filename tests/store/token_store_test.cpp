@@ -355,3 +355,56 @@ TEST_CASE("store: every plaintext handed out survives kill -9") {
   CHECK(store->list().size() >= tokens.size());
   MESSAGE("tokens reported by the killed child: " << tokens.size());
 }
+
+TEST_CASE("store: a full disk fails the write with StoreError and leaves no partial record") {
+  TempDir dir;
+  ManualClock clock;
+  auto options = store_options(dir, clock);
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(fds[1], 1);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    ::execl(TOKENGATE_STORE_CRASH_CHILD, TOKENGATE_STORE_CRASH_CHILD, options.path.c_str(),
+            options.key_file.c_str(), "full", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  std::string received;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    received.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+
+  std::vector<std::string> tokens;
+  std::string error;
+  std::size_t start = 0;
+  for (std::size_t nl; (nl = received.find('\n', start)) != std::string::npos; start = nl + 1) {
+    std::string line = received.substr(start, nl - start);
+    if (line.rfind("ERROR ", 0) == 0) {
+      error = line.substr(6);
+    } else {
+      tokens.push_back(line);
+    }
+  }
+  REQUIRE_FALSE(error.empty());
+  CHECK(error.find("cannot write to store") != std::string::npos);
+  REQUIRE(tokens.size() >= 5);
+  auto store = TokenStore::open(options);
+  for (const auto& t : tokens) CHECK(store->verify(t));
+  // Every record on disk is one the child was told about: none half-written, none
+  // that failed but landed anyway.
+  CHECK(store->list().size() == tokens.size());
+  MESSAGE("tokens written before the disk was full: " << tokens.size() << "; error: " << error);
+}

@@ -31,6 +31,8 @@ struct CanonicalTarget {
 
 // Canonicalises `target` (the request-target of the request line) into `path`
 // (cleared first; reuse the buffer across requests to avoid allocation).
+// A trailing slash is kept ("/api/" stays "/api/", "/a/b/.." is "/a/"); for
+// "OPTIONS *" path is "*". On error `path` is left empty.
 CanonicalTarget canonicalize_target(std::string_view method, std::string_view target,
                                     std::string& path);
 

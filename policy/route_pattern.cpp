@@ -65,7 +65,7 @@ std::optional<RoutePattern> RoutePattern::parse(std::string_view text, std::stri
     const auto slash = rest.find('/');
     const std::string_view seg = rest.substr(0, slash);
     const bool last = slash == std::string_view::npos;
-    if (seg.empty()) return fail("empty segment (repeated or trailing '/')");
+    if (seg.empty()) return fail("empty segment (repeated or trailing '/'; '/x/**' matches '/x/')");
     if (seg == "**") {
       if (!last) return fail("'**' is only allowed as the last segment");
       pattern.segments_.push_back({Kind::DoubleStar, {}});

@@ -73,9 +73,11 @@ int dispatch(int argc, char** argv) {
       explain->add_option("--token-id", token_id, "evaluate as this stored token")->type_name("ID");
   std::vector<CLI::Option*> grant_options{
       add_list(explain, "--roles", explain_options.roles, "evaluate as a token with these roles", "a,b"),
-      add_list(explain, "--groups", explain_options.groups, "... these groups", "g"),
-      add_list(explain, "--permissions", explain_options.permissions, "... these permissions", "p"),
-      add_list(explain, "--licenses", explain_options.licenses, "... these licenses", "l"),
+      add_list(explain, "--groups", explain_options.groups, "evaluate as a token with these groups", "g"),
+      add_list(explain, "--permissions", explain_options.permissions,
+               "evaluate as a token with these permissions", "p"),
+      add_list(explain, "--licenses", explain_options.licenses, "evaluate as a token with these licenses",
+               "l"),
   };
   for (auto* option : grant_options) token_id_option->excludes(option);
   explain->add_flag("--json", explain_options.json, "print one JSON object");

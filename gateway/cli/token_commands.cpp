@@ -28,29 +28,31 @@ store::TimePoint parse_expires(const std::string& text) {
 
 std::string no_token(const std::string& id) { return fmt::format("no token with id '{}'", id); }
 
-// The details printed to stderr after create and rotate.
-Fields issued_details(const store::TokenRecord& record) {
-  Fields all = record_fields(record, store::system_now());
-  Fields details;
-  for (auto& field : all) {
-    if (field.first == "id" || field.first == "name" || field.first == "roles" || field.first == "groups" ||
-        field.first == "permissions" || field.first == "licenses" || field.first == "expires_at") {
-      details.push_back(std::move(field));
-    }
-  }
-  return details;
-}
-
-void print_issued(const store::IssuedToken& issued, bool json, std::string_view headline,
-                  const std::string& extra_line) {
+// The details printed to stderr after create and rotate, indented under the
+// headline that names the id; `extra` adds lines such as the rotation grace.
+void print_issued(const store::IssuedToken& issued, bool json, std::string_view verb, const Fields& extra) {
   if (json) {
     print_json(record_json(issued.record, &issued.token.reveal()));
     return;
   }
   // First and only line on stdout, so `T=$(tokengate token create ...)` captures it.
   std::cout << issued.token.reveal() << '\n' << std::flush;
-  std::string text = fmt::format("{}\n{}", headline, render_fields(issued_details(issued.record)));
-  if (!extra_line.empty()) text += extra_line + "\n";
+  Fields details;
+  for (auto& field : record_fields(issued.record, store::system_now())) {
+    const auto& key = field.first;
+    if (key == "name" || key == "roles" || key == "groups" || key == "permissions" || key == "licenses" ||
+        key == "expires_at") {
+      details.push_back(std::move(field));
+    }
+  }
+  details.insert(details.end(), extra.begin(), extra.end());
+  std::string text = fmt::format("{} token {}\n", verb, issued.record.id);
+  const std::string rendered = render_fields(details);
+  for (std::string_view rest = rendered; !rest.empty();) {
+    const auto end = rest.find('\n');
+    text += fmt::format("  {}\n", rest.substr(0, end));
+    rest.remove_prefix(end == std::string_view::npos ? rest.size() : end + 1);
+  }
   text += "warning: this is the only time the token is shown; it cannot be retrieved again\n";
   fmt::print(stderr, "{}", text);
 }
@@ -84,7 +86,7 @@ int token_create(TokenBackend& backend, const TokenCreateOptions& options) {
   if (options.expires && *options.expires != "never") request.expires_at = parse_expires(*options.expires);
   request.created_by = "cli";
   const store::IssuedToken issued = backend.create(request);
-  print_issued(issued, options.json, fmt::format("created token {}", issued.record.id), "");
+  print_issued(issued, options.json, "created", {});
   return 0;
 }
 
@@ -174,13 +176,13 @@ int token_rotate(TokenBackend& backend, const std::string& id, const std::option
   if (!issued) throw UserError(no_token(id));
   std::string previous;
   if (grace.count() == 0) {
-    previous = "previous secret: revoked now";
+    previous = "revoked now";
   } else {
     const auto rotated = issued->record.rotated_at.value_or(store::system_now());
-    previous = fmt::format("previous secret: valid until {} (grace {})",
-                           store::format_rfc3339(rotated + grace), conf::format_duration(grace));
+    previous = fmt::format("valid until {} (grace {})", store::format_rfc3339(rotated + grace),
+                           conf::format_duration(grace));
   }
-  print_issued(*issued, json, fmt::format("rotated token {}", issued->record.id), previous);
+  print_issued(*issued, json, "rotated", {{"old secret", previous}});
   return 0;
 }
 

@@ -9,7 +9,9 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -64,6 +66,7 @@ constexpr std::string_view kMetaFormatVersion = "format_version";
 constexpr std::string_view kMetaKeyCheck = "key_check";
 constexpr std::string_view kKeyCheckMessage = "tokengate key check";
 constexpr int kIdAttempts = 16;
+constexpr std::string_view kMarkerFile = "TOKENGATE_STORE";
 
 // Column families, addressed by this enum and looked up by name after open, never by
 // the position RocksDB happens to return them in.
@@ -415,6 +418,7 @@ class RocksTokenStore final : public TokenStore {
   }
 
   [[noreturn]] void fail_open(const rocksdb::Status& s) const;
+  void write_marker(const std::filesystem::path& marker) const;
 
   Options options_;
   std::unique_ptr<rocksdb::DB> db_;
@@ -436,19 +440,39 @@ void RocksTokenStore::fail_open(const rocksdb::Status& s) const {
   throw StoreError(fmt::format("cannot open store {}: {}", path, msg));
 }
 
+void RocksTokenStore::write_marker(const std::filesystem::path& marker) const {
+  const int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  static constexpr std::string_view kText = "tokengate token store (RocksDB); do not edit\n";
+  bool ok = fd >= 0 && ::write(fd, kText.data(), kText.size()) == static_cast<ssize_t>(kText.size()) &&
+            ::fsync(fd) == 0;
+  const int err = errno;
+  if (fd >= 0) ::close(fd);
+  if (!ok) {
+    throw StoreError(fmt::format("cannot create {} in store {}: {}", marker.filename().string(),
+                                 options_.path.string(), std::strerror(err)));
+  }
+  if (const int dir = ::open(options_.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
+    ::fsync(dir);
+    ::close(dir);
+  }
+}
+
 void RocksTokenStore::open() {
   namespace fs = std::filesystem;
   const fs::path& path = options_.path;
   const std::string path_str = path.string();
   std::error_code ec;
-  bool existing = false;
+  // The marker file is written before RocksDB creates anything, so a directory with
+  // it is ours even if creation was interrupted, and one without it never is.
+  const fs::path marker = path / kMarkerFile;
+  bool has_marker = false;
   if (fs::exists(path, ec)) {
     if (!fs::is_directory(path, ec)) throw StoreError(fmt::format("{} is not a tokengate store", path_str));
-    if (!fs::is_empty(path, ec)) {
-      if (!fs::exists(path / "CURRENT", ec)) {
-        throw StoreError(fmt::format("{} is not a tokengate store (not empty and no store files)", path_str));
-      }
-      existing = true;
+    has_marker = fs::exists(marker, ec);
+    if (!has_marker && !fs::is_empty(path, ec)) {
+      const bool rocksdb = fs::exists(path / "CURRENT", ec);
+      throw StoreError(fmt::format("{} is not a tokengate store ({})", path_str,
+                                   rocksdb ? "a RocksDB database without tokengate's marker" : "not empty"));
     }
   } else {
     // 0700 like the key file's directory: the hashes are not for other users either.
@@ -461,6 +485,8 @@ void RocksTokenStore::open() {
       }
     }
   }
+  if (!has_marker) write_marker(marker);
+  const bool existing = fs::exists(path / "CURRENT", ec);
 
   rocksdb::Options db_options;
   db_options.create_if_missing = !existing;
@@ -468,16 +494,15 @@ void RocksTokenStore::open() {
   db_options.paranoid_checks = true;
   db_options.keep_log_file_num = 3;
   db_options.max_open_files = 256;
+  // A torn last record is what a crash mid-append leaves and is dropped (it was never
+  // acknowledged); damage anywhere else in the WAL must stop the open instead of
+  // silently losing every acknowledged write after it (kPointInTimeRecovery would).
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
 
   std::vector<std::string> names;
   if (existing) {
     rocksdb::Status s = rocksdb::DB::ListColumnFamilies(db_options, path_str, &names);
     if (!s.ok()) fail_open(s);
-    if (std::find(names.begin(), names.end(), std::string(kCfNames[static_cast<std::size_t>(Cf::Meta)])) ==
-        names.end()) {
-      throw StoreError(fmt::format("{} is not a tokengate store (a RocksDB database without tokengate data)",
-                                   path_str));
-    }
   }
   for (auto n : kCfNames) {
     if (std::find(names.begin(), names.end(), n) == names.end()) names.emplace_back(n);
@@ -516,11 +541,11 @@ void RocksTokenStore::open() {
   auto version = read_raw(Cf::Meta, kMetaFormatVersion);
   bool initialized = version.has_value();
   if (!initialized && existing) {
-    // A store whose first write never completed has our families but no meta yet;
-    // anything with tokens in it and no meta is not ours.
+    // A store whose creation was interrupted has no meta yet and is finished now;
+    // one that holds tokens without meta has lost data.
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handle(Cf::Tokens)));
     it->SeekToFirst();
-    if (it->Valid()) throw StoreError(fmt::format("{} is not a tokengate store (no format version)", path_str));
+    if (it->Valid()) throw StoreError(fmt::format("store {} is corrupt: it holds tokens but no format version", path_str));
   }
   if (initialized && *version != std::to_string(kFormatVersion)) {
     throw StoreError(fmt::format("store {} has format version {}; this tokengate reads version {}", path_str,

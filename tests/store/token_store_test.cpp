@@ -286,6 +286,38 @@ TEST_CASE("store: foreign directories are refused") {
   }
 }
 
+TEST_CASE("store: corruption is reported, not papered over") {
+  TempDir dir;
+  ManualClock clock;
+  auto options = store_options(dir, clock);
+  { TokenStore::open(options)->create(sample()); }
+  SUBCASE("CURRENT") {
+    std::ofstream(options.path / "CURRENT") << "garbage\n";
+    CHECK(open_error(options).find("is corrupt") != std::string::npos);
+  }
+  SUBCASE("a damaged WAL record before the tail loses nothing silently") {
+    bool damaged = false;
+    for (const auto& e : std::filesystem::directory_iterator(options.path)) {
+      if (e.path().extension() != ".log" || std::filesystem::file_size(e.path()) < 64) continue;
+      std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(20);
+      f << "ZZZZZZZZ";
+      damaged = true;
+    }
+    REQUIRE(damaged);
+    const std::string e = open_error(options);
+    CHECK(e.find("is corrupt") != std::string::npos);
+    CHECK(e.find('\n') == std::string::npos);
+  }
+  SUBCASE("the marker alone makes an empty directory a new store") {
+    std::filesystem::remove_all(options.path);
+    std::filesystem::create_directories(options.path);
+    std::ofstream(options.path / "TOKENGATE_STORE") << "x";
+    std::filesystem::remove(options.key_file);
+    CHECK(open_error(options).empty());
+  }
+}
+
 TEST_CASE("store: opening a store twice is refused") {
   TempDir dir;
   ManualClock clock;

@@ -106,6 +106,12 @@ class GatewayTestCase(unittest.TestCase):
             cls.gw.stop()
         cls.upstream.stop()
 
+    def tearDown(self):
+        # A crashed gateway makes every later test fail on connect: say so where it happened.
+        if self.gw and not self.gw.process.alive():
+            self.fail("the gateway exited (status %s) during this test; its stderr ends with:\n%s"
+                      % (self.gw.process.proc.returncode, self.gw.process.stderr_text()))
+
     def request(self, method, target, token=None, headers=(), body=b""):
         hdrs = list(headers)
         if token:
@@ -749,6 +755,7 @@ class StreamingTest(GatewayTestCase):
     def tearDown(self):
         self.sampling = False
         self.sampler.join(5)
+        super().tearDown()
 
     def assert_rss_bounded(self):
         self.sampling = False

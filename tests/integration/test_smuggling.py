@@ -108,6 +108,11 @@ class SmugglingTest(unittest.TestCase):
             cls.gw.stop()
         cls.upstream.stop()
 
+    def tearDown(self):
+        if self.gw and not self.gw.process.alive():
+            self.fail("the gateway exited (status %s) during this test; its stderr ends with:\n%s"
+                      % (self.gw.process.proc.returncode, self.gw.process.stderr_text()))
+
     def send_raw(self, raw):
         with self.gw.connect() as c:
             c.send(raw)

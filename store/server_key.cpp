@@ -3,6 +3,7 @@
 #include "store/server_key.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -11,7 +12,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fmt/format.h>
 
 #include "store/token_store.hpp"
 
@@ -114,13 +114,14 @@ ServerKey ServerKey::load(const std::filesystem::path& file, bool create_if_miss
     throw StoreError(fmt::format("key file {} is not a regular file", file.string()));
   }
   if ((st.st_mode & 077) != 0) {
-    throw StoreError(fmt::format("key file {} has mode {:04o}; it must not be readable by group or others "
-                                 "(chmod 600 {})",
-                                 file.string(), st.st_mode & 07777, file.string()));
+    throw StoreError(
+        fmt::format("key file {} has mode {:04o}; it must not be readable by group or others "
+                    "(chmod 600 {})",
+                    file.string(), st.st_mode & 07777, file.string()));
   }
   if (st.st_size != static_cast<off_t>(kKeySize)) {
-    throw StoreError(fmt::format("key file {} has {} bytes; a tokengate key is exactly {} bytes", file.string(),
-                                 static_cast<long long>(st.st_size), kKeySize));
+    throw StoreError(fmt::format("key file {} has {} bytes; a tokengate key is exactly {} bytes",
+                                 file.string(), static_cast<long long>(st.st_size), kKeySize));
   }
   std::array<unsigned char, kKeySize> bytes{};
   std::size_t done = 0;
@@ -150,7 +151,8 @@ const EVP_MD* sha256() {
 
 std::shared_ptr<const EVP_MD_CTX> padded_state(const std::array<unsigned char, 32>& key, unsigned char pad) {
   std::array<unsigned char, 64> block{};  // SHA-256 block size; the key is shorter, so zero-padded
-  for (std::size_t i = 0; i < block.size(); ++i) block[i] = static_cast<unsigned char>((i < key.size() ? key[i] : 0) ^ pad);
+  for (std::size_t i = 0; i < block.size(); ++i)
+    block[i] = static_cast<unsigned char>((i < key.size() ? key[i] : 0) ^ pad);
   std::shared_ptr<EVP_MD_CTX> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   const bool ok = ctx && sha256() && EVP_DigestInit_ex2(ctx.get(), sha256(), nullptr) == 1 &&
                   EVP_DigestUpdate(ctx.get(), block.data(), block.size()) == 1;

@@ -1,10 +1,11 @@
 // The HMAC server key (store.key_file): 32 random bytes, created 0600 if absent.
 #pragma once
 
+#include <openssl/types.h>
+
 #include <array>
 #include <filesystem>
 #include <memory>
-#include <openssl/types.h>
 #include <string>
 #include <string_view>
 

@@ -2,9 +2,10 @@
 // is checked here, once, before the store is called.
 #include "store/token_manager.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <charconv>
-#include <fmt/format.h>
 
 namespace tokengate::store {
 namespace {
@@ -12,8 +13,8 @@ namespace {
 constexpr std::size_t kMaxNameLength = 128;
 
 // RFC 3339 has four-digit years; anything later is a typo, not an expiry.
-constexpr TimePoint kLatest{std::chrono::sys_days{std::chrono::year{9999} / 12 / 31} + std::chrono::hours{24} -
-                            std::chrono::seconds{1}};
+constexpr TimePoint kLatest{std::chrono::sys_days{std::chrono::year{9999} / 12 / 31} +
+                            std::chrono::hours{24} - std::chrono::seconds{1}};
 
 std::string join(const std::vector<std::string>& names) {
   if (names.empty()) return "none";
@@ -34,8 +35,8 @@ void check_known(std::string_view kind, std::string_view plural, const std::vect
 void check_name(const std::string& name) {
   if (name.empty()) throw ValidationError("token name must not be empty");
   if (name.size() > kMaxNameLength) {
-    throw ValidationError(fmt::format("token name is {} characters long; at most {} are allowed", name.size(),
-                                      kMaxNameLength));
+    throw ValidationError(
+        fmt::format("token name is {} characters long; at most {} are allowed", name.size(), kMaxNameLength));
   }
   for (unsigned char c : name) {
     if (c < 0x20 || c == 0x7f) throw ValidationError("token name must not contain control characters");
@@ -71,13 +72,17 @@ void TokenManager::set_config(std::shared_ptr<const conf::Config> config) { conf
 
 void TokenManager::validate_grants(const NewToken& request) const {
   const conf::Config& c = *config_;
-  check_known("role", "roles", request.roles, c.roles, [&](const std::string& n) { return c.find_role(n) != nullptr; },
-              [](const conf::Role& r) { return r.name; });
-  check_known("group", "groups", request.groups, c.groups,
-              [&](const std::string& n) { return c.find_group(n) != nullptr; },
-              [](const conf::Group& g) { return g.name; });
-  check_known("license", "licenses", request.licenses, c.licenses,
-              [&](const std::string& n) { return c.has_license(n); }, [](const std::string& l) { return l; });
+  check_known(
+      "role", "roles", request.roles, c.roles,
+      [&](const std::string& n) { return c.find_role(n) != nullptr; },
+      [](const conf::Role& r) { return r.name; });
+  check_known(
+      "group", "groups", request.groups, c.groups,
+      [&](const std::string& n) { return c.find_group(n) != nullptr; },
+      [](const conf::Group& g) { return g.name; });
+  check_known(
+      "license", "licenses", request.licenses, c.licenses,
+      [&](const std::string& n) { return c.has_license(n); }, [](const std::string& l) { return l; });
   check_permissions(request.permissions);
 }
 
@@ -96,9 +101,9 @@ void check_expiry(const std::optional<TimePoint>& expires_at, const conf::Config
     throw ValidationError(fmt::format("expiry {} is not in the future", format_rfc3339(*expires_at)));
   }
   if (max > std::chrono::seconds::zero() && *expires_at > now + max) {
-    throw ValidationError(fmt::format("expiry {} is beyond tokens.max_lifetime ({}, i.e. at most {})",
-                                      format_rfc3339(*expires_at), conf::format_duration(config.tokens.max_lifetime),
-                                      format_rfc3339(now + max)));
+    throw ValidationError(fmt::format(
+        "expiry {} is beyond tokens.max_lifetime ({}, i.e. at most {})", format_rfc3339(*expires_at),
+        conf::format_duration(config.tokens.max_lifetime), format_rfc3339(now + max)));
   }
 }
 

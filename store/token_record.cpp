@@ -1,10 +1,11 @@
 // Token records: RFC 3339 times and the public JSON form (never a secret).
 #include "store/token_record.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <boost/json/array.hpp>
 #include <boost/json/value.hpp>
-#include <fmt/format.h>
 
 namespace tokengate::store {
 namespace {
@@ -41,8 +42,8 @@ std::string format_rfc3339(TimePoint t) {
   const year_month_day ymd{day};
   const hh_mm_ss hms{t - day};
   return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", static_cast<int>(ymd.year()),
-                     static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()), hms.hours().count(),
-                     hms.minutes().count(), hms.seconds().count());
+                     static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                     hms.hours().count(), hms.minutes().count(), hms.seconds().count());
 }
 
 std::optional<TimePoint> parse_rfc3339(std::string_view s) {

@@ -2,26 +2,25 @@
 // one synced WriteBatch, keyed hashes only (the plaintext never reaches the disk).
 #include "store/token_store.hpp"
 
+#include <fcntl.h>
+#include <fmt/format.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
-
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <array>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <cerrno>
 #include <charconv>
-#include <fmt/format.h>
+#include <cstring>
 #include <mutex>
 #include <system_error>
 #include <unordered_map>
@@ -30,12 +29,18 @@ namespace tokengate::store {
 
 std::string_view to_string(VerifyFailure failure) noexcept {
   switch (failure) {
-    case VerifyFailure::None: return "ok";
-    case VerifyFailure::Malformed: return "malformed";
-    case VerifyFailure::Unknown: return "unknown";
-    case VerifyFailure::Mismatch: return "mismatch";
-    case VerifyFailure::Expired: return "expired";
-    case VerifyFailure::RotatedOut: return "rotated_out";
+    case VerifyFailure::None:
+      return "ok";
+    case VerifyFailure::Malformed:
+      return "malformed";
+    case VerifyFailure::Unknown:
+      return "unknown";
+    case VerifyFailure::Mismatch:
+      return "mismatch";
+    case VerifyFailure::Expired:
+      return "expired";
+    case VerifyFailure::RotatedOut:
+      return "rotated_out";
   }
   return "unknown";
 }
@@ -116,8 +121,9 @@ std::string encode_token(const StoredToken& t) {
   o["record"] = std::move(record);
   o["current"] = to_hex(t.credential.current);
   o["previous"] = t.credential.previous ? json::value(to_hex(*t.credential.previous)) : json::value(nullptr);
-  o["previous_until"] =
-      t.credential.previous_until ? json::value(format_rfc3339(*t.credential.previous_until)) : json::value(nullptr);
+  o["previous_until"] = t.credential.previous_until
+                            ? json::value(format_rfc3339(*t.credential.previous_until))
+                            : json::value(nullptr);
   return json::serialize(o);
 }
 
@@ -368,7 +374,8 @@ class RocksTokenStore final : public TokenStore {
     if (!s.ok()) throw StoreError(fmt::format("store {}: {}", options_.path.string(), s.ToString()));
   }
   void check_read(const rocksdb::Status& s) const {
-    if (!s.ok()) throw StoreError(fmt::format("cannot read store {}: {}", options_.path.string(), s.ToString()));
+    if (!s.ok())
+      throw StoreError(fmt::format("cannot read store {}: {}", options_.path.string(), s.ToString()));
   }
 
   std::optional<std::string> read_raw(Cf cf, std::string_view key) const {
@@ -383,8 +390,8 @@ class RocksTokenStore final : public TokenStore {
     try {
       return decode_token(id, value);
     } catch (const std::exception& e) {
-      throw StoreError(
-          fmt::format("store {} is corrupt: token {}: {}", options_.path.string(), std::string(id), e.what()));
+      throw StoreError(fmt::format("store {} is corrupt: token {}: {}", options_.path.string(),
+                                   std::string(id), e.what()));
     }
   }
 
@@ -434,7 +441,8 @@ void RocksTokenStore::fail_open(const rocksdb::Status& s) const {
   if (s.IsIOError() && (msg.find("lock hold by current process") != std::string::npos ||
                         msg.find("Resource temporarily unavailable") != std::string::npos ||
                         msg.find("/LOCK") != std::string::npos)) {
-    throw StoreError(fmt::format("store {} is locked by another process (is `tokengate serve` running?)", path));
+    throw StoreError(
+        fmt::format("store {} is locked by another process (is `tokengate serve` running?)", path));
   }
   if (s.IsCorruption()) throw StoreError(fmt::format("store {} is corrupt: {}", path, msg));
   throw StoreError(fmt::format("cannot open store {}: {}", path, msg));
@@ -545,7 +553,8 @@ void RocksTokenStore::open() {
     // one that holds tokens without meta has lost data.
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handle(Cf::Tokens)));
     it->SeekToFirst();
-    if (it->Valid()) throw StoreError(fmt::format("store {} is corrupt: it holds tokens but no format version", path_str));
+    if (it->Valid())
+      throw StoreError(fmt::format("store {} is corrupt: it holds tokens but no format version", path_str));
   }
   if (initialized && *version != std::to_string(kFormatVersion)) {
     throw StoreError(fmt::format("store {} has format version {}; this tokengate reads version {}", path_str,
@@ -561,14 +570,14 @@ void RocksTokenStore::open() {
   const Sha256 check_value = key_->hmac(kKeyCheckMessage);
   if (initialized) {
     auto stored = read_raw(Cf::Meta, kMetaKeyCheck);
-    if (!stored || stored->size() != check_value.size() ||
-        !digest_equal(check_value, [&] {
+    if (!stored || stored->size() != check_value.size() || !digest_equal(check_value, [&] {
           Sha256 d{};
           std::copy(stored->begin(), stored->end(), d.begin());
           return d;
         }())) {
-      throw StoreError(fmt::format("key file {} is not the key store {} was created with; every token would fail",
-                                   options_.key_file.string(), path_str));
+      throw StoreError(
+          fmt::format("key file {} is not the key store {} was created with; every token would fail",
+                      options_.key_file.string(), path_str));
     }
   } else {
     rocksdb::WriteBatch batch;

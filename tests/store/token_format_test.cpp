@@ -1,4 +1,6 @@
 // Token wire format: round trip, checksum strength, and a table of malformed inputs.
+#include "store/token_format.hpp"
+
 #include <doctest/doctest.h>
 #include <zlib.h>
 
@@ -6,8 +8,6 @@
 #include <random>
 #include <set>
 #include <string>
-
-#include "store/token_format.hpp"
 
 using namespace tokengate::store;
 
@@ -152,7 +152,8 @@ TEST_CASE("malformed tokens are rejected") {
   SUBCASE("never reads past the view") {
     // The view ends before the valid token does: the tail must not be looked at.
     const std::string buffer = good;
-    for (std::size_t n = 0; n < buffer.size(); ++n) CHECK_FALSE(parse_token(std::string_view(buffer.data(), n)));
+    for (std::size_t n = 0; n < buffer.size(); ++n)
+      CHECK_FALSE(parse_token(std::string_view(buffer.data(), n)));
     CHECK(parse_token(std::string_view(buffer.data(), buffer.size())));
   }
 }

@@ -1,7 +1,8 @@
 // TokenManager: the rules for names, grants and expiry, with messages naming the value.
+#include "store/token_manager.hpp"
+
 #include <doctest/doctest.h>
 
-#include "store/token_manager.hpp"
 #include "test_util.hpp"
 
 using namespace tokengate::store;
@@ -80,8 +81,9 @@ TEST_CASE("manager: validation errors name the offending value") {
         "unknown license 'gold' (configured licenses: pro, enterprise)");
   CHECK(error_of([&] { manager.create(with([](NewToken& r) { r.name = ""; })); }).find("empty") !=
         std::string::npos);
-  CHECK(error_of([&] { manager.create(with([](NewToken& r) { r.name = std::string(129, 'n'); })); })
-            .find("129") != std::string::npos);
+  CHECK(error_of([&] {
+          manager.create(with([](NewToken& r) { r.name = std::string(129, 'n'); }));
+        }).find("129") != std::string::npos);
   CHECK(error_of([&] { manager.create(with([](NewToken& r) { r.name = std::string(128, 'n'); })); }).empty());
   CHECK(error_of([&] { manager.create(with([](NewToken& r) { r.name = "a\nb"; })); }).find("control") !=
         std::string::npos);
@@ -90,8 +92,9 @@ TEST_CASE("manager: validation errors name the offending value") {
   CHECK(error_of([&] { manager.create(with([](NewToken& r) { r.permissions = {"a,b"}; })); }).find("'a,b'") !=
         std::string::npos);
   CHECK_FALSE(error_of([&] { manager.create(with([](NewToken& r) { r.permissions = {""}; })); }).empty());
-  CHECK(error_of([&] { manager.create(with([&](NewToken& r) { r.expires_at = clock.now(); })); })
-            .find("not in the future") != std::string::npos);
+  CHECK(error_of([&] {
+          manager.create(with([&](NewToken& r) { r.expires_at = clock.now(); }));
+        }).find("not in the future") != std::string::npos);
 
   auto id = manager.create(request()).record.id;
   TokenPatch p;
@@ -99,7 +102,7 @@ TEST_CASE("manager: validation errors name the offending value") {
   CHECK(error_of([&] { manager.update(id, p); }) ==
         "unknown license 'platinum' (configured licenses: pro, enterprise)");
   CHECK(manager.get(id)->licenses == std::vector<std::string>{"pro"});  // nothing written
-  CHECK(manager.list().size() == 2);  // the 128-char name succeeded above
+  CHECK(manager.list().size() == 2);                                    // the 128-char name succeeded above
 }
 
 TEST_CASE("manager: tokens.max_lifetime") {
@@ -131,9 +134,9 @@ TEST_CASE("parse_when and RFC 3339") {
   CHECK(format_rfc3339(*parse_when("30d", now)) == "2026-12-27T22:39:02Z");
   CHECK(format_rfc3339(*parse_when("12h", now)) == "2026-11-28T10:39:02Z");
   CHECK(format_rfc3339(*parse_when("10m", now)) == "2026-11-27T22:49:02Z");
-  for (const char* bad : {"", "tomorrow", "2026-13-01", "2027-02-29", "30", "30x", "-5d", "2026-11-27T25:00:00Z",
-                          "2026-11-27T22:39:02", "2026-11-27 22:39:02Z", "2026-11-27T22:39:02Zjunk",
-                          "999999999999999999d", "3000000d"}) {
+  for (const char* bad : {"", "tomorrow", "2026-13-01", "2027-02-29", "30", "30x", "-5d",
+                          "2026-11-27T25:00:00Z", "2026-11-27T22:39:02", "2026-11-27 22:39:02Z",
+                          "2026-11-27T22:39:02Zjunk", "999999999999999999d", "3000000d"}) {
     INFO(bad);
     CHECK_FALSE(parse_when(bad, now));
   }

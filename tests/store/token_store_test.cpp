@@ -1,20 +1,21 @@
 // The RocksDB store: lifecycle, expiry and grace with an injected clock, reopen,
 // refusal of bad key files and foreign or locked directories, and kill -9 durability.
+#include "store/token_store.hpp"
+
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <rocksdb/db.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
-#include <rocksdb/db.h>
 #include <string>
 #include <vector>
 
-#include "store/token_store.hpp"
 #include "test_util.hpp"
 
 using namespace tokengate::store;

@@ -1,9 +1,10 @@
 // The in-memory directory and its replicas: every write is seen by the next verify.
+#include "store/token_verifier.hpp"
+
 #include <doctest/doctest.h>
 
 #include <thread>
 
-#include "store/token_verifier.hpp"
 #include "test_util.hpp"
 
 using namespace tokengate::store;

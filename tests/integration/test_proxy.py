@@ -780,6 +780,12 @@ class StreamingTest(GatewayTestCase):
         self.assert_rss_bounded()
 
     def test_100mib_download_streams(self):
+        self.check_download("/__download?bytes=%d" % self.SIZE)  # upstream sends it chunked
+
+    def test_100mib_download_with_content_length_streams(self):
+        self.check_download("/__download?bytes=%d&cl=1" % self.SIZE)
+
+    def check_download(self, target):
         got = hashlib.sha256()
         count = [0]
 
@@ -794,7 +800,7 @@ class StreamingTest(GatewayTestCase):
 
         stalled = [False]
         with self.gw.connect(timeout=60) as c:
-            c.send(harness.build_request("GET", "/__download?bytes=%d" % self.SIZE, [bearer(self.token)]))
+            c.send(harness.build_request("GET", target, [bearer(self.token)]))
             r = c.read_response(sink=sink)
         self.assertEqual(r.status, 200, r)
         self.assertEqual(count[0], self.SIZE)

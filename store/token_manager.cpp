@@ -16,6 +16,54 @@ constexpr std::size_t kMaxNameLength = 128;
 constexpr TimePoint kLatest{std::chrono::sys_days{std::chrono::year{9999} / 12 / 31} +
                             std::chrono::hours{24} - std::chrono::seconds{1}};
 
+// User input echoed in a one-line message: control bytes are shown escaped.
+std::string printable(std::string_view text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out;
+}
+
+// Number of code points if `text` is well-formed UTF-8 (no overlongs, surrogates or
+// values past U+10FFFF); nullopt otherwise. Names end up in JSON and in headers.
+std::optional<std::size_t> utf8_length(std::string_view text) {
+  std::size_t count = 0;
+  for (std::size_t i = 0; i < text.size(); ++count) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::size_t n = 0;
+    char32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      n = 1, cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2, cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3, cp = c & 0x07;
+    } else {
+      return std::nullopt;
+    }
+    if (i + n >= text.size()) return std::nullopt;  // truncated sequence
+    for (std::size_t k = 1; k <= n; ++k) {
+      const auto cc = static_cast<unsigned char>(text[i + k]);
+      if ((cc & 0xc0) != 0x80) return std::nullopt;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff)) {
+      return std::nullopt;
+    }
+    i += n + 1;
+  }
+  return count;
+}
+
 std::string join(const std::vector<std::string>& names) {
   if (names.empty()) return "none";
   return fmt::format("{}", fmt::join(names, ", "));
@@ -28,15 +76,18 @@ void check_known(std::string_view kind, std::string_view plural, const std::vect
     if (known(w)) continue;
     std::vector<std::string> names;
     for (const auto& item : items) names.push_back(name_of(item));
-    throw ValidationError(fmt::format("unknown {} '{}' (configured {}: {})", kind, w, plural, join(names)));
+    throw ValidationError(
+        fmt::format("unknown {} '{}' (configured {}: {})", kind, printable(w), plural, join(names)));
   }
 }
 
 void check_name(const std::string& name) {
   if (name.empty()) throw ValidationError("token name must not be empty");
-  if (name.size() > kMaxNameLength) {
+  const auto length = utf8_length(name);
+  if (!length) throw ValidationError("token name must be valid UTF-8");
+  if (*length > kMaxNameLength) {
     throw ValidationError(
-        fmt::format("token name is {} characters long; at most {} are allowed", name.size(), kMaxNameLength));
+        fmt::format("token name is {} characters long; at most {} are allowed", *length, kMaxNameLength));
   }
   for (unsigned char c : name) {
     if (c < 0x20 || c == 0x7f) throw ValidationError("token name must not contain control characters");
@@ -44,6 +95,7 @@ void check_name(const std::string& name) {
 }
 
 void check_description(const std::string& description) {
+  if (!utf8_length(description)) throw ValidationError("token description must be valid UTF-8");
   for (unsigned char c : description) {
     if ((c < 0x20 && c != '\t') || c == 0x7f) {
       throw ValidationError("token description must not contain control characters");
@@ -56,8 +108,8 @@ void check_permissions(const std::vector<std::string>& permissions) {
     if (p.empty()) throw ValidationError("a permission must not be empty");
     for (unsigned char c : p) {
       if (c <= 0x20 || c == 0x7f || c == ',') {
-        throw ValidationError(
-            fmt::format("permission '{}' must not contain whitespace, commas or control characters", p));
+        throw ValidationError(fmt::format(
+            "permission '{}' must not contain whitespace, commas or control characters", printable(p)));
       }
     }
   }

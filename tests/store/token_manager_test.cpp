@@ -87,6 +87,24 @@ TEST_CASE("manager: validation errors name the offending value") {
   CHECK(error_of([&] { manager.create(with([](NewToken& r) { r.name = std::string(128, 'n'); })); }).empty());
   CHECK(error_of([&] { manager.create(with([](NewToken& r) { r.name = "a\nb"; })); }).find("control") !=
         std::string::npos);
+  // Length counts characters, not bytes: 128 two-byte characters are fine, 129 are not.
+  std::string accented;
+  for (int i = 0; i < 128; ++i) accented += "\xc3\xa9";
+  CHECK(error_of([&] { manager.create(with([&](NewToken& r) { r.name = accented; })); }).empty());
+  CHECK(error_of([&] { manager.create(with([&](NewToken& r) { r.name = accented + "e"; })); }).find("129") !=
+        std::string::npos);
+  for (const char* bad : {"\xc3", "a\xff", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x82"}) {
+    INFO(bad);
+    CHECK(error_of([&] { manager.create(with([&](NewToken& r) { r.name = bad; })); }).find("UTF-8") !=
+          std::string::npos);
+  }
+  CHECK(error_of([&] {
+          manager.create(with([](NewToken& r) { r.name = "\xe2\x82\xac \xf0\x9f\x94\x91"; }));
+        }).empty());
+  // User input echoed in a message never breaks it over lines.
+  CHECK(error_of([&] {
+          manager.create(with([](NewToken& r) { r.roles = {"evil\nrole"}; }));
+        }).find("'evil\\x0arole'") != std::string::npos);
   CHECK(error_of([&] { manager.create(with([](NewToken& r) { r.permissions = {"a b"}; })); }).find("'a b'") !=
         std::string::npos);
   CHECK(error_of([&] { manager.create(with([](NewToken& r) { r.permissions = {"a,b"}; })); }).find("'a,b'") !=
@@ -102,7 +120,7 @@ TEST_CASE("manager: validation errors name the offending value") {
   CHECK(error_of([&] { manager.update(id, p); }) ==
         "unknown license 'platinum' (configured licenses: pro, enterprise)");
   CHECK(manager.get(id)->licenses == std::vector<std::string>{"pro"});  // nothing written
-  CHECK(manager.list().size() == 2);                                    // the 128-char name succeeded above
+  CHECK(manager.list().size() == 4);  // the 128-char names and the euro/key name succeeded above
 }
 
 TEST_CASE("manager: tokens.max_lifetime") {

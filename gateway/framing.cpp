@@ -1,0 +1,191 @@
+// Framing checks, Authorization parsing and hop-by-hop stripping (see framing.hpp).
+#include "gateway/framing.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace tokengate::gateway {
+
+namespace http = boost::beast::http;
+
+namespace {
+
+char lower_ascii(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
+
+std::string_view trim_ows(std::string_view s) noexcept {
+  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+bool has_forbidden_byte(std::string_view value) noexcept {
+  for (char c : value) {
+    if (c == '\r' || c == '\n' || c == '\0') return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string_view to_string(FramingError error) noexcept {
+  switch (error) {
+    case FramingError::None: return "none";
+    case FramingError::ContentLengthWithTransferEncoding: return "content-length with transfer-encoding";
+    case FramingError::BadTransferEncoding: return "unsupported transfer-encoding";
+    case FramingError::BadContentLength: return "invalid content-length";
+    case FramingError::BadHeaderValue: return "invalid header value";
+    case FramingError::MissingHost: return "missing host";
+    case FramingError::RepeatedHost: return "repeated host";
+    case FramingError::RepeatedAuthorization: return "repeated authorization";
+    case FramingError::ObsFold: return "obs-fold";
+  }
+  return "invalid framing";
+}
+
+bool iequals_ascii(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (lower_ascii(a[i]) != lower_ascii(b[i])) return false;
+  }
+  return true;
+}
+
+bool istarts_with_ascii(std::string_view text, std::string_view prefix) noexcept {
+  return text.size() >= prefix.size() && iequals_ascii(text.substr(0, prefix.size()), prefix);
+}
+
+FramingError validate_request_framing(const http::fields& fields) noexcept {
+  int hosts = 0, lengths = 0, encodings = 0, authorizations = 0;
+  for (const auto& f : fields) {
+    const std::string_view value = f.value();
+    if (has_forbidden_byte(value)) return FramingError::BadHeaderValue;
+    switch (f.name()) {
+      case http::field::host: ++hosts; break;
+      case http::field::authorization: ++authorizations; break;
+      case http::field::content_length: {
+        ++lengths;
+        const auto v = trim_ows(value);
+        if (v.empty() || v.size() > 19) return FramingError::BadContentLength;
+        for (char c : v) {
+          if (c < '0' || c > '9') return FramingError::BadContentLength;
+        }
+        break;
+      }
+      case http::field::transfer_encoding:
+        ++encodings;
+        if (!iequals_ascii(trim_ows(value), "chunked")) return FramingError::BadTransferEncoding;
+        break;
+      default: break;
+    }
+  }
+  if (lengths > 0 && encodings > 0) return FramingError::ContentLengthWithTransferEncoding;
+  if (lengths > 1) return FramingError::BadContentLength;
+  if (encodings > 1) return FramingError::BadTransferEncoding;
+  if (hosts == 0) return FramingError::MissingHost;
+  if (hosts > 1) return FramingError::RepeatedHost;
+  if (authorizations > 1) return FramingError::RepeatedAuthorization;
+  return FramingError::None;
+}
+
+std::size_t find_head_end(std::string_view data, std::size_t from) noexcept {
+  const std::size_t start = from >= 3 ? from - 3 : 0;
+  if (data.size() < start + 4) return std::string_view::npos;
+  const auto pos = data.find("\r\n\r\n", start);
+  return pos == std::string_view::npos ? pos : pos + 4;
+}
+
+bool head_has_obs_fold_or_nul(std::string_view head) noexcept {
+  if (std::memchr(head.data(), '\0', head.size()) != nullptr) return true;
+  // A line feed followed by SP/HT starts a continuation line; the final "\r\n\r\n"
+  // is followed by nothing inside `head`.
+  for (std::size_t i = head.find('\n'); i != std::string_view::npos && i + 1 < head.size();
+       i = head.find('\n', i + 1)) {
+    if (is_ows(head[i + 1])) return true;
+  }
+  return false;
+}
+
+Authorization parse_authorization(bool present, std::string_view value) noexcept {
+  if (!present) return {};
+  value = trim_ows(value);
+  const auto space = value.find_first_of(" \t");
+  const std::string_view scheme = value.substr(0, space);
+  if (!iequals_ascii(scheme, "bearer")) return {AuthKind::WrongScheme, {}};
+  if (space == std::string_view::npos) return {AuthKind::Bearer, {}};
+  return {AuthKind::Bearer, trim_ows(value.substr(space))};
+}
+
+bool is_valid_request_id(std::string_view id) noexcept {
+  if (id.empty() || id.size() > 128) return false;
+  for (char c : id) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+void strip_hop_by_hop(http::fields& fields, const StripOptions& options) {
+  // Names listed in Connection are copied out first: erasing Connection frees them.
+  std::vector<std::string> named;
+  for (auto it = fields.find(http::field::connection); it != fields.end() && it->name() == http::field::connection;
+       ++it) {
+    std::string_view list = it->value();
+    while (!list.empty()) {
+      const auto comma = list.find(',');
+      const auto item = trim_ows(list.substr(0, comma));
+      if (!item.empty()) named.emplace_back(item);
+      list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+    }
+  }
+  for (auto it = fields.begin(); it != fields.end();) {
+    bool drop = false;
+    switch (it->name()) {
+      case http::field::connection:
+      case http::field::keep_alive:
+      case http::field::te:
+      case http::field::trailer:
+      case http::field::transfer_encoding:
+        drop = true;
+        break;
+      case http::field::upgrade: drop = !options.keep_upgrade; break;
+      case http::field::authorization: drop = !options.keep_authorization; break;
+      default: {
+        const std::string_view name = it->name_string();
+        drop = istarts_with_ascii(name, "proxy-") ||
+               (!options.identity_prefix.empty() && istarts_with_ascii(name, options.identity_prefix));
+        if (!drop && !named.empty()) {
+          drop = std::any_of(named.begin(), named.end(),
+                             [&](const std::string& n) { return iequals_ascii(n, name); });
+        }
+        break;
+      }
+    }
+    if (drop) {
+      it = fields.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::string join_names(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) {
+    if (!out.empty()) out += ',';
+    out += n;
+  }
+  return out;
+}
+
+std::string sanitize_header_value(std::string_view value) {
+  std::string out(value);
+  for (char& c : out) {
+    if (c == '\r' || c == '\n' || c == '\0') c = ' ';
+  }
+  return out;
+}
+
+}  // namespace tokengate::gateway

@@ -1,0 +1,73 @@
+// Pure request/response header logic of the proxy (SPEC.md §3): framing checks
+// against request smuggling, Authorization parsing, hop-by-hop stripping and
+// request ids. No I/O, so it is unit-tested table by table.
+#pragma once
+
+#include <boost/beast/http/fields.hpp>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tokengate::gateway {
+
+enum class FramingError {
+  None,
+  ContentLengthWithTransferEncoding,
+  BadTransferEncoding,    // anything but exactly one "chunked"
+  BadContentLength,       // repeated, list-valued or not a plain number
+  BadHeaderValue,         // CR, LF or NUL in a value
+  MissingHost,
+  RepeatedHost,
+  RepeatedAuthorization,
+  ObsFold,
+};
+std::string_view to_string(FramingError error) noexcept;
+
+// Checks the parsed request head. Beast's parser is lenient (it accepts
+// "Transfer-Encoding: gzip, chunked" next to nothing, joins obs-folds, accepts
+// "Content-Length: 5, 5"), so the gateway decides on its own.
+FramingError validate_request_framing(const boost::beast::http::fields& fields) noexcept;
+
+// Position just past the "\r\n\r\n" that ends a message head in `data`, or npos.
+// `from` lets the caller resume a search after a short read.
+std::size_t find_head_end(std::string_view data, std::size_t from = 0) noexcept;
+
+// True if the head (request line + fields, ending in "\r\n\r\n") contains an
+// obs-fold (a field line starting with SP or HT) or a NUL byte. Beast silently
+// joins folded lines, so this runs on the raw bytes before the parser.
+bool head_has_obs_fold_or_nul(std::string_view head) noexcept;
+
+enum class AuthKind { None, WrongScheme, Bearer };
+struct Authorization {
+  AuthKind kind = AuthKind::None;
+  std::string_view token;  // Bearer only; may be empty (then the token is malformed)
+};
+// `present` false = no Authorization header. Scheme compared case-insensitively.
+Authorization parse_authorization(bool present, std::string_view value) noexcept;
+
+// 1..128 chars of [A-Za-z0-9._-].
+bool is_valid_request_id(std::string_view id) noexcept;
+
+bool iequals_ascii(std::string_view a, std::string_view b) noexcept;
+bool istarts_with_ascii(std::string_view text, std::string_view prefix) noexcept;
+
+struct StripOptions {
+  std::string_view identity_prefix;  // empty = none (responses)
+  bool keep_upgrade = false;         // a WebSocket upgrade is being proxied
+  bool keep_authorization = false;
+};
+// Removes hop-by-hop fields (Connection and the fields it names, Keep-Alive, TE,
+// Trailer, Transfer-Encoding, Upgrade unless kept, Proxy-*), fields starting with
+// the identity prefix, and Authorization unless kept. Callers add the gateway's
+// own fields afterwards, so a name listed in Connection can never remove them.
+void strip_hop_by_hop(boost::beast::http::fields& fields, const StripOptions& options);
+
+// "a,b,c" of sorted names (the caller's vectors are already sorted and unique).
+std::string join_names(const std::vector<std::string>& names);
+
+// A header value with CR, LF and NUL replaced: token names come from the store and
+// must never be able to inject a header line.
+std::string sanitize_header_value(std::string_view value);
+
+}  // namespace tokengate::gateway

@@ -1,0 +1,675 @@
+// The per-connection proxy coroutine (SPEC.md §3): read one request head, check
+// framing, canonicalise, route, authenticate, authorize, then stream the request
+// to a pooled upstream connection and the response back; repeat for keep-alive.
+// Requests on one connection are handled strictly in order. Nothing throws: all
+// I/O goes through as_tuple error codes.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <fmt/format.h>
+#include <optional>
+#include <string>
+
+#include "gateway/access_log.hpp"
+#include "gateway/error_response.hpp"
+#include "gateway/framing.hpp"
+#include "gateway/worker.hpp"
+#include "policy/canonical_path.hpp"
+#include "policy/engine.hpp"
+
+namespace tokengate::gateway {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kBodyChunk = 64 * 1024;         // bounded relay buffer per connection
+constexpr std::uint32_t kMaxUpstreamHeader = 64 * 1024;
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+enum class Next { KeepAlive, Close };
+
+bool is_idempotent(http::verb v) noexcept {
+  switch (v) {
+    case http::verb::get:
+    case http::verb::head:
+    case http::verb::options:
+    case http::verb::put:
+    case http::verb::delete_:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A pooled connection the upstream closed while idle shows up as one of these
+// before any response byte arrives.
+bool is_stale_connection_error(const error_code& ec) noexcept {
+  return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == asio::error::connection_aborted;
+}
+
+asio::awaitable<void> pipe(beast::tcp_stream& from, beast::tcp_stream& to, std::uint64_t& count) {
+  char buf[16 * 1024];
+  for (;;) {
+    auto [ec, n] = co_await from.async_read_some(asio::buffer(buf), kNoThrow);
+    if (n > 0) {
+      auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf, n), kNoThrow);
+      if (wec) ec = wec;
+      count += wn;
+    }
+    if (ec) {
+      error_code ignored;
+      if (ec == asio::error::eof) {
+        to.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      } else {
+        from.socket().close(ignored);
+        to.socket().close(ignored);
+      }
+      co_return;
+    }
+  }
+}
+
+class Session {
+ public:
+  Session(Worker& worker, tcp::socket socket) : w_(worker), stream_(std::move(socket)) {
+    handle_.socket = &stream_.socket();
+    w_.add(&handle_);
+    error_code ec;
+    const auto ep = stream_.socket().remote_endpoint(ec);
+    if (!ec) client_ = ep.address().to_string();
+  }
+  ~Session() { w_.remove(&handle_); }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  asio::awaitable<void> run() {
+    for (;;) {
+      rec_ = AccessRecord{};
+      rec_.client = client_;
+      request_id_.clear();
+      client_keep_alive_ = false;
+      client_version_ = 11;
+      is_head_ = false;
+      const Next next = co_await handle_request();
+      if (rec_.status != 0) {
+        rec_.request_id = request_id_;
+        w_.log().write(rec_);
+      }
+      token_.reset();
+      if (next == Next::Close || w_.shared().stopping.load(std::memory_order_relaxed)) break;
+    }
+    error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+  }
+
+ private:
+  asio::awaitable<Next> handle_request();
+  asio::awaitable<Next> forward(UpstreamPool& pool, bool has_body, bool expect_continue, bool websocket);
+  asio::awaitable<Next> tunnel(UpstreamConn& up, http::response<http::buffer_body>& res);
+  asio::awaitable<Next> send_error(int status, std::string_view code, std::string_view message, bool close,
+                                   std::string_view challenge = {}, std::string_view allow = {});
+  asio::awaitable<Next> upstream_failure(const error_code& ec, bool connect, bool close);
+  asio::awaitable<void> linger_close();
+
+  char* body_buffer() {
+    if (!body_buf_) body_buf_ = std::make_unique<char[]>(kBodyChunk);
+    return body_buf_.get();
+  }
+
+  Worker& w_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  Worker::ConnectionHandle handle_;
+  std::string client_;
+  std::string method_;
+  std::string path_;
+  std::string target_;
+  std::string forwarded_host_;
+  std::string request_id_;
+  std::string message_;  // error message under construction (see the 403 case)
+  std::unique_ptr<char[]> body_buf_;
+  std::optional<http::request_parser<http::buffer_body>> parser_;
+  std::optional<http::response_parser<http::buffer_body>> res_parser_;
+  std::shared_ptr<EngineSnapshot> snap_;
+  std::shared_ptr<const store::StoredToken> token_;  // keeps the logged token id alive
+  AccessRecord rec_;
+  bool first_ = true;
+  bool client_keep_alive_ = false;
+  unsigned client_version_ = 11;
+  bool is_head_ = false;
+};
+
+asio::awaitable<Next> Session::handle_request() {
+  snap_ = w_.snapshot();
+  const policy::Engine& engine = *snap_->engine;
+  const conf::Config& config = engine.config();
+  const conf::Limits& limits = config.limits;
+
+  // 1. The request head. Our own loop (not async_read_header) so the raw bytes can
+  // be checked for obs-fold before Beast's parser silently joins folded lines.
+  bool got_any = buffer_.size() > 0;
+  handle_.idle = !got_any;
+  stream_.expires_after(got_any || first_ ? limits.header_timeout : limits.idle_timeout);
+  first_ = false;
+  std::size_t scanned = 0;
+  std::size_t head_end = std::string_view::npos;
+  std::string_view data;
+  for (;;) {
+    data = std::string_view(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    head_end = find_head_end(data, scanned);
+    if (head_end != std::string_view::npos) break;
+    scanned = data.size();
+    if (data.size() > limits.max_header_bytes) {
+      handle_.idle = false;
+      rec_.start = std::chrono::steady_clock::now();
+      rec_.reason = "header_too_large";
+      co_return co_await send_error(431, error_code_for(431), "the request head is too large", true);
+    }
+    if (handle_.idle && w_.shared().stopping.load(std::memory_order_relaxed)) co_return Next::Close;
+    auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(16 * 1024), kNoThrow);
+    if (ec) {
+      handle_.idle = false;
+      if (ec == beast::error::timeout && got_any) {
+        rec_.start = std::chrono::steady_clock::now();
+        rec_.reason = "header_timeout";
+        co_return co_await send_error(408, error_code_for(408), "the request head did not arrive in time", true);
+      }
+      co_return Next::Close;
+    }
+    buffer_.commit(n);
+    if (!got_any) {
+      got_any = true;
+      handle_.idle = false;
+      stream_.expires_after(limits.header_timeout);
+    }
+  }
+  handle_.idle = false;
+  rec_.start = std::chrono::steady_clock::now();
+  if (head_end > limits.max_header_bytes + 4) {
+    rec_.reason = "header_too_large";
+    co_return co_await send_error(431, error_code_for(431), "the request head is too large", true);
+  }
+  if (head_has_obs_fold_or_nul(data.substr(0, head_end))) {
+    rec_.reason = "bad_framing";
+    co_return co_await send_error(400, "bad_request", "obsolete line folding is not accepted", true);
+  }
+
+  parser_.emplace();
+  parser_->header_limit(static_cast<std::uint32_t>(std::max<std::size_t>(head_end, limits.max_header_bytes)));
+  parser_->body_limit(limits.max_body_bytes);
+  error_code ec;
+  const std::size_t used = parser_->put(asio::buffer(data.data(), head_end), ec);
+  if (ec == http::error::header_limit) {
+    rec_.reason = "header_too_large";
+    co_return co_await send_error(431, error_code_for(431), "the request head is too large", true);
+  }
+  if (ec == http::error::body_limit) {
+    rec_.reason = "body_too_large";
+    co_return co_await send_error(413, error_code_for(413), "the request body is too large", true);
+  }
+  if ((ec && ec != http::error::need_more) || !parser_->is_header_done()) {
+    rec_.reason = "bad_framing";
+    message_ = fmt::format("malformed request: {}", ec.message());
+    co_return co_await send_error(400, "bad_request", message_, true);
+  }
+  buffer_.consume(used);
+
+  auto& req = parser_->get();
+  method_ = req.method_string();
+  rec_.method = method_;
+  client_version_ = req.version();
+  is_head_ = req.method() == http::verb::head;
+  if (auto it = req.find("X-Request-Id"); it != req.end() && is_valid_request_id(it->value())) {
+    request_id_ = it->value();
+  } else {
+    request_id_ = w_.make_request_id();
+  }
+  if (const auto fe = validate_request_framing(req); fe != FramingError::None) {
+    rec_.reason = "bad_framing";
+    rec_.detail = to_string(fe);
+    message_ = fmt::format("ambiguous request: {}", to_string(fe));
+    co_return co_await send_error(400, "bad_request", message_, true);
+  }
+  client_keep_alive_ = parser_->keep_alive();
+  const bool has_body = !parser_->is_done();
+
+  // 2. Canonical path and route.
+  const auto ct = policy::canonicalize_target(method_, req.target(), path_);
+  if (ct.error != policy::PathError::None) {
+    rec_.reason = policy::to_string(policy::Reason::BadRequest);
+    rec_.detail = policy::to_string(ct.error);
+    message_ = fmt::format("invalid request target: {}", policy::to_string(ct.error));
+    co_return co_await send_error(400, "bad_request", message_, has_body);
+  }
+  rec_.path = path_;
+  const auto match = engine.match(method_, path_);
+  if (match.route < 0) {
+    if (match.path_matched) {
+      rec_.reason = policy::to_string(policy::Reason::MethodNotAllowed);
+      co_return co_await send_error(405, error_code_for(405), "the method is not allowed on this path", has_body, {},
+                                    match.allow);
+    }
+    rec_.reason = policy::to_string(policy::Reason::NoRoute);
+    co_return co_await send_error(404, error_code_for(404), "no route matches this path", has_body);
+  }
+  rec_.route = match.route;
+
+  // 3. Credential and decision.
+  const auto auth_it = req.find(http::field::authorization);
+  const bool auth_present = auth_it != req.end();
+  const Authorization auth = parse_authorization(auth_present, auth_present ? std::string_view(auth_it->value()) : std::string_view{});
+  policy::Credential credential = policy::Credential::None;
+  const TokenEntry* entry = nullptr;
+  if (auth.kind == AuthKind::WrongScheme) {
+    credential = policy::Credential::WrongScheme;
+  } else if (auth.kind == AuthKind::Bearer) {
+    const auto now = store::system_now();
+    auto verified = w_.replica().verify(auth.token, now);
+    if (verified) {
+      entry = &w_.token_entry(verified.token, *snap_, now);
+      token_ = std::move(verified.token);
+      rec_.token_id = token_->record.id;
+      credential = policy::Credential::Valid;
+    } else {
+      credential = policy::Credential::Invalid;
+      rec_.detail = store::to_string(verified.failure);
+    }
+  }
+  const policy::Decision decision = engine.decide(match, credential, entry ? &entry->rights : nullptr);
+  rec_.reason = policy::to_string(decision.reason);
+  if (decision.verdict == policy::Verdict::Deny) {
+    switch (decision.reason) {
+      case policy::Reason::MissingToken:
+      case policy::Reason::WrongScheme:
+        co_return co_await send_error(401, "unauthorized", "a bearer token is required", has_body, kBearerChallenge);
+      case policy::Reason::InvalidToken:
+        co_return co_await send_error(401, "invalid_token", "the bearer token is invalid", has_body,
+                                      kInvalidTokenChallenge);
+      case policy::Reason::InsufficientScope:
+        // Built into a member first: GCC mis-handles (double-destroys) class
+        // temporaries from ?: inside a co_await expression.
+        if (decision.missing.empty()) {
+          message_ = "the token lacks a requirement of this route";
+        } else {
+          message_ = fmt::format("the token lacks {}", decision.missing);
+        }
+        co_return co_await send_error(403, "insufficient_scope", message_, has_body, kInsufficientScopeChallenge);
+      default: {
+        const int status = policy::status_for(decision.reason);
+        co_return co_await send_error(status, error_code_for(status), "the request was denied", has_body);
+      }
+    }
+  }
+  rec_.decision = "allow";
+
+  const int upstream_index =
+      static_cast<std::size_t>(match.route) < snap_->route_upstream.size() ? snap_->route_upstream[match.route] : -1;
+  if (upstream_index < 0) {
+    rec_.reason = "no_upstream";
+    co_return co_await send_error(502, error_code_for(502), "the route has no upstream", has_body);
+  }
+  UpstreamPool& pool = snap_->pools[static_cast<std::size_t>(upstream_index)];
+  rec_.upstream = pool.name();
+  if (pool.https()) {
+    rec_.reason = "https_upstream_unsupported";
+    write_stderr(fmt::format("upstream {}: https upstreams are not supported by this build\n", pool.name()));
+    co_return co_await send_error(502, error_code_for(502), "the upstream is unreachable", has_body);
+  }
+
+  // 4. Rewrite the head in place: strip first, then add, so nothing the client
+  // names in Connection can remove what the gateway adds.
+  const bool websocket = parser_->upgrade() && iequals_ascii(req[http::field::upgrade], "websocket");
+  const bool expect_continue = has_body && iequals_ascii(req[http::field::expect], "100-continue");
+  forwarded_host_ = req[http::field::host];
+  if (ct.asterisk) {
+    target_ = "*";
+  } else {
+    target_ = pool.base_path();
+    target_ += path_;
+    if (ct.has_query) {
+      target_ += '?';
+      target_ += ct.query;
+    }
+  }
+  strip_hop_by_hop(req, StripOptions{config.identity.header_prefix, websocket, config.identity.forward_authorization});
+  req.erase(http::field::expect);
+  if (entry) {
+    req.set(snap_->h_subject, token_->record.id);
+    req.set(snap_->h_name, entry->name);
+    req.set(snap_->h_roles, entry->roles);
+    req.set(snap_->h_groups, entry->groups);
+    req.set(snap_->h_permissions, entry->permissions);
+    req.set(snap_->h_licenses, entry->licenses);
+  }
+  req.set("X-Forwarded-For", client_);
+  req.set("X-Forwarded-Proto", w_.shared().tls_listener ? "https" : "http");
+  req.set("X-Forwarded-Host", forwarded_host_);
+  req.set("X-Request-Id", request_id_);
+  req.set(http::field::host, pool.host_header());
+  if (websocket) req.set(http::field::connection, "Upgrade");
+  // Framing is re-established from what the parser saw, never from client fields.
+  if (parser_->chunked()) {
+    req.content_length(boost::none);
+    req.chunked(true);
+  } else if (const auto length = parser_->content_length()) {
+    req.content_length(*length);
+  }
+  req.target(target_);
+  req.version(11);
+
+  co_return co_await forward(pool, has_body, expect_continue, websocket);
+}
+
+asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool expect_continue, bool websocket) {
+  auto& req = parser_->get();
+  const conf::Limits& limits = snap_->engine->config().limits;
+  const bool retryable = !has_body && is_idempotent(req.method());
+
+  std::unique_ptr<UpstreamConn> conn;
+  for (int attempt = 0;; ++attempt) {
+    conn = pool.take();
+    // A non-retryable request must not land on a connection the upstream already
+    // closed: check idle ones cheaply first.
+    while (conn && !retryable && !idle_connection_alive(*conn)) conn = pool.take();
+    const bool pooled = conn != nullptr;
+    if (!conn) {
+      conn = std::make_unique<UpstreamConn>(stream_.get_executor());
+      const error_code ec = co_await pool.connect(*conn, limits.upstream_connect_timeout);
+      if (ec) co_return co_await upstream_failure(ec, true, has_body);
+    }
+    const bool may_retry = pooled && retryable && attempt == 0;
+
+    http::request_serializer<http::buffer_body> sr{req};
+    req.body().data = nullptr;
+    req.body().size = 0;
+    req.body().more = has_body;
+    conn->stream.expires_after(limits.upstream_timeout);
+    {
+      auto [ec, n] = co_await http::async_write_header(conn->stream, sr, kNoThrow);
+      if (ec) {
+        if (may_retry) continue;
+        co_return co_await upstream_failure(ec, false, has_body);
+      }
+    }
+    if (has_body) {
+      if (expect_continue) {
+        // Only now, after authorization: an unauthorized client never sees a 100.
+        stream_.expires_after(limits.idle_timeout);
+        auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(kContinue), kNoThrow);
+        if (ec) co_return Next::Close;
+      }
+      char* buf = body_buffer();
+      do {
+        req.body().data = buf;
+        req.body().size = kBodyChunk;
+        stream_.expires_after(limits.idle_timeout);
+        auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kNoThrow);
+        if (ec == http::error::need_buffer) ec = {};
+        if (ec) {
+          if (ec == http::error::body_limit) {
+            rec_.reason = "body_too_large";
+            co_return co_await send_error(413, error_code_for(413), "the request body is too large", true);
+          }
+          if (ec == beast::error::timeout || ec == http::error::partial_message || ec == http::error::end_of_stream ||
+              ec == asio::error::connection_reset || ec == asio::error::eof) {
+            rec_.reason = "client_aborted";
+            rec_.status = 499;  // nginx's code for "client went away"
+            co_return Next::Close;
+          }
+          rec_.reason = "bad_framing";
+          message_ = fmt::format("malformed request body: {}", ec.message());
+          co_return co_await send_error(400, "bad_request", message_, true);
+        }
+        const std::size_t got = kBodyChunk - req.body().size;
+        rec_.bytes_in += got;
+        // A zero-length buffer with non-null data would be serialized as a chunk of
+        // size 0, i.e. the chunked terminator: pass no buffer instead.
+        req.body().data = got > 0 ? buf : nullptr;
+        req.body().size = got;
+        req.body().more = !parser_->is_done();
+        conn->stream.expires_after(limits.upstream_timeout);
+        auto [wec, wn] = co_await http::async_write(conn->stream, sr, kNoThrow);
+        if (wec == http::error::need_buffer) wec = {};
+        if (wec) co_return co_await upstream_failure(wec, false, true);
+      } while (!parser_->is_done());
+    }
+
+    // The response head; 1xx other than 101 are consumed here (the gateway already
+    // answered Expect itself).
+    bool retry = false;
+    for (;;) {
+      res_parser_.emplace();
+      res_parser_->body_limit(boost::none);
+      res_parser_->header_limit(kMaxUpstreamHeader);
+      if (is_head_) res_parser_->skip(true);
+      conn->stream.expires_after(limits.upstream_timeout);
+      auto [ec, n] = co_await http::async_read_header(conn->stream, conn->buffer, *res_parser_, kNoThrow);
+      if (ec) {
+        if (may_retry && !res_parser_->got_some() && conn->buffer.size() == 0 && is_stale_connection_error(ec)) {
+          retry = true;
+          break;
+        }
+        co_return co_await upstream_failure(ec, false, !parser_->is_done());
+      }
+      const unsigned status = res_parser_->get().result_int();
+      if (status >= 200 || status == 101) break;
+    }
+    if (retry) continue;
+    break;
+  }
+
+  auto& res = res_parser_->get();
+  const int status = static_cast<int>(res.result_int());
+  rec_.status = status;
+  if (status == 101) {
+    if (!websocket) {
+      rec_.reason = "upstream_bad_response";
+      co_return co_await send_error(502, error_code_for(502), "the upstream switched protocols unasked", true);
+    }
+    co_return co_await tunnel(*conn, res);
+  }
+
+  const bool upstream_keep_alive = res_parser_->keep_alive();
+  const bool header_only = is_head_ || status == 204 || status == 304;
+  const bool upstream_chunked = res_parser_->chunked();
+  const auto upstream_length = res_parser_->content_length();
+  strip_hop_by_hop(res, StripOptions{{}, false, true});
+  res.set("X-Request-Id", request_id_);
+  bool keep_alive = client_keep_alive_ && !w_.shared().stopping.load(std::memory_order_relaxed);
+  if (header_only) {
+    if (is_head_ && upstream_chunked && client_version_ >= 11) {
+      res.set(http::field::transfer_encoding, "chunked");
+    } else if (status != 204 && upstream_length) {
+      res.content_length(*upstream_length);
+    }
+  } else if (upstream_length) {
+    res.content_length(*upstream_length);
+  } else if (client_version_ >= 11) {
+    res.chunked(true);
+  } else {
+    keep_alive = false;  // HTTP/1.0 client: the body ends when we close
+  }
+  res.version(11);
+  if (!keep_alive) {
+    res.set(http::field::connection, "close");
+  } else if (client_version_ == 10) {
+    res.set(http::field::connection, "keep-alive");
+  }
+
+  http::response_serializer<http::buffer_body> rsr{res};
+  res.body().data = nullptr;
+  res.body().size = 0;
+  res.body().more = !header_only;
+  stream_.expires_after(limits.upstream_timeout);
+  {
+    auto [ec, n] = co_await http::async_write_header(stream_, rsr, kNoThrow);
+    if (ec) {
+      rec_.reason = "client_aborted";
+      co_return Next::Close;
+    }
+  }
+  if (!header_only) {
+    char* buf = body_buffer();
+    for (;;) {
+      std::size_t got = 0;
+      if (!res_parser_->is_done()) {
+        res.body().data = buf;
+        res.body().size = kBodyChunk;
+        conn->stream.expires_after(limits.upstream_timeout);
+        auto [ec, n] = co_await http::async_read_some(conn->stream, conn->buffer, *res_parser_, kNoThrow);
+        if (ec == http::error::need_buffer) ec = {};
+        if (ec) {
+          // Never let a truncated body look complete: drop the client connection.
+          rec_.reason = ec == beast::error::timeout ? "upstream_timeout" : "upstream_aborted";
+          rec_.detail = "response truncated";
+          co_return Next::Close;
+        }
+        got = kBodyChunk - res.body().size;
+        res.body().data = got > 0 ? buf : nullptr;
+        res.body().size = got;
+        res.body().more = !res_parser_->is_done();
+      } else {
+        res.body().data = nullptr;
+        res.body().size = 0;
+        res.body().more = false;
+      }
+      stream_.expires_after(limits.upstream_timeout);
+      auto [wec, wn] = co_await http::async_write(stream_, rsr, kNoThrow);
+      if (wec == http::error::need_buffer) wec = {};
+      if (wec) {
+        rec_.reason = "client_aborted";
+        co_return Next::Close;
+      }
+      rec_.bytes_out += got;
+      if (!res.body().more || rsr.is_done()) break;
+    }
+  }
+
+  if (upstream_keep_alive && res_parser_->is_done() && conn->buffer.size() == 0) pool.give_back(std::move(conn));
+  co_return keep_alive ? Next::KeepAlive : Next::Close;
+}
+
+asio::awaitable<Next> Session::tunnel(UpstreamConn& up, http::response<http::buffer_body>& res) {
+  using namespace asio::experimental::awaitable_operators;
+  strip_hop_by_hop(res, StripOptions{{}, true, true});
+  res.set(http::field::connection, "Upgrade");
+  res.set("X-Request-Id", request_id_);
+  http::response_serializer<http::buffer_body> rsr{res};
+  res.body().more = false;
+  stream_.expires_after(snap_->engine->config().limits.upstream_timeout);
+  {
+    auto [ec, n] = co_await http::async_write_header(stream_, rsr, kNoThrow);
+    if (ec) co_return Next::Close;
+  }
+  // Bytes that arrived with the heads belong to the tunnel.
+  if (buffer_.size() > 0) {
+    auto [ec, n] = co_await asio::async_write(up.stream, buffer_.data(), kNoThrow);
+    if (ec) co_return Next::Close;
+    rec_.bytes_in += n;
+    buffer_.consume(buffer_.size());
+  }
+  if (up.buffer.size() > 0) {
+    auto [ec, n] = co_await asio::async_write(stream_, up.buffer.data(), kNoThrow);
+    if (ec) co_return Next::Close;
+    rec_.bytes_out += n;
+    up.buffer.consume(up.buffer.size());
+  }
+  stream_.expires_never();
+  up.stream.expires_never();
+  co_await (pipe(stream_, up.stream, rec_.bytes_in) && pipe(up.stream, stream_, rec_.bytes_out));
+  co_return Next::Close;
+}
+
+asio::awaitable<Next> Session::upstream_failure(const error_code& ec, bool connect, bool close) {
+  const bool timeout = !connect && ec == beast::error::timeout;
+  rec_.reason = connect ? "upstream_connect_failed" : (timeout ? "upstream_timeout" : "upstream_failed");
+  rec_.detail = {};
+  write_stderr(fmt::format("upstream {}: {}: {}\n", rec_.upstream, connect ? "connect failed" : "request failed",
+                           ec.message()));
+  if (timeout) {
+    co_return co_await send_error(504, error_code_for(504), "the upstream did not answer in time", close);
+  }
+  co_return co_await send_error(502, error_code_for(502),
+                                connect ? "the upstream is unreachable" : "the upstream connection failed", close);
+}
+
+asio::awaitable<Next> Session::send_error(int status, std::string_view code, std::string_view message, bool close,
+                                          std::string_view challenge, std::string_view allow) {
+  if (request_id_.empty()) request_id_ = w_.make_request_id();
+  rec_.status = status;
+  if (rec_.reason.empty()) rec_.reason = code;
+  close = close || !client_keep_alive_ || w_.shared().stopping.load(std::memory_order_relaxed);
+
+  http::response<http::string_body> res{static_cast<http::status>(status), 11};
+  res.set(http::field::content_type, "application/json");
+  res.set("X-Request-Id", request_id_);
+  if (!challenge.empty()) res.set(http::field::www_authenticate, challenge);
+  if (!allow.empty()) res.set(http::field::allow, allow);
+  if (close) {
+    res.set(http::field::connection, "close");
+  } else if (client_version_ == 10) {
+    res.set(http::field::connection, "keep-alive");
+  }
+  res.body() = error_body(code, message);
+  res.prepare_payload();
+  stream_.expires_after(std::chrono::seconds(10));
+  error_code ec;
+  if (is_head_) {
+    http::response_serializer<http::string_body> sr{res};
+    auto [wec, n] = co_await http::async_write_header(stream_, sr, kNoThrow);
+    ec = wec;
+  } else {
+    auto [wec, n] = co_await http::async_write(stream_, res, kNoThrow);
+    ec = wec;
+  }
+  if (ec) co_return Next::Close;
+  if (close) {
+    co_await linger_close();
+    co_return Next::Close;
+  }
+  co_return Next::KeepAlive;
+}
+
+// Closing with unread input makes the kernel send RST, which can destroy the
+// response we just wrote; half-close and drain briefly instead.
+asio::awaitable<void> Session::linger_close() {
+  error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream_.expires_after(std::chrono::seconds(2));
+  char scratch[4096];
+  std::size_t total = 0;
+  while (total < (1u << 20)) {
+    auto [ec, n] = co_await stream_.async_read_some(asio::buffer(scratch), kNoThrow);
+    if (ec) break;
+    total += n;
+  }
+}
+
+}  // namespace
+
+asio::awaitable<void> run_session(Worker& worker, tcp::socket socket) {
+  try {
+    Session session(worker, std::move(socket));
+    co_await session.run();
+  } catch (const std::exception& e) {
+    write_stderr(fmt::format("connection aborted by an internal error: {}\n", e.what()));
+  } catch (...) {
+    write_stderr("connection aborted by an unknown internal error\n");
+  }
+}
+
+}  // namespace tokengate::gateway

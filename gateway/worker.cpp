@@ -1,0 +1,137 @@
+// Worker thread state: accept loop, engine snapshot refresh, rights cache.
+#include "gateway/worker.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+
+#include "gateway/framing.hpp"
+
+namespace tokengate::gateway {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+Worker::Worker(SharedState& shared, std::size_t max_connections)
+    : shared_(shared),
+      context_(std::make_unique<asio::io_context>(1)),
+      acceptor_(std::in_place, *context_),
+      replica_(shared.directory.make_replica()),
+      log_(*context_),
+      max_connections_(max_connections),
+      rng_(std::random_device{}()) {}
+
+Worker::~Worker() {
+  acceptor_.reset();
+  snapshot_.reset();
+  context_.reset();
+}
+
+void Worker::start() { asio::co_spawn(*context_, accept_loop(), asio::detached); }
+
+void Worker::stop() {
+  boost::system::error_code ignored;
+  acceptor_->close(ignored);
+  for (auto* c : connections_) {
+    if (c->idle) c->socket->close(ignored);
+  }
+  if (snapshot_) {
+    for (auto& pool : snapshot_->pools) pool.clear();
+  }
+  log_.flush();
+}
+
+asio::awaitable<void> Worker::accept_loop() {
+  constexpr auto token = asio::as_tuple(asio::use_awaitable);
+  for (;;) {
+    auto [ec, socket] = co_await acceptor_->async_accept(token);
+    if (ec) {
+      if (!acceptor_->is_open() || ec == asio::error::operation_aborted) co_return;
+      // Out of descriptors and the like: back off instead of spinning.
+      asio::steady_timer timer(*context_, std::chrono::milliseconds(50));
+      co_await timer.async_wait(token);
+      continue;
+    }
+    if (connections_.size() >= max_connections_ || shared_.stopping.load(std::memory_order_relaxed)) {
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    asio::co_spawn(*context_, run_session(*this, std::move(socket)), asio::detached);
+  }
+}
+
+std::shared_ptr<EngineSnapshot> Worker::snapshot() {
+  if (snapshot_ && snapshot_->version == shared_.engines.version()) return snapshot_;
+  auto [engine, version] = shared_.engines.load();
+  auto snap = std::make_shared<EngineSnapshot>();
+  const auto& config = engine->config();
+  snap->pools.reserve(config.upstreams.size());
+  for (const auto& u : config.upstreams) snap->pools.emplace_back(u);
+  snap->route_upstream.reserve(config.routes.size());
+  for (const auto& r : config.routes) {
+    int index = -1;
+    for (std::size_t i = 0; i < config.upstreams.size(); ++i) {
+      if (config.upstreams[i].name == r.upstream) index = static_cast<int>(i);
+    }
+    snap->route_upstream.push_back(index);
+  }
+  const auto& prefix = config.identity.header_prefix;
+  snap->h_subject = prefix + "Subject";
+  snap->h_name = prefix + "Name";
+  snap->h_roles = prefix + "Roles";
+  snap->h_groups = prefix + "Groups";
+  snap->h_permissions = prefix + "Permissions";
+  snap->h_licenses = prefix + "Licenses";
+  snap->engine = std::move(engine);
+  snap->version = version;
+  snapshot_ = std::move(snap);
+  return snapshot_;
+}
+
+const TokenEntry& Worker::token_entry(const std::shared_ptr<const store::StoredToken>& token,
+                                      const EngineSnapshot& snapshot, store::TimePoint now) {
+  // Replaced tokens leave stale entries behind; bound the map instead of tracking them.
+  if (tokens_.size() > 100000 && tokens_.find(token.get()) == tokens_.end()) tokens_.clear();
+  TokenEntry& e = tokens_[token.get()];
+  if (e.token != token || e.engine_version != snapshot.version) {
+    const auto& rec = token->record;
+    e.token = token;
+    e.engine_version = snapshot.version;
+    e.rights = snapshot.engine->effective_rights(policy::Grants{rec.roles, rec.groups, rec.permissions, rec.licenses});
+    e.name = sanitize_header_value(rec.name);
+    e.roles = join_names(e.rights.roles);
+    e.groups = join_names(e.rights.groups);
+    e.permissions = join_names(e.rights.permissions);
+    e.licenses = join_names(e.rights.licenses);
+  }
+  if (now - e.last_reported >= std::chrono::minutes(1)) {
+    e.last_reported = now;
+    std::lock_guard lock(uses_mutex_);
+    uses_.emplace_back(token->record.id, now);
+  }
+  return e;
+}
+
+std::vector<std::pair<std::string, store::TimePoint>> Worker::take_uses() {
+  std::lock_guard lock(uses_mutex_);
+  return std::exchange(uses_, {});
+}
+
+std::string Worker::make_request_id() {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id(32, '0');
+  std::uint64_t a = rng_(), b = rng_();
+  for (int i = 0; i < 16; ++i) {
+    id[i] = kHex[(a >> (i * 4)) & 0xF];
+    id[16 + i] = kHex[(b >> (i * 4)) & 0xF];
+  }
+  return id;
+}
+
+}  // namespace tokengate::gateway

@@ -1,0 +1,142 @@
+// One I/O thread of the gateway: its own io_context, acceptor (SO_REUSEPORT),
+// token replica, per-token rights cache, upstream pools and access log. Nothing
+// here is shared between workers except EngineHolder, which is read with one
+// atomic load per request.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "gateway/access_log.hpp"
+#include "gateway/upstream_pool.hpp"
+#include "policy/engine.hpp"
+#include "store/token_verifier.hpp"
+
+namespace tokengate::gateway {
+
+// The one swap point of the policy engine (hot reload publishes here). Readers
+// compare the version with one atomic load and take the mutex only after a swap.
+class EngineHolder {
+ public:
+  explicit EngineHolder(std::shared_ptr<const policy::Engine> engine) : engine_(std::move(engine)) {}
+  void publish(std::shared_ptr<const policy::Engine> engine) {
+    std::lock_guard lock(mutex_);
+    engine_ = std::move(engine);
+    version_.fetch_add(1, std::memory_order_release);
+  }
+  std::uint64_t version() const noexcept { return version_.load(std::memory_order_acquire); }
+  std::pair<std::shared_ptr<const policy::Engine>, std::uint64_t> load() const {
+    std::lock_guard lock(mutex_);
+    return {engine_, version_.load(std::memory_order_relaxed)};
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<const policy::Engine> engine_;
+  std::atomic<std::uint64_t> version_{1};
+};
+
+// Process-wide state the workers read.
+struct SharedState {
+  SharedState(std::shared_ptr<const policy::Engine> engine, store::TokenDirectory& dir)
+      : engines(std::move(engine)), directory(dir) {}
+  EngineHolder engines;
+  store::TokenDirectory& directory;
+  std::atomic<bool> stopping{false};
+  bool tls_listener = false;
+};
+
+// A worker's view of one engine generation: the engine plus what the hot path
+// derives from it once (route -> upstream pool, identity header names).
+struct EngineSnapshot {
+  std::shared_ptr<const policy::Engine> engine;
+  std::uint64_t version = 0;
+  std::vector<int> route_upstream;  // route index -> index into pools, -1 if unknown
+  std::vector<UpstreamPool> pools;  // in Config::upstreams order
+  std::string h_subject, h_name, h_roles, h_groups, h_permissions, h_licenses;
+};
+
+// Effective rights and pre-joined identity header values of one token under one
+// engine generation. Pins the StoredToken so its address is never reused as a key.
+struct TokenEntry {
+  std::shared_ptr<const store::StoredToken> token;
+  std::uint64_t engine_version = 0;
+  policy::Rights rights;
+  std::string name, roles, groups, permissions, licenses;
+  store::TimePoint last_reported{};
+};
+
+class Worker {
+ public:
+  Worker(SharedState& shared, std::size_t max_connections);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  boost::asio::io_context& context() noexcept { return *context_; }
+  boost::asio::ip::tcp::acceptor& acceptor() noexcept { return *acceptor_; }
+  SharedState& shared() noexcept { return shared_; }
+  AccessLog& log() noexcept { return log_; }
+  store::TokenDirectory::Replica& replica() noexcept { return *replica_; }
+
+  // Spawns the accept loop; then context().run() on the worker's thread.
+  void start();
+  // Stop accepting, close idle connections; in-flight requests finish. Must run on
+  // the worker's own thread (post it).
+  void stop();
+
+  // The current engine generation (refreshed when the holder's version moved).
+  std::shared_ptr<EngineSnapshot> snapshot();
+
+  // Cached rights + identity values; the reference is valid until the next call.
+  const TokenEntry& token_entry(const std::shared_ptr<const store::StoredToken>& token,
+                                const EngineSnapshot& snapshot, store::TimePoint now);
+
+  // Last-used times gathered for the store's write-behind (thread-safe).
+  std::vector<std::pair<std::string, store::TimePoint>> take_uses();
+
+  std::string make_request_id();
+
+  // Connections register so stop() can close the idle ones.
+  struct ConnectionHandle {
+    boost::asio::ip::tcp::socket* socket = nullptr;
+    bool idle = false;
+  };
+  void add(ConnectionHandle* c) { connections_.insert(c); }
+  void remove(ConnectionHandle* c) { connections_.erase(c); }
+
+ private:
+  boost::asio::awaitable<void> accept_loop();
+
+  SharedState& shared_;
+  // Owned through pointers so ~Worker can tear the context down (destroying the
+  // suspended sessions) while the members those sessions touch still exist.
+  std::unique_ptr<boost::asio::io_context> context_;
+  std::optional<boost::asio::ip::tcp::acceptor> acceptor_;
+  std::unique_ptr<store::TokenDirectory::Replica> replica_;
+  std::shared_ptr<EngineSnapshot> snapshot_;
+  std::unordered_map<const store::StoredToken*, TokenEntry> tokens_;
+  AccessLog log_;
+  std::size_t max_connections_;
+  std::unordered_set<ConnectionHandle*> connections_;
+  std::mt19937_64 rng_;
+  std::mutex uses_mutex_;  // per worker, taken about once a minute per token
+  std::vector<std::pair<std::string, store::TimePoint>> uses_;
+};
+
+// The per-connection coroutine (proxy_session.cpp). Never throws.
+boost::asio::awaitable<void> run_session(Worker& worker, boost::asio::ip::tcp::socket socket);
+
+}  // namespace tokengate::gateway

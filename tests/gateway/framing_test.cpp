@@ -1,0 +1,175 @@
+// Unit tests of the gateway's pure header logic: framing checks, obs-fold scan,
+// Authorization parsing, request ids, hop-by-hop stripping.
+#include <doctest/doctest.h>
+
+#include <boost/beast/http/fields.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gateway/error_response.hpp"
+#include "gateway/framing.hpp"
+
+namespace http = boost::beast::http;
+using namespace tokengate::gateway;
+
+namespace {
+
+http::fields make_fields(const std::vector<std::pair<std::string, std::string>>& list) {
+  http::fields f;
+  for (const auto& [name, value] : list) f.insert(name, value);
+  return f;
+}
+
+std::vector<std::string> names_of(const http::fields& f) {
+  std::vector<std::string> out;
+  for (const auto& field : f) out.emplace_back(field.name_string());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("validate_request_framing") {
+  struct Case {
+    const char* what;
+    std::vector<std::pair<std::string, std::string>> fields;
+    FramingError expected;
+  };
+  const std::vector<Case> cases = {
+      {"plain GET", {{"Host", "a"}}, FramingError::None},
+      {"content-length", {{"Host", "a"}, {"Content-Length", "5"}}, FramingError::None},
+      {"chunked", {{"Host", "a"}, {"Transfer-Encoding", "chunked"}}, FramingError::None},
+      {"chunked any case", {{"Host", "a"}, {"Transfer-Encoding", "ChUnKeD"}}, FramingError::None},
+      {"CL and TE", {{"Host", "a"}, {"Content-Length", "5"}, {"Transfer-Encoding", "chunked"}},
+       FramingError::ContentLengthWithTransferEncoding},
+      {"TE gzip", {{"Host", "a"}, {"Transfer-Encoding", "gzip"}}, FramingError::BadTransferEncoding},
+      {"TE list", {{"Host", "a"}, {"Transfer-Encoding", "gzip, chunked"}}, FramingError::BadTransferEncoding},
+      {"TE twice", {{"Host", "a"}, {"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "chunked"}},
+       FramingError::BadTransferEncoding},
+      {"CL list", {{"Host", "a"}, {"Content-Length", "5, 5"}}, FramingError::BadContentLength},
+      {"CL twice", {{"Host", "a"}, {"Content-Length", "5"}, {"Content-Length", "5"}},
+       FramingError::BadContentLength},
+      {"CL sign", {{"Host", "a"}, {"Content-Length", "+5"}}, FramingError::BadContentLength},
+      {"CL empty", {{"Host", "a"}, {"Content-Length", ""}}, FramingError::BadContentLength},
+      {"no host", {{"Accept", "*/*"}}, FramingError::MissingHost},
+      {"two hosts", {{"Host", "a"}, {"Host", "b"}}, FramingError::RepeatedHost},
+      {"two authorizations", {{"Host", "a"}, {"Authorization", "Bearer x"}, {"Authorization", "Bearer y"}},
+       FramingError::RepeatedAuthorization},
+      {"NUL in value", {{"Host", "a"}, {"X-A", std::string("a\0b", 3)}}, FramingError::BadHeaderValue},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.what);
+    http::fields f;
+    for (const auto& [name, value] : c.fields) f.insert(name, value);
+    CHECK(validate_request_framing(f) == c.expected);
+  }
+}
+
+TEST_CASE("find_head_end resumes across short reads") {
+  const std::string head = "GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY";
+  CHECK(find_head_end(head) == head.size() - 4);
+  // Search resumed after the first two bytes of the terminator were seen.
+  const std::string partial = "GET / HTTP/1.1\r\nHost: a\r\n\r";
+  CHECK(find_head_end(partial) == std::string_view::npos);
+  const std::string complete = partial + "\nX";
+  CHECK(find_head_end(complete, partial.size()) == complete.size() - 1);
+  CHECK(find_head_end("", 0) == std::string_view::npos);
+}
+
+TEST_CASE("head_has_obs_fold_or_nul") {
+  CHECK_FALSE(head_has_obs_fold_or_nul("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n\r\n"));
+  CHECK(head_has_obs_fold_or_nul("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n"));
+  CHECK(head_has_obs_fold_or_nul("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n\tc\r\n\r\n"));
+  CHECK(head_has_obs_fold_or_nul(std::string_view("GET / HTTP/1.1\r\nHost: a\0\r\n\r\n", 29)));
+}
+
+TEST_CASE("parse_authorization") {
+  CHECK(parse_authorization(false, "").kind == AuthKind::None);
+  auto a = parse_authorization(true, "Bearer tg_abc");
+  CHECK(a.kind == AuthKind::Bearer);
+  CHECK(a.token == "tg_abc");
+  a = parse_authorization(true, "bEaReR   tg_abc  ");
+  CHECK(a.kind == AuthKind::Bearer);
+  CHECK(a.token == "tg_abc");
+  a = parse_authorization(true, "Bearer");
+  CHECK(a.kind == AuthKind::Bearer);
+  CHECK(a.token.empty());
+  CHECK(parse_authorization(true, "Basic dXNlcjpwdw==").kind == AuthKind::WrongScheme);
+  CHECK(parse_authorization(true, "").kind == AuthKind::WrongScheme);
+  CHECK(parse_authorization(true, "Bearertg_abc").kind == AuthKind::WrongScheme);
+}
+
+TEST_CASE("is_valid_request_id") {
+  CHECK(is_valid_request_id("a"));
+  CHECK(is_valid_request_id("req-1.2_3"));
+  CHECK(is_valid_request_id(std::string(128, 'x')));
+  CHECK_FALSE(is_valid_request_id(std::string(129, 'x')));
+  CHECK_FALSE(is_valid_request_id(""));
+  CHECK_FALSE(is_valid_request_id("a b"));
+  CHECK_FALSE(is_valid_request_id("a/b"));
+  CHECK_FALSE(is_valid_request_id("é"));
+}
+
+TEST_CASE("strip_hop_by_hop on requests") {
+  SUBCASE("hop-by-hop and Connection-named fields go, others stay") {
+    auto f = make_fields({{"Host", "a"},
+                          {"Connection", "keep-alive, X-Secret , x-other"},
+                          {"Keep-Alive", "timeout=5"},
+                          {"TE", "trailers"},
+                          {"Trailer", "X-T"},
+                          {"Transfer-Encoding", "chunked"},
+                          {"Upgrade", "h2c"},
+                          {"Proxy-Authorization", "Basic x"},
+                          {"Proxy-Foo", "1"},
+                          {"X-Secret", "s"},
+                          {"X-Other", "o"},
+                          {"Accept", "*/*"}});
+    strip_hop_by_hop(f, StripOptions{"X-Auth-", false, false});
+    CHECK(names_of(f) == std::vector<std::string>{"Host", "Accept"});
+  }
+  SUBCASE("identity prefix is case-insensitive") {
+    auto f = make_fields({{"Host", "a"}, {"x-auth-subject", "evil"}, {"X-AUTH-ROLES", "admin"}, {"X-Authz", "k"}});
+    strip_hop_by_hop(f, StripOptions{"X-Auth-", false, false});
+    CHECK(names_of(f) == std::vector<std::string>{"Host", "X-Authz"});
+  }
+  SUBCASE("custom prefix") {
+    auto f = make_fields({{"Host", "a"}, {"X-Auth-Subject", "kept"}, {"gw-user", "evil"}});
+    strip_hop_by_hop(f, StripOptions{"Gw-", false, false});
+    CHECK(names_of(f) == std::vector<std::string>{"Host", "X-Auth-Subject"});
+  }
+  SUBCASE("authorization kept only when forwarding") {
+    auto f = make_fields({{"Host", "a"}, {"Authorization", "Bearer t"}});
+    strip_hop_by_hop(f, StripOptions{"X-Auth-", false, true});
+    CHECK(names_of(f) == std::vector<std::string>{"Host", "Authorization"});
+    strip_hop_by_hop(f, StripOptions{"X-Auth-", false, false});
+    CHECK(names_of(f) == std::vector<std::string>{"Host"});
+  }
+  SUBCASE("websocket keeps Upgrade even when Connection names it") {
+    auto f = make_fields({{"Host", "a"}, {"Connection", "Upgrade"}, {"Upgrade", "websocket"}});
+    strip_hop_by_hop(f, StripOptions{"X-Auth-", true, false});
+    CHECK(names_of(f) == std::vector<std::string>{"Host", "Upgrade"});
+  }
+  SUBCASE("fields added after stripping survive a Connection list naming them") {
+    auto f = make_fields({{"Host", "a"}, {"Connection", "X-Forwarded-For, X-Auth-Subject"}});
+    strip_hop_by_hop(f, StripOptions{"X-Auth-", false, false});
+    f.set("X-Forwarded-For", "127.0.0.1");
+    f.set("X-Auth-Subject", "id");
+    CHECK(f["X-Forwarded-For"] == "127.0.0.1");
+    CHECK(f["X-Auth-Subject"] == "id");
+  }
+}
+
+TEST_CASE("join_names and sanitize_header_value") {
+  CHECK(join_names({}).empty());
+  CHECK(join_names({"a"}) == "a");
+  CHECK(join_names({"a", "b", "c"}) == "a,b,c");
+  CHECK(sanitize_header_value("a\r\nX-Evil: 1") == "a  X-Evil: 1");
+}
+
+TEST_CASE("error bodies are the SPEC's JSON shape") {
+  CHECK(error_body("invalid_token", "the bearer token is invalid") ==
+        R"({"error":"invalid_token","message":"the bearer token is invalid"})");
+  CHECK(error_body("x", "quote \" here") == R"({"error":"x","message":"quote \" here"})");
+  CHECK(error_code_for(404) == "not_found");
+  CHECK(error_code_for(504) == "gateway_timeout");
+}

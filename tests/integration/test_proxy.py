@@ -81,6 +81,7 @@ class GatewayTestCase(unittest.TestCase):
     """One demo upstream and one gateway per class; helpers for requests."""
 
     limits = {"max_body_bytes": 256 * MIB}
+    identity_config = None
 
     @classmethod
     def setUpClass(cls):
@@ -88,7 +89,7 @@ class GatewayTestCase(unittest.TestCase):
         cls.gw = None
         try:
             cls.gw = harness.Gateway(
-                gateway_body(cls.upstream.port, harness.closed_port()), limits=cls.limits
+                gateway_body(cls.upstream.port, harness.closed_port()), limits=cls.limits, identity=cls.identity_config
             )
             cls.create_tokens()
             cls.gw.start()
@@ -442,6 +443,14 @@ class ForwardingTest(GatewayTestCase):
                 self.assertEqual(r.status, 200, r)
                 self.assertEqual(r.json()["target"], "/api/k%d" % i)
 
+    def test_upstream_connections_are_reused(self):
+        before = harness.upstream_log(self.upstream)["connections"]
+        with self.gw.connect() as c:
+            for i in range(20):
+                self.assertEqual(c.request("GET", "/api/reuse%d" % i, [bearer(self.alice)]).status, 200)
+        opened = harness.upstream_log(self.upstream)["connections"] - before - 1  # -1: our /__log query
+        self.assertLessEqual(opened, 2, "20 sequential requests opened %d upstream connections" % opened)
+
     def test_pipelined_requests_are_answered_in_order(self):
         with self.gw.connect() as c:
             c.send(b"".join(harness.build_request("GET", "/api/p%d" % i, [bearer(self.alice)]) for i in range(5)))
@@ -566,6 +575,38 @@ class ForwardingTest(GatewayTestCase):
                 self.assertTrue(fin)
                 self.assertEqual(opcode, 1)
                 self.assertEqual(payload, message)
+
+
+class IdentityConfigTest(GatewayTestCase):
+    """identity.header_prefix and identity.forward_authorization."""
+
+    identity_config = {"header_prefix": "X-Tg-", "forward_authorization": "true"}
+
+    @classmethod
+    def create_tokens(cls):
+        cls.token = cls.gw.create_token("prefixed", roles=["reader"])
+
+    def test_prefix_names_the_identity_headers_and_is_stripped(self):
+        spoof = [("X-Tg-Subject", "admin"), ("x-tg-roles", "writer"), ("X-Tg-Other", "1")]
+        r = self.get("/api/x", token=self.token, headers=spoof)
+        self.assertEqual(r.status, 200, r)
+        got = echo_headers(r)
+        self.assertEqual(headers_named(got, "X-Tg-Subject"), [harness.token_id(self.token)])
+        self.assertEqual(headers_named(got, "X-Tg-Name"), ["prefixed"])
+        self.assertEqual(headers_named(got, "X-Tg-Roles"), ["reader"])
+        self.assertEqual(headers_named(got, "X-Tg-Permissions"), ["orders.read"])
+        self.assertEqual(headers_named(got, "X-Tg-Other"), [])
+        self.assertEqual(headers_named(got, "X-Auth-Subject"), [])
+
+    def test_spoofed_prefix_stripped_on_public_route(self):
+        r = self.get("/public/x", headers=[("X-Tg-Subject", "admin")])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([n for n, _ in echo_headers(r) if n.lower().startswith("x-tg-")], [])
+
+    def test_authorization_forwarded_when_configured(self):
+        r = self.get("/api/x", token=self.token)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(headers_named(echo_headers(r), "Authorization"), ["Bearer " + self.token])
 
 
 class CanonicalPathTest(GatewayTestCase):

@@ -369,6 +369,9 @@ class RotationThroughGatewayTest(CliTestCase):
         old, _ = self.create("--name", "rotating", "--role", "orders-reader")
         new = self.ok("token", "rotate", "--config", self.config, old[3:15]).out.splitlines()[0]
         self.assertNotEqual(old, new)
+        graced_old, _ = self.create("--name", "graced", "--role", "orders-reader")
+        graced_new = json.loads(self.ok("token", "rotate", "--config", self.config, graced_old[3:15], "--grace",
+                                        "10m", "--json").out)["token"]
 
         _, stop, port = self.start_gateway()
         status, body = self.status(port, new)
@@ -376,6 +379,9 @@ class RotationThroughGatewayTest(CliTestCase):
         self.assertEqual(body["subject"], new[3:15])
         self.assertEqual(body["path"], "/api/orders/7")
         self.assertEqual(self.status(port, old)[0], 401)
+        # Within --grace both the old and the new secret work.
+        self.assertEqual(self.status(port, graced_new)[0], 200)
+        self.assertEqual(self.status(port, graced_old)[0], 200)
 
         # While the gateway holds the store, token commands either work (admin
         # socket) or fail with one clear line; never a trace.

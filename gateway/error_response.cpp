@@ -21,7 +21,9 @@ std::string_view error_code_for(int status) noexcept {
     case 404: return "not_found";
     case 405: return "method_not_allowed";
     case 408: return "request_timeout";
+    case 409: return "conflict";
     case 413: return "payload_too_large";
+    case 422: return "unprocessable_entity";
     case 431: return "request_header_fields_too_large";
     case 500: return "internal_error";
     case 502: return "bad_gateway";

@@ -26,6 +26,9 @@ namespace json = boost::json;
 
 namespace {
 
+constexpr std::size_t kIdempotencyKeys = 4096;  // remembered creates (oldest dropped)
+constexpr std::size_t kMaxIdempotencyKeyLength = 128;
+
 // A grace longer than ten years is a typo, and keeps the time arithmetic in range.
 constexpr std::int64_t kMaxGraceSeconds = 10LL * 366 * 24 * 3600;
 
@@ -146,18 +149,12 @@ json::object block_json(const conf::RequirementBlock& b) {
 
 const std::vector<AdminRoute>& admin_routes() {
   static const std::vector<AdminRoute> routes = {
-      {"GET", "/healthz"},
-      {"GET", "/readyz"},
-      {"GET", "/metrics"},
-      {"GET", "/ui/"},
-      {"GET", "/v1/openapi.json"},
-      {"GET", "/v1/config"},
-      {"GET", "/v1/tokens"},
-      {"POST", "/v1/tokens"},
-      {"GET", "/v1/tokens/{id}"},
-      {"PATCH", "/v1/tokens/{id}"},
-      {"DELETE", "/v1/tokens/{id}"},
-      {"POST", "/v1/tokens/{id}/rotate"},
+      {"GET", "/healthz"},           {"GET", "/readyz"},
+      {"GET", "/metrics"},           {"GET", "/ui/"},
+      {"GET", "/v1/openapi.json"},   {"GET", "/v1/config"},
+      {"GET", "/v1/tokens"},         {"POST", "/v1/tokens"},
+      {"GET", "/v1/tokens/{id}"},    {"PATCH", "/v1/tokens/{id}"},
+      {"DELETE", "/v1/tokens/{id}"}, {"POST", "/v1/tokens/{id}/rotate"},
   };
   return routes;
 }
@@ -212,7 +209,8 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
   // Unauthenticated operational endpoints.
   auto only = [&](std::string_view allowed) {
     if (method != allowed && !(allowed == "GET" && method == "HEAD")) {
-      throw HttpError{405, fmt::format("method {} not allowed on {}", method, path), {{"Allow", "GET, HEAD"}}};
+      throw HttpError{
+          405, fmt::format("method {} not allowed on {}", method, path), {{"Allow", "GET, HEAD"}}};
     }
   };
   if (path == "/healthz") {
@@ -262,7 +260,8 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
     const std::string_view header = request.authorization ? std::string_view(*request.authorization) : "";
     const bool bearer = header.size() > 7 && lower(header.substr(0, 7)) == "bearer ";
     if (!bearer) {
-      throw HttpError{401, "a bearer token holding tokengate.admin or tokengate.tokens.* is required",
+      throw HttpError{401,
+                      "a bearer token holding tokengate.admin or tokengate.tokens.* is required",
                       {{"WWW-Authenticate", std::string(kBearerChallenge)}}};
     }
     std::string_view token = header.substr(7);
@@ -282,13 +281,16 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
     // A writer reads too: it has to see what it changes.
     caller.read = caller.write || contains(caller.rights.permissions, kTokensReadPermission);
     if (!caller.read) {
-      throw HttpError{403, "the token holds none of tokengate.admin, tokengate.tokens.read, tokengate.tokens.write",
-                      {{"WWW-Authenticate", std::string(kInsufficientScopeChallenge)}}};
+      throw HttpError{
+          403,
+          "the token holds none of tokengate.admin, tokengate.tokens.read, tokengate.tokens.write",
+          {{"WWW-Authenticate", std::string(kInsufficientScopeChallenge)}}};
     }
   }
   auto need_write = [&] {
     if (!caller.write) {
-      throw HttpError{403, "this needs permission tokengate.tokens.write or tokengate.admin",
+      throw HttpError{403,
+                      "this needs permission tokengate.tokens.write or tokengate.admin",
                       {{"WWW-Authenticate", std::string(kInsufficientScopeChallenge)}}};
     }
   };
@@ -303,7 +305,8 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
       need_write();
       return tokens_create(request, caller);
     }
-    throw HttpError{405, fmt::format("method {} not allowed on /v1/tokens", method), {{"Allow", "GET, HEAD, POST"}}};
+    throw HttpError{
+        405, fmt::format("method {} not allowed on /v1/tokens", method), {{"Allow", "GET, HEAD, POST"}}};
   }
   // /v1/tokens/{id}[/rotate]
   std::string_view rest = path.substr(std::string_view("/v1/tokens/").size());
@@ -328,8 +331,8 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
     need_write();
     return tokens_delete(request, caller, id);
   }
-  throw HttpError{405, fmt::format("method {} not allowed on a token", method),
-                  {{"Allow", "GET, HEAD, PATCH, DELETE"}}};
+  throw HttpError{
+      405, fmt::format("method {} not allowed on a token", method), {{"Allow", "GET, HEAD, PATCH, DELETE"}}};
 }
 
 namespace {
@@ -343,14 +346,16 @@ std::string no_token(std::string_view id) {
 void check_grants(const policy::Rights& caller, const std::vector<std::string>& roles,
                   const std::vector<std::string>& groups, const std::vector<std::string>& permissions,
                   const std::vector<std::string>& licenses, std::string_view verb) {
-  auto check = [&](std::string_view kind, const std::vector<std::string>& wanted, const std::vector<std::string>& held) {
+  auto check = [&](std::string_view kind, const std::vector<std::string>& wanted,
+                   const std::vector<std::string>& held) {
     for (const auto& name : wanted) {
       if (!contains(held, name)) {
         std::string shown = name.substr(0, 128);
         for (auto& c : shown) {
           if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
         }
-        throw HttpError{403, fmt::format("the caller does not hold {} '{}' and cannot {} it", kind, shown, verb)};
+        throw HttpError{403,
+                        fmt::format("the caller does not hold {} '{}' and cannot {} it", kind, shown, verb)};
       }
     }
   };
@@ -361,8 +366,8 @@ void check_grants(const policy::Rights& caller, const std::vector<std::string>& 
 }
 
 // A write-only caller cannot make or keep a token alive beyond its own expiry.
-void check_expiry_bound(const std::optional<store::TimePoint>& caller, const std::optional<store::TimePoint>& wanted,
-                        std::string_view what) {
+void check_expiry_bound(const std::optional<store::TimePoint>& caller,
+                        const std::optional<store::TimePoint>& wanted, std::string_view what) {
   if (!caller) return;
   if (!wanted || *wanted > *caller) {
     throw HttpError{403, fmt::format("{} must expire no later than the caller's own token ({})", what,
@@ -434,9 +439,35 @@ AdminResponse AdminApi::tokens_create(const AdminRequest& request, const Caller&
       check_grants(caller.rights, n.roles, n.groups, n.permissions, n.licenses, "grant");
       check_expiry_bound(caller.expires_at, n.expires_at, "a token created by this caller");
     }
+    std::string idempotency;
+    if (request.idempotency_key) {
+      const auto& key = *request.idempotency_key;
+      if (key.empty() || key.size() > kMaxIdempotencyKeyLength ||
+          std::any_of(key.begin(), key.end(), [](char c) { return c <= 0x20 || c == 0x7f; })) {
+        throw HttpError{400, "Idempotency-Key must be 1..128 visible characters"};
+      }
+      idempotency = caller.id + '\n' + key;
+      std::lock_guard lock(idempotency_mutex_);
+      if (auto it = idempotent_creates_.find(idempotency); it != idempotent_creates_.end()) {
+        token_id = it->second;
+        throw HttpError{409,
+                        fmt::format("this Idempotency-Key already created token {}; its secret was shown "
+                                    "once and cannot be shown again",
+                                    it->second)};
+      }
+    }
     store::TokenManager manager(store_, engine_()->config_ptr());
     const auto issued = manager.create(std::move(n));
     token_id = issued.record.id;
+    if (!idempotency.empty()) {
+      std::lock_guard lock(idempotency_mutex_);
+      idempotent_creates_[idempotency] = token_id;
+      idempotency_order_.push_back(std::move(idempotency));
+      if (idempotency_order_.size() > kIdempotencyKeys) {
+        idempotent_creates_.erase(idempotency_order_.front());
+        idempotency_order_.pop_front();
+      }
+    }
     status = 201;
     audit(request, caller, "token.create", token_id, status);
     return json_response(201, issued_json(issued));
@@ -459,11 +490,14 @@ namespace {
 // caller its secret), never one that outlives the caller.
 void check_touch(const policy::Engine& engine, const store::TokenRecord& target, const policy::Rights& caller,
                  const std::optional<store::TimePoint>& caller_expiry) {
-  const auto rights = engine.effective_rights({target.roles, target.groups, target.permissions, target.licenses});
+  const auto rights =
+      engine.effective_rights({target.roles, target.groups, target.permissions, target.licenses});
   if (contains(rights.permissions, kAdminPermission)) {
-    throw HttpError{403, fmt::format("token {} holds tokengate.admin; only an admin can change it", target.id)};
+    throw HttpError{403,
+                    fmt::format("token {} holds tokengate.admin; only an admin can change it", target.id)};
   }
-  check_grants(caller, target.roles, target.groups, target.permissions, target.licenses, "manage a token holding");
+  check_grants(caller, target.roles, target.groups, target.permissions, target.licenses,
+               "manage a token holding");
   check_expiry_bound(caller_expiry, target.expires_at, fmt::format("token {}", target.id));
 }
 
@@ -514,7 +548,8 @@ AdminResponse AdminApi::tokens_patch(const AdminRequest& request, const Caller& 
   }
 }
 
-AdminResponse AdminApi::tokens_rotate(const AdminRequest& request, const Caller& caller, std::string_view id) {
+AdminResponse AdminApi::tokens_rotate(const AdminRequest& request, const Caller& caller,
+                                      std::string_view id) {
   const std::string token_id(id.substr(0, 12));
   try {
     const json::object body = parse_object(request.body, true);
@@ -530,7 +565,8 @@ AdminResponse AdminApi::tokens_rotate(const AdminRequest& request, const Caller&
       }
       if (grace < 0) throw HttpError{422, "field 'grace_seconds' must not be negative"};
       if (grace > kMaxGraceSeconds) {
-        throw HttpError{422, fmt::format("field 'grace_seconds' must be at most {} (ten years)", kMaxGraceSeconds)};
+        throw HttpError{
+            422, fmt::format("field 'grace_seconds' must be at most {} (ten years)", kMaxGraceSeconds)};
       }
     }
     auto current = store::is_valid_id(id) ? store_.get(id) : std::nullopt;
@@ -553,7 +589,8 @@ AdminResponse AdminApi::tokens_rotate(const AdminRequest& request, const Caller&
   }
 }
 
-AdminResponse AdminApi::tokens_delete(const AdminRequest& request, const Caller& caller, std::string_view id) {
+AdminResponse AdminApi::tokens_delete(const AdminRequest& request, const Caller& caller,
+                                      std::string_view id) {
   const std::string token_id(id.substr(0, 12));
   try {
     if (!request.body.empty()) throw HttpError{400, "DELETE takes no request body"};
@@ -579,13 +616,18 @@ AdminResponse AdminApi::config_view() {
   const auto engine = engine_();
   const conf::Config& c = engine->config();
   json::array roles, groups, routes;
-  for (const auto& r : c.roles) roles.push_back(json::object{{"name", r.name}, {"permissions", names_json(r.permissions)}});
+  for (const auto& r : c.roles)
+    roles.push_back(json::object{{"name", r.name}, {"permissions", names_json(r.permissions)}});
   for (const auto& g : c.groups) {
-    groups.push_back(json::object{{"name", g.name}, {"roles", names_json(g.roles)}, {"permissions", names_json(g.permissions)}});
+    groups.push_back(json::object{
+        {"name", g.name}, {"roles", names_json(g.roles)}, {"permissions", names_json(g.permissions)}});
   }
   for (std::size_t i = 0; i < c.routes.size(); ++i) {
     const auto& r = c.routes[i];
-    json::object o{{"index", i}, {"path", r.path}, {"methods", names_json(r.methods)}, {"upstream", r.upstream},
+    json::object o{{"index", i},
+                   {"path", r.path},
+                   {"methods", names_json(r.methods)},
+                   {"upstream", r.upstream},
                    {"public", r.is_public}};
     if (r.require) {
       json::object req = block_json(r.require->all_of);
@@ -600,13 +642,15 @@ AdminResponse AdminApi::config_view() {
     }
     routes.push_back(std::move(o));
   }
-  json::object out{{"roles", std::move(roles)},
-                   {"groups", std::move(groups)},
-                   {"licenses", names_json(c.licenses)},
-                   {"routes", std::move(routes)},
-                   {"tokens", json::object{{"max_lifetime", conf::format_duration(c.tokens.max_lifetime)},
-                                           {"max_lifetime_seconds",
-                                            std::chrono::duration_cast<std::chrono::seconds>(c.tokens.max_lifetime).count()}}}};
+  json::object out{
+      {"roles", std::move(roles)},
+      {"groups", std::move(groups)},
+      {"licenses", names_json(c.licenses)},
+      {"routes", std::move(routes)},
+      {"tokens",
+       json::object{{"max_lifetime", conf::format_duration(c.tokens.max_lifetime)},
+                    {"max_lifetime_seconds",
+                     std::chrono::duration_cast<std::chrono::seconds>(c.tokens.max_lifetime).count()}}}};
   return json_response(200, out);
 }
 

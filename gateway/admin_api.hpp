@@ -4,11 +4,14 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -23,13 +26,14 @@ inline constexpr std::string_view kTokensReadPermission = "tokengate.tokens.read
 inline constexpr std::string_view kTokensWritePermission = "tokengate.tokens.write";
 
 struct AdminRequest {
-  std::string method;  // "GET", "POST", ...
-  std::string target;  // origin-form: "/v1/tokens?q=ci"
+  std::string method;                        // "GET", "POST", ...
+  std::string target;                        // origin-form: "/v1/tokens?q=ci"
   std::optional<std::string> authorization;  // the Authorization header, if exactly one
   bool repeated_authorization = false;       // more than one Authorization header
   std::string body;
-  bool trusted = false;  // came through the admin unix socket: no bearer token needed
-  std::string client;    // "127.0.0.1:5555" or "unix", for the audit line
+  std::optional<std::string> idempotency_key;  // Idempotency-Key header of a create
+  bool trusted = false;                        // came through the admin unix socket: no bearer token needed
+  std::string client;                          // "127.0.0.1:5555" or "unix", for the audit line
 };
 
 struct AdminResponse {
@@ -37,7 +41,7 @@ struct AdminResponse {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // extra headers (Allow, WWW-Authenticate)
-  bool api = true;  // JSON API answer: gets Cache-Control: no-store
+  bool api = true;                                           // JSON API answer: gets Cache-Control: no-store
 };
 
 // One admin route: what the OpenAPI document and the dispatcher share, so a route
@@ -88,6 +92,12 @@ class AdminApi {
   EngineSource engine_;
   AdminHooks hooks_;
   std::atomic<bool> ready_{false};
+
+  // Creates already answered, by (caller, Idempotency-Key): a retried create gets 409
+  // naming the token instead of a second token (the secret cannot be shown again).
+  std::mutex idempotency_mutex_;
+  std::unordered_map<std::string, std::string> idempotent_creates_;  // key -> token id
+  std::deque<std::string> idempotency_order_;                        // oldest first, bounded
 };
 
 }  // namespace tokengate::gateway

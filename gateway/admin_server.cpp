@@ -3,6 +3,7 @@
 // alive as the client asks. The same template serves TCP and the unix socket.
 #include "gateway/admin_server.hpp"
 
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -13,11 +14,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/format.h>
-
 #include <tuple>
 
 #include "gateway/access_log.hpp"
@@ -90,7 +90,8 @@ asio::awaitable<void> session(Stream stream, AdminApi& api, bool trusted, std::s
       if (status != 0) {
         AdminResponse r;
         r.status = status;
-        r.body = error_body(error_code_for(status), status == 400 ? "malformed request" : "request too large");
+        r.body =
+            error_body(error_code_for(status), status == 400 ? "malformed request" : "request too large");
         r.headers.emplace_back("Cache-Control", "no-store");
         error_code wec;
         co_await write_response(stream, std::move(r), 11, false, false, wec);
@@ -106,6 +107,8 @@ asio::awaitable<void> session(Stream stream, AdminApi& api, bool trusted, std::s
       if (field.name() == http::field::authorization) {
         ++auth_count;
         request.authorization = std::string(field.value());
+      } else if (beast::iequals(field.name_string(), "Idempotency-Key")) {
+        request.idempotency_key = std::string(field.value());
       }
     }
     request.repeated_authorization = auth_count > 1;
@@ -136,11 +139,20 @@ std::string peer_of(const tcp::socket& socket) {
 struct AdminServer::Impl {
   explicit Impl(AdminApi& a) : api(a), tcp_acceptor(context), unix_acceptor(context) {}
 
+  // Out of file descriptors: wait a little instead of spinning on accept.
+  asio::awaitable<void> pause_after_accept_error() {
+    asio::steady_timer timer(context, std::chrono::milliseconds(50));
+    co_await timer.async_wait(use_tuple);
+  }
+
   asio::awaitable<void> accept_tcp() {
     for (;;) {
       auto [ec, socket] = co_await tcp_acceptor.async_accept(use_tuple);
       if (ec == asio::error::operation_aborted || !tcp_acceptor.is_open()) co_return;
-      if (ec) continue;
+      if (ec) {
+        co_await pause_after_accept_error();
+        continue;
+      }
       std::string client = peer_of(socket);
       asio::co_spawn(context, session(beast::tcp_stream(std::move(socket)), api, false, std::move(client)),
                      asio::detached);
@@ -151,7 +163,10 @@ struct AdminServer::Impl {
     for (;;) {
       auto [ec, socket] = co_await unix_acceptor.async_accept(use_tuple);
       if (ec == asio::error::operation_aborted || !unix_acceptor.is_open()) co_return;
-      if (ec) continue;
+      if (ec) {
+        co_await pause_after_accept_error();
+        continue;
+      }
       asio::co_spawn(context, session(beast::basic_stream<local>(std::move(socket)), api, true, "unix"),
                      asio::detached);
     }
@@ -202,7 +217,8 @@ bool AdminServer::listen(const conf::AdminConfig& admin, std::string& error) {
     const auto status = std::filesystem::symlink_status(path, fec);
     if (std::filesystem::exists(status)) {
       if (!std::filesystem::is_socket(status)) {
-        error = fmt::format("admin.socket {} exists and is not a socket; refusing to replace it", path.string());
+        error =
+            fmt::format("admin.socket {} exists and is not a socket; refusing to replace it", path.string());
         impl_->tcp_acceptor.close(ec);
         return false;
       }

@@ -45,7 +45,8 @@ std::string string_from(const json::object& o, std::string_view key) {
 }
 
 store::TokenRecord record_from(const json::value& v) {
-  if (!v.is_object()) throw store::StoreError("the gateway's admin socket answered something that is not a token");
+  if (!v.is_object())
+    throw store::StoreError("the gateway's admin socket answered something that is not a token");
   const auto& o = v.as_object();
   store::TokenRecord r;
   r.id = string_from(o, "id");
@@ -144,7 +145,8 @@ class SocketBackend final : public TokenBackend {
   std::vector<store::TokenRecord> list() override {
     auto reply = call(http::verb::get, "/v1/tokens", "");
     expect(reply, 200);
-    if (!reply.body.is_array()) throw store::StoreError("the gateway's admin socket answered a list that is not an array");
+    if (!reply.body.is_array())
+      throw store::StoreError("the gateway's admin socket answered a list that is not an array");
     std::vector<store::TokenRecord> out;
     for (const auto& v : reply.body.as_array()) out.push_back(record_from(v));
     return out;
@@ -175,7 +177,8 @@ class SocketBackend final : public TokenBackend {
     stream.expires_after(kTimeout);
     stream.socket().connect(local::endpoint(path_.string()), ec);
     if (ec) {
-      throw store::StoreError(fmt::format("cannot reach the gateway's admin socket {}: {}", path_.string(), ec.message()));
+      throw store::StoreError(
+          fmt::format("cannot reach the gateway's admin socket {}: {}", path_.string(), ec.message()));
     }
     http::request<http::string_body> req{method, target, 11};
     req.set(http::field::host, "localhost");

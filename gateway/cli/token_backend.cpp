@@ -60,7 +60,8 @@ class DirectBackend final : public TokenBackend {
     try {
       store_ = store::TokenStore::open({.path = config_->store.path, .key_file = config_->store.key_file});
     } catch (const store::StoreError& e) {
-      if (locked_hint_.empty() || std::string_view(e.what()).find("is locked") == std::string_view::npos) throw;
+      if (locked_hint_.empty() || std::string_view(e.what()).find("is locked") == std::string_view::npos)
+        throw;
       throw store::StoreError(fmt::format("store {} is locked by a running gateway and {}",
                                           config_->store.path.string(), locked_hint_));
     }
@@ -88,12 +89,14 @@ std::unique_ptr<TokenBackend> make_backend(std::shared_ptr<const conf::Config> c
     const auto why_not = probe_admin_socket(socket);
     if (!why_not) return make_socket_backend(socket);
     hint = fmt::format(
-        "its admin socket {} does not answer ({}): check that the gateway is healthy and that you may open the "
+        "its admin socket {} does not answer ({}): check that the gateway is healthy and that you may open "
+        "the "
         "socket (mode 0600: run as the gateway's user), or stop the gateway",
         socket.string(), *why_not);
   } else {
     hint =
-        "the config sets no admin.socket: add `admin: {socket: PATH}` and restart the gateway so token commands "
+        "the config sets no admin.socket: add `admin: {socket: PATH}` and restart the gateway so token "
+        "commands "
         "go through it, or stop the gateway";
   }
   return make_direct_backend(std::move(config), std::move(hint));

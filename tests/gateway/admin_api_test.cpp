@@ -45,8 +45,9 @@ struct Fixture {
     config = conf::parse_config(kConfig, dir / "tokengate.yaml");
     engine = policy::Engine::compile(config);
     token_store = store::TokenStore::open({dir / "tokens", dir / "key", store::system_now});
-    api = std::make_unique<AdminApi>(*token_store, [this] { return engine; },
-                                     gateway::AdminHooks{{}, [this](std::string_view l) { audit += l; }});
+    api = std::make_unique<AdminApi>(
+        *token_store, [this] { return engine; },
+        gateway::AdminHooks{{}, [this](std::string_view l) { audit += l; }});
     api->set_ready(true);
   }
   ~Fixture() {
@@ -93,7 +94,9 @@ std::string header(const AdminResponse& r, std::string_view name) {
   return {};
 }
 
-std::string message(const AdminResponse& r) { return std::string(json::parse(r.body).at("message").as_string()); }
+std::string message(const AdminResponse& r) {
+  return std::string(json::parse(r.body).at("message").as_string());
+}
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -138,7 +141,10 @@ TEST_CASE("router: every listed route is dispatched (never 404/405 by routing)")
     if (route.path == "/metrics" || route.path == "/ui/") continue;  // filled by other parts
     std::string target(route.path);
     if (auto pos = target.find("{id}"); pos != std::string::npos) target.replace(pos, 4, id);
-    std::string body = route.method == "PATCH" ? R"({"description":"d"})" : route.method == "POST" && target == "/v1/tokens" ? R"({"name":"y","expires_at":"2999-01-01T00:00:00Z"})" : "";
+    std::string body = route.method == "PATCH" ? R"({"description":"d"})"
+                       : route.method == "POST" && target == "/v1/tokens"
+                           ? R"({"name":"y","expires_at":"2999-01-01T00:00:00Z"})"
+                           : "";
     auto r = f.trusted(std::string(route.method), target, body);
     INFO(route.method, " ", target, " -> ", r.status, " ", r.body);
     CHECK(r.status != 404);
@@ -207,9 +213,11 @@ TEST_CASE("auth: no token 401, read-only POST 403, write-only escalation rules")
   const std::string exp_later = store::format_rfc3339(store::system_now() + std::chrono::hours(48));
   auto [reader, reader_id] =
       f.make(R"({"name":"r","permissions":["tokengate.tokens.read"],"expires_at":")" + exp_soon + "\"}");
-  auto [writer, writer_id] = f.make(R"({"name":"w","roles":["reader"],"permissions":["tokengate.tokens.write"],"expires_at":")" +
-                                    exp_soon + "\"}");
-  auto [admin, admin_id] = f.make(R"({"name":"a","permissions":["tokengate.admin"],"expires_at":")" + exp_later + "\"}");
+  auto [writer, writer_id] =
+      f.make(R"({"name":"w","roles":["reader"],"permissions":["tokengate.tokens.write"],"expires_at":")" +
+             exp_soon + "\"}");
+  auto [admin, admin_id] =
+      f.make(R"({"name":"a","permissions":["tokengate.admin"],"expires_at":")" + exp_later + "\"}");
   auto [nobody, nobody_id] = f.make(R"({"name":"n","expires_at":")" + exp_soon + "\"}");
   (void)reader_id;
   (void)nobody_id;
@@ -233,22 +241,27 @@ TEST_CASE("auth: no token 401, read-only POST 403, write-only escalation rules")
     CHECK(message(r).find("tokengate.tokens.write") != std::string::npos);
   }
   SUBCASE("writer grants only what it holds, never beyond its expiry, records itself as creator") {
-    auto r = f.call("POST", "/v1/tokens", R"({"name":"z","roles":["writer"],"expires_at":")" + exp_soon + "\"}", writer);
+    auto r = f.call("POST", "/v1/tokens",
+                    R"({"name":"z","roles":["writer"],"expires_at":")" + exp_soon + "\"}", writer);
     CHECK(r.status == 403);
     CHECK(message(r).find("role 'writer'") != std::string::npos);
-    r = f.call("POST", "/v1/tokens", R"({"name":"z","permissions":["tokengate.admin"],"expires_at":")" + exp_soon + "\"}",
-               writer);
+    r = f.call("POST", "/v1/tokens",
+               R"({"name":"z","permissions":["tokengate.admin"],"expires_at":")" + exp_soon + "\"}", writer);
     CHECK(r.status == 403);
     CHECK(message(r).find("permission 'tokengate.admin'") != std::string::npos);
-    r = f.call("POST", "/v1/tokens", R"({"name":"z","licenses":["pro"],"expires_at":")" + exp_soon + "\"}", writer);
+    r = f.call("POST", "/v1/tokens", R"({"name":"z","licenses":["pro"],"expires_at":")" + exp_soon + "\"}",
+               writer);
     CHECK(r.status == 403);
     CHECK(message(r).find("license 'pro'") != std::string::npos);
-    r = f.call("POST", "/v1/tokens", R"({"name":"z","groups":["ops"],"expires_at":")" + exp_soon + "\"}", writer);
+    r = f.call("POST", "/v1/tokens", R"({"name":"z","groups":["ops"],"expires_at":")" + exp_soon + "\"}",
+               writer);
     CHECK(r.status == 403);
-    r = f.call("POST", "/v1/tokens", R"({"name":"z","roles":["reader"],"expires_at":")" + exp_later + "\"}", writer);
+    r = f.call("POST", "/v1/tokens", R"({"name":"z","roles":["reader"],"expires_at":")" + exp_later + "\"}",
+               writer);
     CHECK(r.status == 403);
     CHECK(message(r).find("no later than") != std::string::npos);
-    r = f.call("POST", "/v1/tokens", R"({"name":"z","roles":["reader"],"expires_at":")" + exp_soon + "\"}", writer);
+    r = f.call("POST", "/v1/tokens", R"({"name":"z","roles":["reader"],"expires_at":")" + exp_soon + "\"}",
+               writer);
     REQUIRE(r.status == 201);
     auto created = json::parse(r.body).as_object();
     CHECK(created["created_by"].as_string() == writer_id);
@@ -263,8 +276,9 @@ TEST_CASE("auth: no token 401, read-only POST 403, write-only escalation rules")
     CHECK(message(r).find("role 'writer'") != std::string::npos);
     CHECK(f.call("PATCH", "/v1/tokens/" + new_id, R"({"name":"renamed"})", writer).status == 200);
     // admin tokens are out of reach
-    for (auto [m, t] : {std::pair{"PATCH", "/v1/tokens/" + admin_id}, std::pair{"DELETE", "/v1/tokens/" + admin_id},
-                        std::pair{"POST", "/v1/tokens/" + admin_id + "/rotate"}}) {
+    for (auto [m, t] :
+         {std::pair{"PATCH", "/v1/tokens/" + admin_id}, std::pair{"DELETE", "/v1/tokens/" + admin_id},
+          std::pair{"POST", "/v1/tokens/" + admin_id + "/rotate"}}) {
       r = f.call(m, t, m == std::string("PATCH") ? R"({"name":"pwn"})" : "", writer);
       INFO(m, " ", t, " ", r.body);
       CHECK(r.status == 403);
@@ -274,7 +288,9 @@ TEST_CASE("auth: no token 401, read-only POST 403, write-only escalation rules")
     CHECK(f.call("DELETE", "/v1/tokens/" + new_id, "", writer).status == 204);
   }
   SUBCASE("admin does everything") {
-    auto r = f.call("POST", "/v1/tokens", R"({"name":"z","groups":["ops"],"licenses":["pro"],"expires_at":")" + exp_later + "\"}", admin);
+    auto r = f.call("POST", "/v1/tokens",
+                    R"({"name":"z","groups":["ops"],"licenses":["pro"],"expires_at":")" + exp_later + "\"}",
+                    admin);
     CHECK(r.status == 201);
     CHECK(f.call("PATCH", "/v1/tokens/" + writer_id, R"({"roles":["writer"]})", admin).status == 200);
   }
@@ -286,7 +302,8 @@ TEST_CASE("auth: no token 401, read-only POST 403, write-only escalation rules")
     CHECK(f.audit.find(admin_id) != std::string::npos);
     CHECK(f.audit.find(nobody_id) != std::string::npos);
     CHECK(f.audit.find(fresh.substr(16)) == std::string::npos);
-    for (const auto& t : {reader, writer, admin, nobody}) CHECK(f.audit.find(t.substr(16)) == std::string::npos);
+    for (const auto& t : {reader, writer, admin, nobody})
+      CHECK(f.audit.find(t.substr(16)) == std::string::npos);
   }
 }
 
@@ -298,7 +315,9 @@ TEST_CASE("rotate: grace_seconds types and range") {
   CHECK(f.trusted("POST", "/v1/tokens/" + id + "/rotate", R"({"grace_seconds":"10"})").status == 400);
   CHECK(f.trusted("POST", "/v1/tokens/" + id + "/rotate", R"({"grace_seconds":1.5})").status == 400);
   CHECK(f.trusted("POST", "/v1/tokens/" + id + "/rotate", R"({"grace_seconds":-1})").status == 422);
-  CHECK(f.trusted("POST", "/v1/tokens/" + id + "/rotate", R"({"grace_seconds":18446744073709551615})").status == 422);
+  CHECK(
+      f.trusted("POST", "/v1/tokens/" + id + "/rotate", R"({"grace_seconds":18446744073709551615})").status ==
+      422);
   CHECK(f.trusted("POST", "/v1/tokens/" + id + "/rotate", R"({"grace":1})").status == 400);
   CHECK(f.token_store->get(id)->rotated_at == std::nullopt);
   CHECK(f.trusted("POST", "/v1/tokens/" + id + "/rotate", "").status == 200);
@@ -317,7 +336,8 @@ TEST_CASE("readyz follows set_ready; list filters by name or id") {
   (void)t2;
   auto names = [&](const std::string& target) {
     std::vector<std::string> out;
-    for (const auto& v : json::parse(f.trusted("GET", target).body).as_array()) out.emplace_back(v.at("name").as_string());
+    const json::value listed = json::parse(f.trusted("GET", target).body);
+    for (const auto& v : listed.as_array()) out.emplace_back(v.at("name").as_string());
     return out;
   };
   CHECK(names("/v1/tokens").size() == 2);
@@ -325,4 +345,30 @@ TEST_CASE("readyz follows set_ready; list filters by name or id") {
   CHECK(names("/v1/tokens?q=ci%20dep") == std::vector<std::string>{"CI deploy"});
   CHECK(names("/v1/tokens?q=" + id2) == std::vector<std::string>{"backup"});
   CHECK(names("/v1/tokens?q=zzz").empty());
+}
+
+TEST_CASE("create: a retried Idempotency-Key is 409 naming the first token, per caller") {
+  Fixture f;
+  const std::string body = R"({"name":"x","expires_at":")" +
+                           store::format_rfc3339(store::system_now() + std::chrono::hours(1)) + "\"}";
+  AdminRequest r;
+  r.method = "POST";
+  r.target = "/v1/tokens";
+  r.body = body;
+  r.trusted = true;
+  r.idempotency_key = "deploy-42";
+  auto first = f.api->handle(r);
+  REQUIRE(first.status == 201);
+  const std::string id(json::parse(first.body).at("id").as_string());
+  auto again = f.api->handle(r);
+  CHECK(again.status == 409);
+  CHECK(message(again).find(id) != std::string::npos);
+  CHECK(f.token_store->list().size() == 1);
+  r.idempotency_key = "deploy-43";
+  CHECK(f.api->handle(r).status == 201);
+  r.idempotency_key = "";
+  CHECK(f.api->handle(r).status == 400);
+  r.idempotency_key = std::string(129, 'k');
+  CHECK(f.api->handle(r).status == 400);
+  CHECK(f.token_store->list().size() == 2);
 }

@@ -208,6 +208,18 @@ class AdminApiTest(unittest.TestCase):
         self.assert_error(self.call("DELETE", "/v1/tokens/" + made["id"], self.admin), 404)
         self.assertEqual(self.public_status(rotated["token"]), 401)
 
+    def test_retried_create_with_idempotency_key_is_409(self):
+        before = len(self.ids())
+        body = {"name": "idempotent", "expires_at": self.soon}
+        key = ("Idempotency-Key", "run-%s" % harness.random_b62(8))
+        first = self.call("POST", "/v1/tokens", self.admin, body, headers=[key])
+        self.assertEqual(first.status, 201, first)
+        again = self.call("POST", "/v1/tokens", self.admin, body, headers=[key])
+        self.assert_error(again, 409, first.json()["id"])
+        self.assertNotIn("tg_", again.body.decode())
+        self.assertEqual(len(self.ids()), before + 1)
+        self.assertEqual(self.call("DELETE", "/v1/tokens/" + first.json()["id"], self.admin).status, 204)
+
     def test_config_view(self):
         view = self.call("GET", "/v1/config", self.reader).json()
         self.assertEqual([r["name"] for r in view["roles"]], ["reader", "writer", "token-admin"])

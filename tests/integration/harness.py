@@ -238,8 +238,8 @@ class Gateway:
             raise RuntimeError("token create printed %r as its first line, not a token" % token)
         return token
 
-    def start(self):
-        self.process = Process([TOKENGATE_BIN, "serve", "--config", self.config_path], "tokengate serve")
+    def start(self, env=None):
+        self.process = Process([TOKENGATE_BIN, "serve", "--config", self.config_path], "tokengate serve", env=env)
         self.host, self.port = self.process.host, self.process.port
         if self.socket_path:
             m = self.process.wait_for_line(ADMIN_LISTENING_RE)
@@ -257,9 +257,13 @@ class Gateway:
         return RawConnection(self.host, self.port, timeout)
 
     def stop(self):
+        """Stops the gateway with SIGTERM; returns its exit status (None if never started)."""
+        status = None
         if self.process:
             self.process.stop()
+            status = self.process.proc.returncode
         shutil.rmtree(self.dir, ignore_errors=True)
+        return status
 
 
 # ---------------------------------------------------------------------------- raw HTTP

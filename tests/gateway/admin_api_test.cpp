@@ -132,7 +132,8 @@ TEST_CASE("openapi: every route of the server is in the document and the other w
 
 TEST_CASE("router: every listed route is dispatched (never 404/405 by routing)") {
   Fixture f;
-  auto [token, id] = f.make(R"({"name":"x","expires_at":null,"permissions":["a"]})");
+  const std::string soon = store::format_rfc3339(store::system_now() + std::chrono::hours(1));
+  auto [token, id] = f.make(R"({"name":"x","permissions":["a"],"expires_at":")" + soon + "\"}");
   (void)token;
   auto routes = gateway::admin_routes();
   // DELETE last: the routes after it need the token to exist.

@@ -3,6 +3,7 @@
 // write-behind of last-used times.
 #include "gateway/server.hpp"
 
+#include <fmt/format.h>
 #include <sys/socket.h>
 
 #include <boost/asio/io_context.hpp>
@@ -11,7 +12,6 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <csignal>
-#include <fmt/format.h>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -205,7 +205,12 @@ int serve(const ServeOptions& options) {
         wait_signal();
         return;
       }
-      if (shared.stopping.exchange(true)) return;
+      if (shared.stopping.exchange(true)) {
+        // A second SIGTERM/SIGINT while draining: the operator does not want to wait.
+        write_stderr("shutting down now: in-flight requests abandoned\n");
+        for (auto& w : workers) w->context().stop();
+        return;
+      }
       admin_api.set_ready(false);
       write_stderr("shutting down: draining in-flight requests\n");
       for (auto& w : workers) asio::post(w->context(), [worker = w.get()] { worker->stop(); });
@@ -214,6 +219,7 @@ int serve(const ServeOptions& options) {
         if (tec) return;
         for (auto& w : workers) w->context().stop();
       });
+      wait_signal();
     });
   };
   wait_signal();

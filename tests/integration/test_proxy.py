@@ -230,8 +230,11 @@ class AuthenticationTest(GatewayTestCase):
         reference = self.get("/api/x", headers=[bearer(harness.make_token())])
         self.assert_json_error(reference, 401)
         # "expiring" was created with --expires 1s before the gateway started.
-        r = harness.wait_until(lambda: (lambda r: r if r.status == 401 else None)(
-            self.get("/api/x", token=self.expiring)), timeout=15)
+        def expired_response():
+            r = self.get("/api/x", token=self.expiring)
+            return r if r.status == 401 else None
+
+        r = harness.wait_until(expired_response, timeout=15)
         self.assertIsNotNone(r, "a token created with --expires 1s still works after 15 s")
         cases = {"expired": r}
         if self.rotated_error is None:

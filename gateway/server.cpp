@@ -1,6 +1,6 @@
-// `tokengate serve`: start-up (config, store, engine, listeners), one thread per
-// worker, signal handling (SIGTERM/SIGINT drain, SIGHUP reload) and the
-// write-behind of last-used times.
+// `tokengate serve`: start-up (config, store, engine, TLS, listeners), one thread
+// per worker, signal handling (SIGTERM/SIGINT drain, SIGHUP and file-change reload),
+// metrics and the write-behind of last-used times.
 #include "gateway/server.hpp"
 
 #include <sys/socket.h>
@@ -11,6 +11,9 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <fmt/format.h>
 #include <memory>
 #include <thread>
@@ -18,6 +21,10 @@
 
 #include "conf/config.hpp"
 #include "gateway/access_log.hpp"
+#include "gateway/last_used.hpp"
+#include "gateway/metrics.hpp"
+#include "gateway/reload.hpp"
+#include "gateway/tls.hpp"
 #include "gateway/worker.hpp"
 #include "policy/engine.hpp"
 #include "store/token_store.hpp"
@@ -32,7 +39,7 @@ using boost::system::error_code;
 namespace {
 
 constexpr auto kDrainLimit = std::chrono::seconds(30);
-constexpr auto kLastUsedInterval = std::chrono::seconds(30);
+constexpr auto kExpiringSoon = std::chrono::hours(24 * 7);
 
 using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
@@ -66,12 +73,33 @@ bool bind_acceptor(tcp::acceptor& acceptor, const tcp::endpoint& endpoint, error
   return !ec;
 }
 
+std::vector<std::string> route_names(const conf::Config& config) {
+  std::vector<std::string> names;
+  names.reserve(config.routes.size());
+  for (const auto& r : config.routes) names.push_back(r.path);
+  return names;
+}
+
 }  // namespace
 
 int serve(const ServeOptions& options) {
+  LogFormat format = LogFormat::Json;
+  LogLevel level = LogLevel::Info;
+  if (!parse_log_format(options.log_format, format)) {
+    fail_line(fmt::format("unknown --log-format '{}' (json or text)", options.log_format));
+    return 1;
+  }
+  if (!parse_log_level(options.log_level, level)) {
+    fail_line(fmt::format("unknown --log-level '{}' (debug, info, warn or error)", options.log_level));
+    return 1;
+  }
+  set_log_options(format, level);
+
   std::shared_ptr<const conf::Config> config;
   std::unique_ptr<store::TokenStore> token_store;
   std::shared_ptr<const policy::Engine> engine;
+  std::shared_ptr<ssl::context> listener_tls;
+  std::shared_ptr<const UpstreamTlsContexts> upstream_tls;
   try {
     config = conf::load_config(options.config);
   } catch (const conf::ConfigError& e) {
@@ -79,19 +107,17 @@ int serve(const ServeOptions& options) {
     return 1;
   }
   try {
-    token_store = store::TokenStore::open({config->store.path, config->store.key_file, store::system_now});
+    engine = policy::Engine::compile(config);
+    if (config->tls) listener_tls = make_server_tls_context(*config->tls);
+    upstream_tls = make_upstream_tls_contexts(*config);
   } catch (const std::exception& e) {
     fail_line(e.what());
     return 1;
   }
   try {
-    engine = policy::Engine::compile(config);
+    token_store = store::TokenStore::open({config->store.path, config->store.key_file, store::system_now});
   } catch (const std::exception& e) {
     fail_line(e.what());
-    return 1;
-  }
-  if (config->tls) {
-    fail_line("tls on the public listener is not supported by this build");
     return 1;
   }
 
@@ -103,10 +129,27 @@ int serve(const ServeOptions& options) {
     return 1;
   }
   SharedState shared(engine, *directory);
+  shared.engines.publish(engine, upstream_tls);
+  if (listener_tls) {
+    shared.tls_listener = true;
+    shared.listener_tls.publish(listener_tls);
+  }
 
   unsigned n = config->workers != 0 ? config->workers : std::thread::hardware_concurrency();
   if (n == 0) n = 1;
   const std::size_t per_worker = (config->limits.max_connections + n - 1) / n;
+
+  Metrics metrics(n);
+  metrics.set_route_names(route_names(*config));
+  metrics.reload_ok(std::chrono::system_clock::now());  // the initial load counts as the last success
+  metrics.set_expiring_soon_source([&token_store] {
+    const auto now = store::system_now();
+    std::uint64_t count = 0;
+    for (const auto& r : token_store->list()) {
+      if (r.expires_at && *r.expires_at > now && *r.expires_at - now <= kExpiringSoon) ++count;
+    }
+    return count;
+  });
 
   std::string error;
   auto endpoint = listen_endpoint(config->listen, error);
@@ -116,7 +159,7 @@ int serve(const ServeOptions& options) {
   }
   std::vector<std::unique_ptr<Worker>> workers;
   for (unsigned i = 0; i < n; ++i) {
-    workers.push_back(std::make_unique<Worker>(shared, std::max<std::size_t>(per_worker, 1)));
+    workers.push_back(std::make_unique<Worker>(shared, std::max<std::size_t>(per_worker, 1), metrics.shard(i)));
     error_code ec;
     if (!bind_acceptor(workers.back()->acceptor(), *endpoint, ec)) {
       fail_line(fmt::format("cannot listen on {}: {}", config->listen.to_string(), ec.message()));
@@ -127,7 +170,7 @@ int serve(const ServeOptions& options) {
   }
   conf::Endpoint actual = config->listen;
   actual.port = endpoint->port();
-  write_stderr(fmt::format("listening on {}\n", actual.to_string()));
+  write_stderr(fmt::format("listening on {}{}\n", actual.to_string(), listener_tls ? " (tls)" : ""));
 
   asio::io_context main_context;
   std::size_t running = workers.size();
@@ -143,53 +186,70 @@ int serve(const ServeOptions& options) {
     });
   }
 
-  auto flush_last_used = [&] {
-    std::vector<std::pair<std::string, store::TimePoint>> uses;
-    for (auto& w : workers) {
-      auto part = w->take_uses();
-      uses.insert(uses.end(), part.begin(), part.end());
-    }
-    if (uses.empty()) return;
-    try {
-      token_store->record_last_used(uses);
-    } catch (const std::exception& e) {
-      fail_line(fmt::format("recording last-used times failed: {}", e.what()));
-    }
+  LastUsedWriter last_used(*token_store, &metrics);
+  auto gather_last_used = [&] {
+    for (auto& w : workers) last_used.add(w->take_uses());
   };
-
+  const auto flush_interval = last_used_flush_interval();
   asio::steady_timer last_used_timer(main_context);
   std::function<void()> arm_last_used = [&] {
-    last_used_timer.expires_after(kLastUsedInterval);
+    last_used_timer.expires_after(flush_interval);
     last_used_timer.async_wait([&](error_code ec) {
       if (ec) return;
-      flush_last_used();
+      gather_last_used();
+      last_used.flush(store::system_now());
       arm_last_used();
     });
   };
   arm_last_used();
 
+  ConfigReloader reloader(
+      main_context, options.config, config,
+      [&](const std::shared_ptr<const conf::Config>& next, const std::shared_ptr<const policy::Engine>& next_engine) {
+        // Everything that can fail first, so a failure applies nothing.
+        auto next_upstream_tls = make_upstream_tls_contexts(*next);
+        std::shared_ptr<ssl::context> next_listener_tls;
+        if (next->tls) next_listener_tls = make_server_tls_context(*next->tls);
+        if (next_listener_tls) shared.listener_tls.publish(std::move(next_listener_tls));
+        shared.engines.publish(next_engine, std::move(next_upstream_tls));
+        metrics.set_route_names(route_names(*next));
+      },
+      &metrics);
+  reloader.watch();
+
   asio::steady_timer drain_timer(main_context);
   asio::signal_set signals(main_context, SIGINT, SIGTERM, SIGHUP);
+  if (std::getenv("TOKENGATE_METRICS_DUMP")) signals.add(SIGUSR1);  // TEMPORARY, see below
   std::function<void()> wait_signal = [&] {
     signals.async_wait([&](error_code ec, int signo) {
       if (ec) return;
       if (signo == SIGHUP) {
-        try {
-          auto next = conf::load_config(options.config);
-          shared.engines.publish(policy::Engine::compile(next));
-          write_stderr("config reloaded\n");
-        } catch (const std::exception& e) {
-          fail_line(fmt::format("config reload failed, keeping the old config: {}", e.what()));
+        reloader.reload("SIGHUP");
+        wait_signal();
+        return;
+      }
+      if (signo == SIGUSR1) {
+        // TEMPORARY test hook until the admin listener serves /metrics: dump to a file.
+        if (const char* dump = std::getenv("TOKENGATE_METRICS_DUMP")) {
+          const std::string tmp = std::string(dump) + ".tmp";
+          if (FILE* f = std::fopen(tmp.c_str(), "w")) {
+            const std::string text = metrics.render_prometheus() + "# EOF\n";
+            std::fwrite(text.data(), 1, text.size(), f);
+            std::fclose(f);
+            std::rename(tmp.c_str(), dump);
+          }
         }
         wait_signal();
         return;
       }
       if (shared.stopping.exchange(true)) return;
-      write_stderr("shutting down: draining in-flight requests\n");
+      log_line(LogLevel::Info, "shutting down: draining in-flight requests");
+      reloader.stop();
       for (auto& w : workers) asio::post(w->context(), [worker = w.get()] { worker->stop(); });
       drain_timer.expires_after(kDrainLimit);
       drain_timer.async_wait([&](error_code tec) {
         if (tec) return;
+        log_line(LogLevel::Warn, "drain time limit reached: closing the remaining connections");
         for (auto& w : workers) w->context().stop();
       });
     });
@@ -199,10 +259,14 @@ int serve(const ServeOptions& options) {
   main_context.run();
   for (auto& t : threads) t.join();
   signals.cancel();
-  flush_last_used();
+  reloader.stop();
+  gather_last_used();
+  last_used.flush(store::system_now(), true);
+  metrics.set_expiring_soon_source(nullptr);
   workers.clear();
   directory.reset();
-  token_store.reset();
+  token_store.reset();  // closes RocksDB (flushes and releases the lock)
+  log_line(LogLevel::Info, "stopped");
   return 0;
 }
 

@@ -7,6 +7,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <cerrno>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 
 namespace tokengate::gateway {
 
@@ -14,12 +16,13 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
 
-UpstreamPool::UpstreamPool(const conf::Upstream& upstream)
+UpstreamPool::UpstreamPool(const conf::Upstream& upstream, std::shared_ptr<ssl::context> tls)
     : name_(upstream.name),
       https_(upstream.https),
       host_(upstream.host),
       port_(upstream.port),
-      base_path_(upstream.base_path) {
+      base_path_(upstream.base_path),
+      tls_(std::move(tls)) {
   const bool ipv6 = host_.find(':') != std::string::npos;
   host_header_ = ipv6 ? "[" + host_ + "]" : host_;
   host_header_ += ':';
@@ -52,17 +55,35 @@ asio::awaitable<error_code> UpstreamPool::connect(UpstreamConn& conn, conf::Dura
     }
     if (endpoints_.empty()) co_return asio::error::host_not_found;
   }
-  conn.stream.expires_after(timeout);
-  auto [ec, endpoint] = co_await conn.stream.async_connect(endpoints_, token);
+  conn.stream.tcp().expires_after(timeout);
+  auto [ec, endpoint] = co_await conn.stream.tcp().async_connect(endpoints_, token);
   if (ec) co_return ec;
   error_code ignored;
   conn.stream.socket().set_option(tcp::no_delay(true), ignored);
-  co_return error_code{};
+  if (!https_) co_return error_code{};
+  if (!tls_) co_return error_code(asio::error::no_protocol_option);
+  conn.stream.start_tls(tls_);
+  SSL* ssl = conn.stream.tls()->native_handle();
+  error_code ip_ec;
+  asio::ip::make_address(host_, ip_ec);
+  if (ip_ec) {
+    // A name: SNI plus hostname check against the certificate's DNS names.
+    SSL_set_tlsext_host_name(ssl, host_.c_str());
+    SSL_set1_host(ssl, host_.c_str());
+  } else {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host_.c_str());
+  }
+  auto [hec] = co_await conn.stream.tls()->async_handshake(ssl::stream_base::client, token);
+  co_return hec;
 }
 
 bool idle_connection_alive(UpstreamConn& conn) noexcept {
   if (conn.buffer.size() != 0) return false;
   char byte;
+  if (conn.stream.tls()) {
+    // Buffered TLS records (session tickets) are normal; unread application data is not.
+    if (SSL_pending(conn.stream.tls()->native_handle()) > 0) return false;
+  }
   const auto n = ::recv(conn.stream.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK;
   return false;  // 0 = closed by the peer; > 0 = unsolicited bytes, not a clean state

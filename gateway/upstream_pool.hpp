@@ -12,31 +12,36 @@
 #include <vector>
 
 #include "conf/config.hpp"
+#include "gateway/tls.hpp"
 
 namespace tokengate::gateway {
 
 struct UpstreamConn {
   explicit UpstreamConn(const boost::asio::any_io_executor& executor) : stream(executor) {}
-  boost::beast::tcp_stream stream;
+  MaybeTlsStream stream;
   boost::beast::flat_buffer buffer;  // bytes read from the upstream not yet parsed
 };
 
 class UpstreamPool {
  public:
-  explicit UpstreamPool(const conf::Upstream& upstream);
+  // tls: the client context for an https upstream (made by the control thread).
+  UpstreamPool(const conf::Upstream& upstream, std::shared_ptr<ssl::context> tls);
 
   const std::string& name() const noexcept { return name_; }
   bool https() const noexcept { return https_; }
   // "host:port" for the Host header sent upstream.
   const std::string& host_header() const noexcept { return host_header_; }
   const std::string& base_path() const noexcept { return base_path_; }
+  const std::string& host() const noexcept { return host_; }
 
   // An idle connection, or nullptr. The caller owns it until give_back.
   std::unique_ptr<UpstreamConn> take();
   void give_back(std::unique_ptr<UpstreamConn> conn);
   void clear() { idle_.clear(); }
 
-  // Resolves (once, then cached) and connects with TCP_NODELAY within `timeout`.
+  // Resolves (once, then cached) and connects with TCP_NODELAY within `timeout`;
+  // for https also the TLS handshake with certificate and hostname verification
+  // (tls_verify_error(conn.stream) then says why it failed).
   boost::asio::awaitable<boost::system::error_code> connect(UpstreamConn& conn, conf::Duration timeout);
 
  private:
@@ -47,6 +52,7 @@ class UpstreamPool {
   std::uint16_t port_ = 0;
   std::string host_header_;
   std::string base_path_;
+  std::shared_ptr<ssl::context> tls_;  // https only; null if the CA could not be loaded
   std::vector<boost::asio::ip::tcp::endpoint> endpoints_;  // empty until resolved
   std::vector<std::unique_ptr<UpstreamConn>> idle_;
 };

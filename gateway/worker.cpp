@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <tuple>
 
 #include "gateway/framing.hpp"
 
@@ -15,12 +16,13 @@ namespace tokengate::gateway {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-Worker::Worker(SharedState& shared, std::size_t max_connections)
+Worker::Worker(SharedState& shared, std::size_t max_connections, MetricsShard& metrics)
     : shared_(shared),
       context_(std::make_unique<asio::io_context>(1)),
       acceptor_(std::in_place, *context_),
       replica_(shared.directory.make_replica()),
       log_(*context_),
+      metrics_(metrics),
       max_connections_(max_connections),
       rng_(std::random_device{}()) {}
 
@@ -62,17 +64,31 @@ asio::awaitable<void> Worker::accept_loop() {
     }
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    asio::co_spawn(*context_, run_session(*this, std::move(socket)), asio::detached);
+    std::shared_ptr<ssl::context> tls;
+    if (shared_.tls_listener) {
+      if (listener_tls_version_ != shared_.listener_tls.version()) {
+        std::tie(listener_tls_, listener_tls_version_) = shared_.listener_tls.load();
+      }
+      tls = listener_tls_;
+    }
+    asio::co_spawn(*context_, run_session(*this, std::move(socket), std::move(tls)), asio::detached);
   }
 }
 
 std::shared_ptr<EngineSnapshot> Worker::snapshot() {
   if (snapshot_ && snapshot_->version == shared_.engines.version()) return snapshot_;
-  auto [engine, version] = shared_.engines.load();
+  std::shared_ptr<const UpstreamTlsContexts> upstream_tls;
+  auto [engine, version] = shared_.engines.load(&upstream_tls);
   auto snap = std::make_shared<EngineSnapshot>();
   const auto& config = engine->config();
   snap->pools.reserve(config.upstreams.size());
-  for (const auto& u : config.upstreams) snap->pools.emplace_back(u);
+  for (const auto& u : config.upstreams) {
+    std::shared_ptr<ssl::context> tls;
+    if (upstream_tls) {
+      if (auto it = upstream_tls->find(u.name); it != upstream_tls->end()) tls = it->second;
+    }
+    snap->pools.emplace_back(u, std::move(tls));
+  }
   snap->route_upstream.reserve(config.routes.size());
   for (const auto& r : config.routes) {
     int index = -1;
@@ -99,7 +115,9 @@ const TokenEntry& Worker::token_entry(const std::shared_ptr<const store::StoredT
   // Replaced tokens leave stale entries behind; bound the map instead of tracking them.
   if (tokens_.size() > 100000 && tokens_.find(token.get()) == tokens_.end()) tokens_.clear();
   TokenEntry& e = tokens_[token.get()];
-  if (e.token != token || e.engine_version != snapshot.version) {
+  const bool hit = e.token == token && e.engine_version == snapshot.version;
+  metrics_.count_cache(hit);
+  if (!hit) {
     const auto& rec = token->record;
     e.token = token;
     e.engine_version = snapshot.version;

@@ -99,7 +99,6 @@ int serve(const ServeOptions& options) {
   std::unique_ptr<store::TokenStore> token_store;
   std::shared_ptr<const policy::Engine> engine;
   std::shared_ptr<ssl::context> listener_tls;
-  std::shared_ptr<const UpstreamTlsContexts> upstream_tls;
   try {
     config = conf::load_config(options.config);
   } catch (const conf::ConfigError& e) {
@@ -109,7 +108,6 @@ int serve(const ServeOptions& options) {
   try {
     engine = policy::Engine::compile(config);
     if (config->tls) listener_tls = make_server_tls_context(*config->tls);
-    upstream_tls = make_upstream_tls_contexts(*config);
   } catch (const std::exception& e) {
     fail_line(e.what());
     return 1;
@@ -129,7 +127,6 @@ int serve(const ServeOptions& options) {
     return 1;
   }
   SharedState shared(engine, *directory);
-  shared.engines.publish(engine, upstream_tls);
   if (listener_tls) {
     shared.tls_listener = true;
     shared.listener_tls.publish(listener_tls);
@@ -150,6 +147,12 @@ int serve(const ServeOptions& options) {
     }
     return count;
   });
+
+  // Signals are caught from here on, so a SIGTERM right after the ready line drains
+  // instead of killing the process.
+  asio::io_context main_context;
+  asio::signal_set signals(main_context, SIGINT, SIGTERM, SIGHUP);
+  if (std::getenv("TOKENGATE_METRICS_DUMP")) signals.add(SIGUSR1);  // TEMPORARY, see below
 
   std::string error;
   auto endpoint = listen_endpoint(config->listen, error);
@@ -172,7 +175,6 @@ int serve(const ServeOptions& options) {
   actual.port = endpoint->port();
   write_stderr(fmt::format("listening on {}{}\n", actual.to_string(), listener_tls ? " (tls)" : ""));
 
-  asio::io_context main_context;
   std::size_t running = workers.size();
   std::vector<std::thread> threads;
   for (auto& w : workers) {
@@ -206,20 +208,17 @@ int serve(const ServeOptions& options) {
   ConfigReloader reloader(
       main_context, options.config, config,
       [&](const std::shared_ptr<const conf::Config>& next, const std::shared_ptr<const policy::Engine>& next_engine) {
-        // Everything that can fail first, so a failure applies nothing.
-        auto next_upstream_tls = make_upstream_tls_contexts(*next);
+        // What can fail first, so a failure applies nothing.
         std::shared_ptr<ssl::context> next_listener_tls;
         if (next->tls) next_listener_tls = make_server_tls_context(*next->tls);
         if (next_listener_tls) shared.listener_tls.publish(std::move(next_listener_tls));
-        shared.engines.publish(next_engine, std::move(next_upstream_tls));
+        shared.engines.publish(next_engine);
         metrics.set_route_names(route_names(*next));
       },
       &metrics);
   reloader.watch();
 
   asio::steady_timer drain_timer(main_context);
-  asio::signal_set signals(main_context, SIGINT, SIGTERM, SIGHUP);
-  if (std::getenv("TOKENGATE_METRICS_DUMP")) signals.add(SIGUSR1);  // TEMPORARY, see below
   std::function<void()> wait_signal = [&] {
     signals.async_wait([&](error_code ec, int signo) {
       if (ec) return;

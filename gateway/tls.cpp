@@ -65,35 +65,9 @@ std::shared_ptr<ssl::context> make_server_tls_context(const conf::TlsConfig& tls
   return ctx;
 }
 
-std::shared_ptr<ssl::context> make_upstream_tls_context(const std::optional<std::filesystem::path>& ca) {
-  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-  harden(ctx->native_handle());
-  boost::system::error_code ec;
-  if (ca) {
-    ctx->load_verify_file(ca->string(), ec);
-    if (ec) throw std::runtime_error(fmt::format("upstream ca {}: {}", ca->string(), ec.message()));
-  } else {
-    ctx->set_default_verify_paths(ec);
-    if (ec) throw std::runtime_error(fmt::format("system CA store: {}", ec.message()));
-  }
-  ctx->set_verify_mode(ssl::verify_peer);
-  static const unsigned char kProto[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
-  SSL_CTX_set_alpn_protos(ctx->native_handle(), kProto, sizeof kProto);
-  return ctx;
-}
-
-std::shared_ptr<const UpstreamTlsContexts> make_upstream_tls_contexts(const conf::Config& config) {
-  auto out = std::make_shared<UpstreamTlsContexts>();
-  for (const auto& u : config.upstreams) {
-    if (u.https) (*out)[u.name] = make_upstream_tls_context(u.ca);
-  }
-  return out;
-}
-
-std::string tls_verify_error(MaybeTlsStream& stream) {
-  auto* tls = stream.tls();
-  if (!tls) return {};
-  const long result = SSL_get_verify_result(tls->native_handle());
+std::string tls_verify_error(SSL* ssl) {
+  if (!ssl) return {};
+  const long result = SSL_get_verify_result(ssl);
   if (result == X509_V_OK) return {};
   return X509_verify_cert_error_string(result);
 }

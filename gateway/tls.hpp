@@ -1,7 +1,6 @@
-// TLS for both sides of the proxy (OpenSSL through Asio): the public listener's
-// server context (TLS 1.2+, ALPN http/1.1, reloadable), upstream client contexts
-// (system store or the upstream's `ca`, hostname verification), and a stream that
-// is either plain TCP or TLS over TCP so one session code path serves both.
+// TLS on the public listener (OpenSSL through Asio): the server context (TLS 1.2+,
+// ALPN http/1.1, reloadable) and a client stream that is either plain TCP or TLS
+// over TCP so one session code path serves both. (https upstreams: upstream_pool.)
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
@@ -15,7 +14,6 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <utility>
 
 #include "conf/config.hpp"
@@ -27,15 +25,6 @@ namespace ssl = boost::asio::ssl;
 // Throws std::runtime_error naming the file when the certificate or key cannot be
 // loaded or do not match.
 std::shared_ptr<ssl::context> make_server_tls_context(const conf::TlsConfig& tls);
-
-// Verifying client context for https upstreams: the CA file if given, else the
-// system store. Throws std::runtime_error naming the CA file.
-std::shared_ptr<ssl::context> make_upstream_tls_context(const std::optional<std::filesystem::path>& ca);
-
-// Client contexts of a config's https upstreams by upstream name; built on the
-// control thread at start and on reload so a bad `ca` fails the reload, not requests.
-using UpstreamTlsContexts = std::unordered_map<std::string, std::shared_ptr<ssl::context>>;
-std::shared_ptr<const UpstreamTlsContexts> make_upstream_tls_contexts(const conf::Config& config);
 
 // The listener's current server context; swapped by a reload (new connections get
 // the new certificate, established ones keep theirs).
@@ -66,18 +55,9 @@ class MaybeTlsStream {
   using executor_type = boost::asio::any_io_executor;
   using TlsStream = boost::beast::ssl_stream<boost::beast::tcp_stream>;
 
-  explicit MaybeTlsStream(const executor_type& executor) : plain_(std::in_place, executor) {}
   explicit MaybeTlsStream(boost::asio::ip::tcp::socket socket) : plain_(std::in_place, std::move(socket)) {}
   MaybeTlsStream(boost::asio::ip::tcp::socket socket, std::shared_ptr<ssl::context> context)
       : context_(std::move(context)), tls_(std::in_place, std::move(socket), *context_) {}
-
-  // Wraps the connected TCP stream in TLS (client side, before the handshake).
-  void start_tls(std::shared_ptr<ssl::context> context) {
-    context_ = std::move(context);
-    auto socket = plain_->release_socket();
-    plain_.reset();
-    tls_.emplace(std::move(socket), *context_);
-  }
 
   executor_type get_executor() noexcept { return tcp().get_executor(); }
   boost::beast::tcp_stream& tcp() noexcept { return tls_ ? boost::beast::get_lowest_layer(*tls_) : *plain_; }
@@ -101,8 +81,8 @@ class MaybeTlsStream {
   std::optional<TlsStream> tls_;
 };
 
-// OpenSSL's reason for the last verification failure on `stream` (e.g.
+// OpenSSL's reason for a failed certificate verification on `ssl` (e.g.
 // "hostname mismatch", "unable to get local issuer certificate"), or "".
-std::string tls_verify_error(MaybeTlsStream& stream);
+std::string tls_verify_error(SSL* ssl);
 
 }  // namespace tokengate::gateway

@@ -77,18 +77,11 @@ asio::awaitable<void> Worker::accept_loop() {
 
 std::shared_ptr<EngineSnapshot> Worker::snapshot() {
   if (snapshot_ && snapshot_->version == shared_.engines.version()) return snapshot_;
-  std::shared_ptr<const UpstreamTlsContexts> upstream_tls;
-  auto [engine, version] = shared_.engines.load(&upstream_tls);
+  auto [engine, version] = shared_.engines.load();
   auto snap = std::make_shared<EngineSnapshot>();
   const auto& config = engine->config();
   snap->pools.reserve(config.upstreams.size());
-  for (const auto& u : config.upstreams) {
-    std::shared_ptr<ssl::context> tls;
-    if (upstream_tls) {
-      if (auto it = upstream_tls->find(u.name); it != upstream_tls->end()) tls = it->second;
-    }
-    snap->pools.emplace_back(u, std::move(tls));
-  }
+  for (const auto& u : config.upstreams) snap->pools.emplace_back(u);
   snap->route_upstream.reserve(config.routes.size());
   for (const auto& r : config.routes) {
     int index = -1;

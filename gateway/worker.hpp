@@ -33,25 +33,20 @@ namespace tokengate::gateway {
 class EngineHolder {
  public:
   explicit EngineHolder(std::shared_ptr<const policy::Engine> engine) : engine_(std::move(engine)) {}
-  void publish(std::shared_ptr<const policy::Engine> engine,
-               std::shared_ptr<const UpstreamTlsContexts> upstream_tls = nullptr) {
+  void publish(std::shared_ptr<const policy::Engine> engine) {
     std::lock_guard lock(mutex_);
     engine_ = std::move(engine);
-    upstream_tls_ = std::move(upstream_tls);
     version_.fetch_add(1, std::memory_order_release);
   }
   std::uint64_t version() const noexcept { return version_.load(std::memory_order_acquire); }
-  std::pair<std::shared_ptr<const policy::Engine>, std::uint64_t> load(
-      std::shared_ptr<const UpstreamTlsContexts>* upstream_tls = nullptr) const {
+  std::pair<std::shared_ptr<const policy::Engine>, std::uint64_t> load() const {
     std::lock_guard lock(mutex_);
-    if (upstream_tls) *upstream_tls = upstream_tls_;
     return {engine_, version_.load(std::memory_order_relaxed)};
   }
 
  private:
   mutable std::mutex mutex_;
   std::shared_ptr<const policy::Engine> engine_;
-  std::shared_ptr<const UpstreamTlsContexts> upstream_tls_;  // published with the engine it belongs to
   std::atomic<std::uint64_t> version_{1};
 };
 

@@ -3,6 +3,7 @@
 // metrics and the write-behind of last-used times.
 #include "gateway/server.hpp"
 
+#include <fmt/format.h>
 #include <sys/socket.h>
 
 #include <boost/asio/io_context.hpp>
@@ -14,7 +15,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
-#include <fmt/format.h>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -241,7 +241,12 @@ int serve(const ServeOptions& options) {
         wait_signal();
         return;
       }
-      if (shared.stopping.exchange(true)) return;
+      if (shared.stopping.exchange(true)) {
+        // A second SIGTERM/SIGINT while draining: the operator does not want to wait.
+        log_line(LogLevel::Warn, "shutting down now: in-flight requests abandoned");
+        for (auto& w : workers) w->context().stop();
+        return;
+      }
       log_line(LogLevel::Info, "shutting down: draining in-flight requests");
       reloader.stop();
       for (auto& w : workers) asio::post(w->context(), [worker = w.get()] { worker->stop(); });
@@ -251,6 +256,7 @@ int serve(const ServeOptions& options) {
         log_line(LogLevel::Warn, "drain time limit reached: closing the remaining connections");
         for (auto& w : workers) w->context().stop();
       });
+      wait_signal();
     });
   };
   wait_signal();

@@ -154,6 +154,19 @@ int serve(const ServeOptions& options) {
   asio::signal_set signals(main_context, SIGINT, SIGTERM, SIGHUP);
   if (std::getenv("TOKENGATE_METRICS_DUMP")) signals.add(SIGUSR1);  // TEMPORARY, see below
 
+  ConfigReloader reloader(
+      main_context, options.config, config,
+      [&](const std::shared_ptr<const conf::Config>& next, const std::shared_ptr<const policy::Engine>& next_engine) {
+        // What can fail first, so a failure applies nothing.
+        std::shared_ptr<ssl::context> next_listener_tls;
+        if (next->tls) next_listener_tls = make_server_tls_context(*next->tls);
+        if (next_listener_tls) shared.listener_tls.publish(std::move(next_listener_tls));
+        shared.engines.publish(next_engine);
+        metrics.set_route_names(route_names(*next));
+      },
+      &metrics);
+  reloader.watch();  // before the ready line, so no change after it is missed
+
   std::string error;
   auto endpoint = listen_endpoint(config->listen, error);
   if (!endpoint) {
@@ -205,18 +218,6 @@ int serve(const ServeOptions& options) {
   };
   arm_last_used();
 
-  ConfigReloader reloader(
-      main_context, options.config, config,
-      [&](const std::shared_ptr<const conf::Config>& next, const std::shared_ptr<const policy::Engine>& next_engine) {
-        // What can fail first, so a failure applies nothing.
-        std::shared_ptr<ssl::context> next_listener_tls;
-        if (next->tls) next_listener_tls = make_server_tls_context(*next->tls);
-        if (next_listener_tls) shared.listener_tls.publish(std::move(next_listener_tls));
-        shared.engines.publish(next_engine);
-        metrics.set_route_names(route_names(*next));
-      },
-      &metrics);
-  reloader.watch();
 
   asio::steady_timer drain_timer(main_context);
   std::function<void()> wait_signal = [&] {

@@ -277,7 +277,8 @@ class TlsStartupTest(unittest.TestCase):
                 r = subprocess.run([harness.TOKENGATE_BIN, "serve", "--config", gw.config_path],
                                    capture_output=True, timeout=30)
                 self.assertEqual(r.returncode, 1)
-                self.assertIn(b"does not match", r.stderr)
+                self.assertIn(other_key.encode(), r.stderr)
+                self.assertIn(b"mismatch", r.stderr)
             finally:
                 gw.stop()
         finally:

@@ -9,6 +9,8 @@
 #include <boost/json/serializer.hpp>
 #include <cerrno>
 #include <ctime>
+#include <fmt/format.h>
+#include <boost/json/serialize.hpp>
 
 namespace tokengate::gateway {
 
@@ -23,6 +25,77 @@ void write_stderr(std::string_view text) {
     }
     text.remove_prefix(static_cast<std::size_t>(n));
   }
+}
+
+namespace {
+LogFormat g_format = LogFormat::Json;
+LogLevel g_level = LogLevel::Info;
+
+constexpr std::string_view level_name(LogLevel level) noexcept {
+  switch (level) {
+    case LogLevel::Debug:
+      return "debug";
+    case LogLevel::Info:
+      return "info";
+    case LogLevel::Warn:
+      return "warn";
+    case LogLevel::Error:
+      return "error";
+  }
+  return "info";
+}
+
+std::string rfc3339_now() {
+  const auto now = std::chrono::system_clock::now();
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+  const std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  const std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  return std::string(buf, n) + fmt::format(".{:03}Z", ms % 1000);
+}
+}  // namespace
+
+void set_log_options(LogFormat format, LogLevel level) noexcept {
+  g_format = format;
+  g_level = level;
+}
+LogFormat log_format() noexcept { return g_format; }
+bool log_enabled(LogLevel level) noexcept { return level >= g_level; }
+
+bool parse_log_format(std::string_view text, LogFormat& out) noexcept {
+  if (text == "json") {
+    out = LogFormat::Json;
+  } else if (text == "text") {
+    out = LogFormat::Text;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+bool parse_log_level(std::string_view text, LogLevel& out) noexcept {
+  for (LogLevel l : {LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error}) {
+    if (text == level_name(l)) {
+      out = l;
+      return true;
+    }
+  }
+  return false;
+}
+
+void log_line(LogLevel level, std::string_view message) {
+  if (!log_enabled(level)) return;
+  if (g_format == LogFormat::Text) {
+    write_stderr(fmt::format("{} {:<5} {}\n", rfc3339_now(), level_name(level), message));
+    return;
+  }
+  json::object o;
+  o.emplace("time", rfc3339_now());
+  o.emplace("level", level_name(level));
+  o.emplace("msg", message);
+  write_stderr(json::serialize(o) + "\n");
 }
 
 std::string_view AccessLog::now_rfc3339() {
@@ -46,6 +119,11 @@ std::string_view AccessLog::now_rfc3339() {
 }
 
 void AccessLog::write(const AccessRecord& r) {
+  if (!log_enabled(LogLevel::Info)) return;
+  if (g_format == LogFormat::Text) {
+    write_text(r);
+    return;
+  }
   unsigned char storage[2048];
   json::monotonic_resource mr(storage, sizeof storage);
   json::object o(&mr);
@@ -84,7 +162,26 @@ void AccessLog::write(const AccessRecord& r) {
   char buf[1024];
   while (!sr.done()) pending_.append(sr.read(buf));
   pending_ += '\n';
+  schedule_flush();
+}
 
+// "TIME STATUS METHOD PATH decision/reason (detail) route=N token=ID upstream=U in=B out=B 1.2ms client rid=ID"
+// for a person at a terminal; values are the same as the JSON line's (the path is
+// canonical or an escaped rejected target, so it holds no spaces or controls).
+void AccessLog::write_text(const AccessRecord& r) {
+  const auto elapsed = std::chrono::steady_clock::now() - r.start;
+  auto out = std::back_inserter(pending_);
+  fmt::format_to(out, "{} {} {} {} {}/{}", now_rfc3339(), r.status, r.method, r.path, r.decision, r.reason);
+  if (!r.detail.empty()) fmt::format_to(out, " ({})", r.detail);
+  if (r.route >= 0) fmt::format_to(out, " route={}", r.route);
+  if (!r.token_id.empty()) fmt::format_to(out, " token={}", r.token_id);
+  if (!r.upstream.empty()) fmt::format_to(out, " upstream={}", r.upstream);
+  fmt::format_to(out, " in={} out={} {:.1f}ms {} rid={}\n", r.bytes_in, r.bytes_out,
+                 std::chrono::duration<double, std::milli>(elapsed).count(), r.client, r.request_id);
+  schedule_flush();
+}
+
+void AccessLog::schedule_flush() {
   if (pending_.size() >= 64 * 1024) {
     flush();
   } else if (!flush_posted_) {

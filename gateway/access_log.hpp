@@ -29,6 +29,22 @@ struct AccessRecord {
   std::uint64_t bytes_out = 0;
 };
 
+enum class LogLevel { Debug, Info, Warn, Error };
+enum class LogFormat { Json, Text };
+
+// Process-wide log settings from --log-format/--log-level; set once before the
+// workers start (read without synchronisation afterwards).
+void set_log_options(LogFormat format, LogLevel level) noexcept;
+LogFormat log_format() noexcept;
+bool log_enabled(LogLevel level) noexcept;
+// Parses "json"/"text" and "debug"/"info"/"warn"/"error"; false if unknown.
+bool parse_log_format(std::string_view text, LogFormat& out) noexcept;
+bool parse_log_level(std::string_view text, LogLevel& out) noexcept;
+
+// One operational message (not a request) on stderr: a JSON object
+// {"time","level","msg"} or, with --log-format text, "TIME LEVEL msg".
+void log_line(LogLevel level, std::string_view message);
+
 class AccessLog {
  public:
   explicit AccessLog(boost::asio::io_context& context) : context_(context) {}
@@ -37,6 +53,8 @@ class AccessLog {
 
  private:
   std::string_view now_rfc3339();
+  void write_text(const AccessRecord& record);
+  void schedule_flush();
 
   boost::asio::io_context& context_;
   std::string pending_;

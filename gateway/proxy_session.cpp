@@ -13,6 +13,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <optional>
@@ -21,6 +22,7 @@
 #include "gateway/access_log.hpp"
 #include "gateway/error_response.hpp"
 #include "gateway/framing.hpp"
+#include "gateway/tls.hpp"
 #include "gateway/worker.hpp"
 #include "policy/canonical_path.hpp"
 #include "policy/engine.hpp"
@@ -88,18 +90,34 @@ asio::awaitable<void> pipe(From& from, To& to, std::uint64_t& count) {
 
 class Session {
  public:
-  Session(Worker& worker, tcp::socket socket) : w_(worker), stream_(std::move(socket)) {
+  Session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls)
+      : w_(worker), stream_(tls ? MaybeTlsStream(std::move(socket), std::move(tls)) : MaybeTlsStream(std::move(socket))) {
     handle_.socket = &stream_.socket();
     w_.add(&handle_);
+    w_.metrics().connection_opened();
     error_code ec;
     const auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec) client_ = ep.address().to_string();
   }
-  ~Session() { w_.remove(&handle_); }
+  ~Session() {
+    w_.remove(&handle_);
+    w_.metrics().connection_closed();
+  }
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
   asio::awaitable<void> run() {
+    if (auto* tls = stream_.tls()) {
+      // The handshake is part of the request head's time budget.
+      stream_.tcp().expires_after(w_.snapshot()->engine->config().limits.header_timeout);
+      handle_.idle = true;  // a stalled handshake is closed by a shutdown like an idle connection
+      auto [ec] = co_await tls->async_handshake(ssl::stream_base::server, kNoThrow);
+      handle_.idle = false;
+      if (ec) {
+        if (log_enabled(LogLevel::Debug)) log_line(LogLevel::Debug, fmt::format("tls handshake from {} failed: {}", client_, ec.message()));
+        co_return;
+      }
+    }
     for (;;) {
       rec_ = AccessRecord{};
       rec_.client = client_;
@@ -111,6 +129,7 @@ class Session {
       if (rec_.status != 0) {
         rec_.request_id = request_id_;
         w_.log().write(rec_);
+        w_.metrics().count_request(rec_.route, rec_.status, rec_.reason, std::chrono::steady_clock::now() - rec_.start);
       }
       token_.reset();
       if (next == Next::Close || w_.shared().stopping.load(std::memory_order_relaxed)) break;
@@ -137,7 +156,7 @@ class Session {
   }
 
   Worker& w_;
-  beast::tcp_stream stream_;
+  MaybeTlsStream stream_;
   beast::flat_buffer buffer_;
   Worker::ConnectionHandle handle_;
   std::string client_;
@@ -146,6 +165,7 @@ class Session {
   std::string target_;
   std::string forwarded_host_;
   std::string request_id_;
+  std::string tls_failure_;  // why the upstream's certificate was refused, if it was
   std::string message_;  // error message under construction (see the 403 case)
   std::unique_ptr<char[]> body_buf_;
   std::optional<http::request_parser<http::buffer_body>> parser_;
@@ -169,7 +189,7 @@ asio::awaitable<Next> Session::handle_request() {
   // be checked for obs-fold before Beast's parser silently joins folded lines.
   bool got_any = buffer_.size() > 0;
   handle_.idle = !got_any;
-  stream_.expires_after(got_any || first_ ? limits.header_timeout : limits.idle_timeout);
+  stream_.tcp().expires_after(got_any || first_ ? limits.header_timeout : limits.idle_timeout);
   first_ = false;
   std::size_t scanned = 0;
   std::size_t head_end = std::string_view::npos;
@@ -201,7 +221,7 @@ asio::awaitable<Next> Session::handle_request() {
     if (!got_any) {
       got_any = true;
       handle_.idle = false;
-      stream_.expires_after(limits.header_timeout);
+      stream_.tcp().expires_after(limits.header_timeout);
     }
   }
   handle_.idle = false;
@@ -287,6 +307,7 @@ asio::awaitable<Next> Session::handle_request() {
   } else if (auth.kind == AuthKind::Bearer) {
     const auto now = store::system_now();
     auto verified = w_.replica().verify(auth.token, now);
+    w_.metrics().count_verification(static_cast<int>(verified.failure));
     if (verified) {
       entry = &w_.token_entry(verified.token, *snap_, now);
       token_ = std::move(verified.token);
@@ -399,7 +420,10 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     if (!conn) {
       conn = std::make_unique<UpstreamConn>();
       const error_code ec = co_await pool.connect(*conn, limits.upstream_connect_timeout);
-      if (ec) co_return co_await upstream_failure(ec, true, has_body);
+      if (ec) {
+        tls_failure_ = conn->tls ? tls_verify_error(conn->tls->native_handle()) : std::string();
+        co_return co_await upstream_failure(ec, true, has_body);
+      }
     }
     const bool may_retry = pooled && retryable && attempt == 0;
 
@@ -421,7 +445,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     if (has_body) {
       if (expect_continue) {
         // Only now, after authorization: an unauthorized client never sees a 100.
-        stream_.expires_after(limits.idle_timeout);
+        stream_.tcp().expires_after(limits.idle_timeout);
         auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(kContinue), kNoThrow);
         if (ec) co_return Next::Close;
       }
@@ -429,7 +453,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       do {
         req.body().data = buf;
         req.body().size = kBodyChunk;
-        stream_.expires_after(limits.idle_timeout);
+        stream_.tcp().expires_after(limits.idle_timeout);
         auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kNoThrow);
         if (ec == http::error::need_buffer) ec = {};
         if (ec) {
@@ -493,8 +517,8 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
   if (status == 101) {
     if (!websocket) {
       rec_.reason = "upstream_bad_response";
-      co_return co_await send_error(502, error_code_for(502), "the upstream switched protocols unasked",
-                                    true);
+      w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
+      co_return co_await send_error(502, error_code_for(502), "the upstream switched protocols unasked", true);
     }
     co_return co_await tunnel<Stream>(*conn, res);
   }
@@ -530,7 +554,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
   res.body().data = nullptr;
   res.body().size = 0;
   res.body().more = !header_only;
-  stream_.expires_after(limits.upstream_timeout);
+  stream_.tcp().expires_after(limits.upstream_timeout);
   // When body bytes are already buffered, the head goes out with the first body
   // write (one send instead of two); otherwise the head is sent at once so a slow
   // body does not hold it back.
@@ -556,6 +580,8 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
         if (ec) {
           // Never let a truncated body look complete: drop the client connection.
           rec_.reason = ec == beast::error::timeout ? "upstream_timeout" : "upstream_aborted";
+          w_.metrics().count_upstream_error(ec == beast::error::timeout ? UpstreamErrorKind::Timeout
+                                                                        : UpstreamErrorKind::Aborted);
           rec_.detail = "response truncated";
           co_return Next::Close;
         }
@@ -568,7 +594,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
         res.body().size = 0;
         res.body().more = false;
       }
-      stream_.expires_after(limits.upstream_timeout);
+      stream_.tcp().expires_after(limits.upstream_timeout);
       auto [wec, wn] = co_await http::async_write(stream_, rsr, kNoThrow);
       if (wec == http::error::need_buffer) wec = {};
       if (wec) {
@@ -594,7 +620,7 @@ asio::awaitable<Next> Session::tunnel(UpstreamConn& conn, http::response<http::b
   res.set("X-Request-Id", request_id_);
   http::response_serializer<http::buffer_body> rsr{res};
   res.body().more = false;
-  stream_.expires_after(snap_->engine->config().limits.upstream_timeout);
+  stream_.tcp().expires_after(snap_->engine->config().limits.upstream_timeout);
   {
     auto [ec, n] = co_await http::async_write_header(stream_, rsr, kNoThrow);
     if (ec) co_return Next::Close;
@@ -612,7 +638,7 @@ asio::awaitable<Next> Session::tunnel(UpstreamConn& conn, http::response<http::b
     rec_.bytes_out += n;
     conn.buffer.consume(conn.buffer.size());
   }
-  stream_.expires_never();
+  stream_.tcp().expires_never();
   conn.tcp().expires_never();
   co_await (pipe(stream_, up, rec_.bytes_in) && pipe(up, stream_, rec_.bytes_out));
   co_return Next::Close;
@@ -620,10 +646,22 @@ asio::awaitable<Next> Session::tunnel(UpstreamConn& conn, http::response<http::b
 
 asio::awaitable<Next> Session::upstream_failure(const error_code& ec, bool connect, bool close) {
   const bool timeout = !connect && ec == beast::error::timeout;
-  rec_.reason = connect ? "upstream_connect_failed" : (timeout ? "upstream_timeout" : "upstream_failed");
   rec_.detail = {};
-  write_stderr(fmt::format("upstream {}: {}: {}\n", rec_.upstream,
-                           connect ? "connect failed" : "request failed", ec.message()));
+  if (connect && !tls_failure_.empty()) {
+    // The upstream's certificate was refused: say why, it is an operator's problem.
+    rec_.reason = "upstream_tls_failed";
+    rec_.detail = tls_failure_;
+    w_.metrics().count_upstream_error(UpstreamErrorKind::TlsVerify);
+    log_line(LogLevel::Warn,
+             fmt::format("upstream {}: TLS certificate verification failed: {}", rec_.upstream, tls_failure_));
+    co_return co_await send_error(502, error_code_for(502), "the upstream is unreachable", close);
+  }
+  rec_.reason = connect ? "upstream_connect_failed" : (timeout ? "upstream_timeout" : "upstream_failed");
+  w_.metrics().count_upstream_error(connect   ? UpstreamErrorKind::ConnectFailed
+                                    : timeout ? UpstreamErrorKind::Timeout
+                                              : UpstreamErrorKind::Failed);
+  log_line(LogLevel::Warn, fmt::format("upstream {}: {}: {}", rec_.upstream,
+                                       connect ? "connect failed" : "request failed", ec.message()));
   if (timeout) {
     co_return co_await send_error(504, error_code_for(504), "the upstream did not answer in time", close);
   }
@@ -651,7 +689,7 @@ asio::awaitable<Next> Session::send_error(int status, std::string_view code, std
   }
   res.body() = error_body(code, message);
   res.prepare_payload();
-  stream_.expires_after(std::chrono::seconds(10));
+  stream_.tcp().expires_after(std::chrono::seconds(10));
   error_code ec;
   if (is_head_) {
     http::response_serializer<http::string_body> sr{res};
@@ -673,8 +711,15 @@ asio::awaitable<Next> Session::send_error(int status, std::string_view code, std
 // response we just wrote; half-close and drain briefly instead.
 asio::awaitable<void> Session::linger_close() {
   error_code ignored;
+  if (auto* tls = stream_.tls()) {
+    // close_notify so the client can tell a complete response from a truncation.
+    stream_.tcp().expires_after(std::chrono::seconds(2));
+    co_await tls->async_shutdown(kNoThrow);
+    stream_.socket().close(ignored);
+    co_return;
+  }
   stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  stream_.expires_after(std::chrono::seconds(2));
+  stream_.tcp().expires_after(std::chrono::seconds(2));
   char scratch[4096];
   std::size_t total = 0;
   while (total < (1u << 20)) {
@@ -686,14 +731,14 @@ asio::awaitable<void> Session::linger_close() {
 
 }  // namespace
 
-asio::awaitable<void> run_session(Worker& worker, tcp::socket socket) {
+asio::awaitable<void> run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls) {
   try {
-    Session session(worker, std::move(socket));
+    Session session(worker, std::move(socket), std::move(tls));
     co_await session.run();
   } catch (const std::exception& e) {
-    write_stderr(fmt::format("connection aborted by an internal error: {}\n", e.what()));
+    log_line(LogLevel::Error, fmt::format("connection aborted by an internal error: {}", e.what()));
   } catch (...) {
-    write_stderr("connection aborted by an unknown internal error\n");
+    log_line(LogLevel::Error, "connection aborted by an unknown internal error");
   }
 }
 

@@ -6,9 +6,10 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/error.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 
 namespace tokengate::gateway {
 
@@ -101,7 +102,14 @@ asio::awaitable<error_code> UpstreamPool::connect(UpstreamConn& conn, conf::Dura
     if (!SSL_set_tlsext_host_name(conn.tls->native_handle(), host_.c_str())) {
       co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
     }
-    conn.tls->set_verify_callback(asio::ssl::host_name_verification(host_), ignored);
+    // OpenSSL's own check (not a verify callback) so a mismatch is recorded as
+    // X509_V_ERR_HOSTNAME_MISMATCH and the log can say why the handshake failed.
+    SSL* ssl = conn.tls->native_handle();
+    error_code ip_ec;
+    asio::ip::make_address(host_, ip_ec);
+    const int set = ip_ec ? SSL_set1_host(ssl, host_.c_str())
+                          : X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host_.c_str());
+    if (set != 1) co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
     auto [ec] = co_await conn.tls->async_handshake(asio::ssl::stream_base::client, token);
     if (ec) co_return ec;
   }

@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
+#include <tuple>
 
 #include "gateway/framing.hpp"
 
@@ -15,12 +16,13 @@ namespace tokengate::gateway {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-Worker::Worker(SharedState& shared, std::size_t max_connections)
+Worker::Worker(SharedState& shared, std::size_t max_connections, MetricsShard& metrics)
     : shared_(shared),
       context_(std::make_unique<asio::io_context>(1)),
       acceptor_(std::in_place, *context_),
       replica_(shared.directory.make_replica()),
       log_(*context_),
+      metrics_(metrics),
       max_connections_(max_connections),
       rng_(std::random_device{}()) {}
 
@@ -62,7 +64,14 @@ asio::awaitable<void> Worker::accept_loop() {
     }
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    asio::co_spawn(*context_, run_session(*this, std::move(socket)), asio::detached);
+    std::shared_ptr<ssl::context> tls;
+    if (shared_.tls_listener) {
+      if (listener_tls_version_ != shared_.listener_tls.version()) {
+        std::tie(listener_tls_, listener_tls_version_) = shared_.listener_tls.load();
+      }
+      tls = listener_tls_;
+    }
+    asio::co_spawn(*context_, run_session(*this, std::move(socket), std::move(tls)), asio::detached);
   }
 }
 
@@ -99,7 +108,9 @@ const TokenEntry& Worker::token_entry(const std::shared_ptr<const store::StoredT
   // Replaced tokens leave stale entries behind; bound the map instead of tracking them.
   if (tokens_.size() > 100000 && tokens_.find(token.get()) == tokens_.end()) tokens_.clear();
   TokenEntry& e = tokens_[token.get()];
-  if (e.token != token || e.engine_version != snapshot.version) {
+  const bool hit = e.token == token && e.engine_version == snapshot.version;
+  metrics_.count_cache(hit);
+  if (!hit) {
     const auto& rec = token->record;
     e.token = token;
     e.engine_version = snapshot.version;

@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "gateway/access_log.hpp"
+#include "gateway/metrics.hpp"
+#include "gateway/tls.hpp"
 #include "gateway/upstream_pool.hpp"
 #include "policy/engine.hpp"
 #include "store/token_verifier.hpp"
@@ -54,8 +56,9 @@ struct SharedState {
       : engines(std::move(engine)), directory(dir) {}
   EngineHolder engines;
   store::TokenDirectory& directory;
-  std::atomic<bool> stopping{false};
+  std::atomic<bool> stopping{false};  // set by SIGTERM/SIGINT; /readyz answers 503 from then on
   bool tls_listener = false;
+  TlsHolder listener_tls;  // the public listener's context when tls_listener
 };
 
 // A worker's view of one engine generation: the engine plus what the hot path
@@ -80,7 +83,7 @@ struct TokenEntry {
 
 class Worker {
  public:
-  Worker(SharedState& shared, std::size_t max_connections);
+  Worker(SharedState& shared, std::size_t max_connections, MetricsShard& metrics);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -89,6 +92,7 @@ class Worker {
   boost::asio::ip::tcp::acceptor& acceptor() noexcept { return *acceptor_; }
   SharedState& shared() noexcept { return shared_; }
   AccessLog& log() noexcept { return log_; }
+  MetricsShard& metrics() noexcept { return metrics_; }
   store::TokenDirectory::Replica& replica() noexcept { return *replica_; }
 
   // Spawns the accept loop; then context().run() on the worker's thread.
@@ -127,8 +131,11 @@ class Worker {
   std::optional<boost::asio::ip::tcp::acceptor> acceptor_;
   std::unique_ptr<store::TokenDirectory::Replica> replica_;
   std::shared_ptr<EngineSnapshot> snapshot_;
+  std::shared_ptr<ssl::context> listener_tls_;
+  std::uint64_t listener_tls_version_ = 0;
   std::unordered_map<const store::StoredToken*, TokenEntry> tokens_;
   AccessLog log_;
+  MetricsShard& metrics_;
   std::size_t max_connections_;
   std::unordered_set<ConnectionHandle*> connections_;
   std::mt19937_64 rng_;
@@ -137,6 +144,8 @@ class Worker {
 };
 
 // The per-connection coroutine (proxy_session.cpp). Never throws.
-boost::asio::awaitable<void> run_session(Worker& worker, boost::asio::ip::tcp::socket socket);
+// tls: the listener's server context, or null for plain HTTP.
+boost::asio::awaitable<void> run_session(Worker& worker, boost::asio::ip::tcp::socket socket,
+                                         std::shared_ptr<ssl::context> tls);
 
 }  // namespace tokengate::gateway

@@ -34,7 +34,8 @@ TOKENGATE_BIN = _binary("TOKENGATE_BIN", "gateway/tokengate")
 DEMO_UPSTREAM_BIN = _binary("TOKENGATE_DEMO_UPSTREAM", "gateway/tokengate-demo-upstream")
 
 START_TIMEOUT = 20.0
-LISTENING_RE = re.compile(r"listening on (\[[^\]]+\]|[^\s:]+):(\d+)$")
+# The public listener: `listening on HOST:PORT`, or `... (tls)` with TLS; never `(admin)`.
+LISTENING_RE = re.compile(r"listening on (\[[^\]]+\]|[^\s:]+):(\d+)( \(tls\))?$")
 # The gateway logs its admin listener as `listening on HOST:PORT (admin)`.
 ADMIN_LISTENING_RE = re.compile(r"listening on (\[[^\]]+\]|[^\s:]+):(\d+) \(admin\)$")
 
@@ -206,7 +207,7 @@ class Gateway:
         if identity:
             lines.append("identity:")
             lines += ["  %s: %s" % (k, v) for k, v in identity.items()]
-        self.config_text = "\n".join(lines) + "\n" + body_yaml
+        self.config_text = "\n".join(lines) + "\n# --- body ---\n" + body_yaml
         with open(self.config_path, "w") as f:
             f.write(self.config_text)
         self.process = None
@@ -238,8 +239,14 @@ class Gateway:
             raise RuntimeError("token create printed %r as its first line, not a token" % token)
         return token
 
-    def start(self, env=None):
-        self.process = Process([TOKENGATE_BIN, "serve", "--config", self.config_path], "tokengate serve", env=env)
+    def start(self, args=(), env=None):
+        """Starts `tokengate serve`; `args` are extra flags, `env` extra environment
+        variables (merged into this process's environment)."""
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.process = Process(
+            [TOKENGATE_BIN, "serve", "--config", self.config_path] + list(args), "tokengate serve", env=full_env
+        )
         self.host, self.port = self.process.host, self.process.port
         if self.socket_path:
             m = self.process.wait_for_line(ADMIN_LISTENING_RE)
@@ -252,6 +259,36 @@ class Gateway:
     def admin(self, timeout=10.0):
         """A raw connection to the admin listener."""
         return RawConnection(self.host, self.admin_port, timeout)
+
+    def write_config(self, body_yaml):
+        """Replaces the routes/upstreams part of the config (the header lines written by
+        the constructor stay) atomically, by rename, as an editor or a ConfigMap would."""
+        header = self.config_text.split("\n# --- body ---\n")[0] if "\n# --- body ---\n" in self.config_text else None
+        if header is None:
+            raise RuntimeError("config was not built with a body marker")
+        self.config_text = header + "\n# --- body ---\n" + body_yaml
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(self.config_text)
+        os.replace(tmp, self.config_path)
+
+    def log_lines(self):
+        with self.process._lock:
+            return list(self.process.lines)
+
+    def wait_log(self, predicate, timeout=10.0, start=0):
+        """Polls the gateway's stderr from line index `start` for a line matching
+        `predicate`; returns it or None at the deadline."""
+        def find():
+            for line in self.log_lines()[start:]:
+                if predicate(line):
+                    return line
+            return None
+        return wait_until(find, timeout, 0.02)
+
+    def metrics_text(self):
+        """The gateway's /metrics text (Prometheus format)."""
+        return _fetch_metrics(self)
 
     def connect(self, timeout=10.0):
         return RawConnection(self.host, self.port, timeout)
@@ -514,3 +551,57 @@ def wait_until(predicate, timeout, interval=0.1):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------- metrics
+
+_METRIC_LINE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")'
+    r'(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*")*\})? (-?[0-9.eE+-]+|\+Inf|-Inf|NaN)$'
+)
+_METRIC_META = re.compile(r"^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)$")
+
+
+def parse_prometheus(text):
+    """Parses Prometheus text exposition format strictly enough for tests: returns
+    {'name{labels}': value}; raises ValueError on a malformed line, a duplicate
+    sample, a TYPE that is not counter/gauge/histogram, or a sample whose family has
+    no TYPE line before it."""
+    samples = {}
+    typed = {}
+    for line in text.splitlines():
+        if not line:
+            continue
+        m = _METRIC_META.match(line)
+        if m:
+            if m.group(1) == "TYPE":
+                if m.group(3) not in ("counter", "gauge", "histogram", "summary", "untyped"):
+                    raise ValueError("bad TYPE line %r" % line)
+                typed[m.group(2)] = m.group(3)
+            continue
+        if line.startswith("#"):
+            continue
+        m = _METRIC_LINE.match(line)
+        if not m:
+            raise ValueError("malformed metrics line %r" % line)
+        name = m.group(1)
+        family = re.sub(r"_(bucket|sum|count)$", "", name) if name not in typed else name
+        if family not in typed and name not in typed:
+            raise ValueError("sample %r has no TYPE line" % line)
+        key = name + (m.group(2) or "")
+        if key in samples:
+            raise ValueError("duplicate sample %r" % key)
+        samples[key] = float(m.group(3))
+    return samples
+
+
+def _fetch_metrics(gw):
+    """GET /metrics on the admin listener (the gateway must run with admin=True)."""
+    if gw.admin_port is None:
+        raise RuntimeError("gateway started without an admin listener (use admin=True)")
+    with gw.admin() as c:
+        resp = c.request("GET", "/metrics")
+    if resp.status != 200:
+        raise RuntimeError("GET /metrics answered %d" % resp.status)
+    return resp.body.decode()
+

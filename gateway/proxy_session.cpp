@@ -7,6 +7,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -57,10 +58,12 @@ bool is_idempotent(http::verb v) noexcept {
 // before any response byte arrives.
 bool is_stale_connection_error(const error_code& ec) noexcept {
   return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-         ec == asio::error::broken_pipe || ec == asio::error::connection_aborted;
+         ec == asio::error::broken_pipe || ec == asio::error::connection_aborted ||
+         ec == asio::ssl::error::stream_truncated;
 }
 
-asio::awaitable<void> pipe(beast::tcp_stream& from, beast::tcp_stream& to, std::uint64_t& count) {
+template <class From, class To>
+asio::awaitable<void> pipe(From& from, To& to, std::uint64_t& count) {
   char buf[16 * 1024];
   for (;;) {
     auto [ec, n] = co_await from.async_read_some(asio::buffer(buf), kNoThrow);
@@ -72,10 +75,10 @@ asio::awaitable<void> pipe(beast::tcp_stream& from, beast::tcp_stream& to, std::
     if (ec) {
       error_code ignored;
       if (ec == asio::error::eof) {
-        to.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        beast::get_lowest_layer(to).socket().shutdown(tcp::socket::shutdown_send, ignored);
       } else {
-        from.socket().close(ignored);
-        to.socket().close(ignored);
+        beast::get_lowest_layer(from).socket().close(ignored);
+        beast::get_lowest_layer(to).socket().close(ignored);
       }
       co_return;
     }
@@ -118,7 +121,9 @@ class Session {
 
  private:
   asio::awaitable<Next> handle_request();
+  template <class Stream>
   asio::awaitable<Next> forward(UpstreamPool& pool, bool has_body, bool expect_continue, bool websocket);
+  template <class Stream>
   asio::awaitable<Next> tunnel(UpstreamConn& up, http::response<http::buffer_body>& res);
   asio::awaitable<Next> send_error(int status, std::string_view code, std::string_view message, bool close,
                                    std::string_view challenge = {}, std::string_view allow = {});
@@ -324,11 +329,6 @@ asio::awaitable<Next> Session::handle_request() {
   }
   UpstreamPool& pool = snap_->pools[static_cast<std::size_t>(upstream_index)];
   rec_.upstream = pool.name();
-  if (pool.https()) {
-    rec_.reason = "https_upstream_unsupported";
-    write_stderr(fmt::format("upstream {}: https upstreams are not supported by this build\n", pool.name()));
-    co_return co_await send_error(502, error_code_for(502), "the upstream is unreachable", has_body);
-  }
 
   // 4. Rewrite the head in place: strip first, then add, so nothing the client
   // names in Connection can remove what the gateway adds.
@@ -371,9 +371,11 @@ asio::awaitable<Next> Session::handle_request() {
   req.target(target_);
   req.version(11);
 
-  co_return co_await forward(pool, has_body, expect_continue, websocket);
+  if (pool.https()) co_return co_await forward<TlsStream>(pool, has_body, expect_continue, websocket);
+  co_return co_await forward<beast::tcp_stream>(pool, has_body, expect_continue, websocket);
 }
 
+template <class Stream>
 asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool expect_continue, bool websocket) {
   auto& req = parser_->get();
   const conf::Limits& limits = snap_->engine->config().limits;
@@ -387,19 +389,22 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     while (conn && !retryable && !idle_connection_alive(*conn)) conn = pool.take();
     const bool pooled = conn != nullptr;
     if (!conn) {
-      conn = std::make_unique<UpstreamConn>(stream_.get_executor());
+      conn = std::make_unique<UpstreamConn>();
       const error_code ec = co_await pool.connect(*conn, limits.upstream_connect_timeout);
       if (ec) co_return co_await upstream_failure(ec, true, has_body);
     }
     const bool may_retry = pooled && retryable && attempt == 0;
 
+    Stream& up = stream_of<Stream>(*conn);
     http::request_serializer<http::buffer_body> sr{req};
     req.body().data = nullptr;
     req.body().size = 0;
     req.body().more = has_body;
-    conn->stream.expires_after(limits.upstream_timeout);
-    {
-      auto [ec, n] = co_await http::async_write_header(conn->stream, sr, kNoThrow);
+    conn->tcp().expires_after(limits.upstream_timeout);
+    // The head goes out alone unless body bytes are already here (then the first
+    // body write carries it). With 100-continue it must go first.
+    if (!has_body || expect_continue || buffer_.size() == 0) {
+      auto [ec, n] = co_await http::async_write_header(up, sr, kNoThrow);
       if (ec) {
         if (may_retry) continue;
         co_return co_await upstream_failure(ec, false, has_body);
@@ -441,8 +446,8 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
         req.body().data = got > 0 ? buf : nullptr;
         req.body().size = got;
         req.body().more = !parser_->is_done();
-        conn->stream.expires_after(limits.upstream_timeout);
-        auto [wec, wn] = co_await http::async_write(conn->stream, sr, kNoThrow);
+        conn->tcp().expires_after(limits.upstream_timeout);
+        auto [wec, wn] = co_await http::async_write(up, sr, kNoThrow);
         if (wec == http::error::need_buffer) wec = {};
         if (wec) co_return co_await upstream_failure(wec, false, true);
       } while (!parser_->is_done());
@@ -456,8 +461,8 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       res_parser_->body_limit(boost::none);
       res_parser_->header_limit(kMaxUpstreamHeader);
       if (is_head_) res_parser_->skip(true);
-      conn->stream.expires_after(limits.upstream_timeout);
-      auto [ec, n] = co_await http::async_read_header(conn->stream, conn->buffer, *res_parser_, kNoThrow);
+      conn->tcp().expires_after(limits.upstream_timeout);
+      auto [ec, n] = co_await http::async_read_header(up, conn->buffer, *res_parser_, kNoThrow);
       if (ec) {
         if (may_retry && !res_parser_->got_some() && conn->buffer.size() == 0 && is_stale_connection_error(ec)) {
           retry = true;
@@ -480,7 +485,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       rec_.reason = "upstream_bad_response";
       co_return co_await send_error(502, error_code_for(502), "the upstream switched protocols unasked", true);
     }
-    co_return co_await tunnel(*conn, res);
+    co_return co_await tunnel<Stream>(*conn, res);
   }
 
   const bool upstream_keep_alive = res_parser_->keep_alive();
@@ -515,7 +520,11 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
   res.body().size = 0;
   res.body().more = !header_only;
   stream_.expires_after(limits.upstream_timeout);
-  {
+  // When body bytes are already buffered, the head goes out with the first body
+  // write (one send instead of two); otherwise the head is sent at once so a slow
+  // body does not hold it back.
+  const bool head_with_body = !header_only && (conn->buffer.size() > 0 || res_parser_->is_done());
+  if (!head_with_body) {
     auto [ec, n] = co_await http::async_write_header(stream_, rsr, kNoThrow);
     if (ec) {
       rec_.reason = "client_aborted";
@@ -529,8 +538,8 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       if (!res_parser_->is_done()) {
         res.body().data = buf;
         res.body().size = kBodyChunk;
-        conn->stream.expires_after(limits.upstream_timeout);
-        auto [ec, n] = co_await http::async_read_some(conn->stream, conn->buffer, *res_parser_, kNoThrow);
+        conn->tcp().expires_after(limits.upstream_timeout);
+        auto [ec, n] = co_await http::async_read_some(stream_of<Stream>(*conn), conn->buffer, *res_parser_, kNoThrow);
         if (ec == http::error::need_buffer) ec = {};
         if (ec) {
           // Never let a truncated body look complete: drop the client connection.
@@ -563,7 +572,9 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
   co_return keep_alive ? Next::KeepAlive : Next::Close;
 }
 
-asio::awaitable<Next> Session::tunnel(UpstreamConn& up, http::response<http::buffer_body>& res) {
+template <class Stream>
+asio::awaitable<Next> Session::tunnel(UpstreamConn& conn, http::response<http::buffer_body>& res) {
+  Stream& up = stream_of<Stream>(conn);
   using namespace asio::experimental::awaitable_operators;
   strip_hop_by_hop(res, StripOptions{{}, true, true});
   res.set(http::field::connection, "Upgrade");
@@ -577,20 +588,20 @@ asio::awaitable<Next> Session::tunnel(UpstreamConn& up, http::response<http::buf
   }
   // Bytes that arrived with the heads belong to the tunnel.
   if (buffer_.size() > 0) {
-    auto [ec, n] = co_await asio::async_write(up.stream, buffer_.data(), kNoThrow);
+    auto [ec, n] = co_await asio::async_write(up, buffer_.data(), kNoThrow);
     if (ec) co_return Next::Close;
     rec_.bytes_in += n;
     buffer_.consume(buffer_.size());
   }
-  if (up.buffer.size() > 0) {
-    auto [ec, n] = co_await asio::async_write(stream_, up.buffer.data(), kNoThrow);
+  if (conn.buffer.size() > 0) {
+    auto [ec, n] = co_await asio::async_write(stream_, conn.buffer.data(), kNoThrow);
     if (ec) co_return Next::Close;
     rec_.bytes_out += n;
-    up.buffer.consume(up.buffer.size());
+    conn.buffer.consume(conn.buffer.size());
   }
   stream_.expires_never();
-  up.stream.expires_never();
-  co_await (pipe(stream_, up.stream, rec_.bytes_in) && pipe(up.stream, stream_, rec_.bytes_out));
+  conn.tcp().expires_never();
+  co_await (pipe(stream_, up, rec_.bytes_in) && pipe(up, stream_, rec_.bytes_out));
   co_return Next::Close;
 }
 

@@ -4,13 +4,16 @@
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
 
 namespace tokengate::gateway {
 
 namespace asio = boost::asio;
+namespace beast = boost::beast;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
 
@@ -19,7 +22,8 @@ UpstreamPool::UpstreamPool(const conf::Upstream& upstream)
       https_(upstream.https),
       host_(upstream.host),
       port_(upstream.port),
-      base_path_(upstream.base_path) {
+      base_path_(upstream.base_path),
+      ca_(upstream.ca) {
   const bool ipv6 = host_.find(':') != std::string::npos;
   host_header_ = ipv6 ? "[" + host_ + "]" : host_;
   host_header_ += ':';
@@ -41,10 +45,36 @@ void UpstreamPool::give_back(std::unique_ptr<UpstreamConn> conn) {
   idle_.push_back(std::move(conn));
 }
 
+error_code UpstreamPool::make_tls_context() {
+  if (tls_context_) return {};
+  try {
+    auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+    error_code ec;
+    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                         asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                         asio::ssl::context::no_tlsv1_1,
+                     ec);
+    if (ec) return ec;
+    if (ca_) {
+      ctx->load_verify_file(ca_->string(), ec);
+    } else {
+      ctx->set_default_verify_paths(ec);
+    }
+    if (ec) return ec;
+    ctx->set_verify_mode(asio::ssl::verify_peer, ec);
+    if (ec) return ec;
+    tls_context_ = std::move(ctx);
+    return {};
+  } catch (const boost::system::system_error& e) {
+    return e.code();
+  }
+}
+
 asio::awaitable<error_code> UpstreamPool::connect(UpstreamConn& conn, conf::Duration timeout) {
   constexpr auto token = asio::as_tuple(asio::use_awaitable);
+  const auto executor = co_await asio::this_coro::executor;
   if (endpoints_.empty()) {
-    tcp::resolver resolver(co_await asio::this_coro::executor);
+    tcp::resolver resolver(executor);
     auto [ec, results] = co_await resolver.async_resolve(host_, std::to_string(port_), token);
     if (ec) co_return ec;
     if (endpoints_.empty()) {
@@ -52,20 +82,38 @@ asio::awaitable<error_code> UpstreamPool::connect(UpstreamConn& conn, conf::Dura
     }
     if (endpoints_.empty()) co_return asio::error::host_not_found;
   }
-  conn.stream.expires_after(timeout);
-  auto [ec, endpoint] = co_await conn.stream.async_connect(endpoints_, token);
-  if (ec) co_return ec;
+  if (https_) {
+    if (const auto ec = make_tls_context()) co_return ec;
+    conn.tls = std::make_unique<TlsStream>(executor, *tls_context_);
+  } else {
+    conn.plain = std::make_unique<beast::tcp_stream>(executor);
+  }
+  beast::tcp_stream& stream = conn.tcp();
+  stream.expires_after(timeout);
+  {
+    auto [ec, endpoint] = co_await stream.async_connect(endpoints_, token);
+    if (ec) co_return ec;
+  }
   error_code ignored;
-  conn.stream.socket().set_option(tcp::no_delay(true), ignored);
+  stream.socket().set_option(tcp::no_delay(true), ignored);
+  if (conn.tls) {
+    // SNI and RFC 6125 host name check against the name in the upstream URL.
+    if (!SSL_set_tlsext_host_name(conn.tls->native_handle(), host_.c_str())) {
+      co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
+    }
+    conn.tls->set_verify_callback(asio::ssl::host_name_verification(host_), ignored);
+    auto [ec] = co_await conn.tls->async_handshake(asio::ssl::stream_base::client, token);
+    if (ec) co_return ec;
+  }
   co_return error_code{};
 }
 
 bool idle_connection_alive(UpstreamConn& conn) noexcept {
   if (conn.buffer.size() != 0) return false;
   char byte;
-  const auto n = ::recv(conn.stream.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  const auto n = ::recv(conn.tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK;
-  return false;  // 0 = closed by the peer; > 0 = unsolicited bytes, not a clean state
+  return false;  // 0 = closed by the peer; > 0 = unsolicited bytes (TLS: e.g. a close_notify)
 }
 
 }  // namespace tokengate::gateway

@@ -1,12 +1,15 @@
 // Keep-alive connections to one upstream, owned by one worker thread (no locks).
 // Connections are reused across client connections; a broken idle one is detected
 // by the caller (write/read error before any response byte) and replaced.
+// https upstreams use TLS verified against the system store or the upstream's `ca`.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,11 +18,27 @@
 
 namespace tokengate::gateway {
 
+using TlsStream = boost::beast::ssl_stream<boost::beast::tcp_stream>;
+
 struct UpstreamConn {
-  explicit UpstreamConn(const boost::asio::any_io_executor& executor) : stream(executor) {}
-  boost::beast::tcp_stream stream;
+  // Exactly one of plain / tls is set, by UpstreamPool::connect.
+  std::unique_ptr<boost::beast::tcp_stream> plain;
+  std::unique_ptr<TlsStream> tls;
   boost::beast::flat_buffer buffer;  // bytes read from the upstream not yet parsed
+
+  boost::beast::tcp_stream& tcp() noexcept { return tls ? boost::beast::get_lowest_layer(*tls) : *plain; }
 };
+
+template <class Stream>
+Stream& stream_of(UpstreamConn& conn) noexcept;
+template <>
+inline boost::beast::tcp_stream& stream_of<boost::beast::tcp_stream>(UpstreamConn& conn) noexcept {
+  return *conn.plain;
+}
+template <>
+inline TlsStream& stream_of<TlsStream>(UpstreamConn& conn) noexcept {
+  return *conn.tls;
+}
 
 class UpstreamPool {
  public:
@@ -36,10 +55,13 @@ class UpstreamPool {
   void give_back(std::unique_ptr<UpstreamConn> conn);
   void clear() { idle_.clear(); }
 
-  // Resolves (once, then cached) and connects with TCP_NODELAY within `timeout`.
+  // Resolves (once, then cached), connects with TCP_NODELAY and, for https, does
+  // the verified TLS handshake, all within `timeout`. Never throws.
   boost::asio::awaitable<boost::system::error_code> connect(UpstreamConn& conn, conf::Duration timeout);
 
  private:
+  boost::system::error_code make_tls_context();
+
   static constexpr std::size_t kMaxIdle = 256;
   std::string name_;
   bool https_ = false;
@@ -47,12 +69,14 @@ class UpstreamPool {
   std::uint16_t port_ = 0;
   std::string host_header_;
   std::string base_path_;
-  std::vector<boost::asio::ip::tcp::endpoint> endpoints_;  // empty until resolved
+  std::optional<std::filesystem::path> ca_;
+  std::unique_ptr<boost::asio::ssl::context> tls_context_;  // created on first use
+  std::vector<boost::asio::ip::tcp::endpoint> endpoints_;    // empty until resolved
   std::vector<std::unique_ptr<UpstreamConn>> idle_;
 };
 
 // True if a pooled connection still looks usable: the peer has not closed it and
-// sent nothing unsolicited (a non-blocking MSG_PEEK).
+// sent nothing unsolicited (a non-blocking MSG_PEEK on the TCP socket).
 bool idle_connection_alive(UpstreamConn& conn) noexcept;
 
 }  // namespace tokengate::gateway

@@ -123,16 +123,20 @@ int dispatch(int argc, char** argv) {
   update->add_option("ID", update_options.id, "token id")->required();
   auto* update_name = update->add_option("--name", new_name, "new name");
   auto* update_description = update->add_option("--description", new_description, "new description");
-  for (auto [kind, add, remove] :
-       {std::tuple{"role", &update_options.add_roles, &update_options.remove_roles},
-        std::tuple{"group", &update_options.add_groups, &update_options.remove_groups},
-        std::tuple{"permission", &update_options.add_permissions, &update_options.remove_permissions},
-        std::tuple{"license", &update_options.add_licenses, &update_options.remove_licenses}}) {
-    const std::string k = kind;
-    std::string upper = k;
-    for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    add_list(update, "--add-" + k, *add, "grant a " + k + " (repeatable)", upper.substr(0, 1));
-    add_list(update, "--remove-" + k, *remove, "revoke a " + k + " (repeatable)", upper.substr(0, 1));
+  struct SetOptions {
+    const char* kind;
+    const char* type;
+    std::vector<std::string>* add;
+    std::vector<std::string>* remove;
+  };
+  for (const auto& set :
+       {SetOptions{"role", "R", &update_options.add_roles, &update_options.remove_roles},
+        SetOptions{"group", "G", &update_options.add_groups, &update_options.remove_groups},
+        SetOptions{"permission", "P", &update_options.add_permissions, &update_options.remove_permissions},
+        SetOptions{"license", "L", &update_options.add_licenses, &update_options.remove_licenses}}) {
+    const std::string kind = set.kind;
+    add_list(update, "--add-" + kind, *set.add, "grant a " + kind + " (repeatable)", set.type);
+    add_list(update, "--remove-" + kind, *set.remove, "revoke a " + kind + " (repeatable)", set.type);
   }
   auto* update_expires =
       update->add_option("--expires", expires, "RFC 3339 time, YYYY-MM-DD, duration (30d) or never")

@@ -214,8 +214,8 @@ class Gateway:
             raise RuntimeError("token create printed %r as its first line, not a token" % token)
         return token
 
-    def start(self):
-        self.process = Process([TOKENGATE_BIN, "serve", "--config", self.config_path], "tokengate serve")
+    def start(self, env=None):
+        self.process = Process([TOKENGATE_BIN, "serve", "--config", self.config_path], "tokengate serve", env=env)
         self.host, self.port = self.process.host, self.process.port
         return self
 

@@ -60,7 +60,7 @@ TEST_CASE("the page loads its script and stylesheet from /ui/ itself") {
 
 TEST_CASE("unknown and path-walking names are not found") {
   for (std::string_view path : {"app.json", "index.htm", "/index.html", "../index.html", "./app.js", "APP.JS",
-                                "app.js/", "app.js?x=1", "ui/app.js", "embed_assets.cmake", "%61pp.js", "index.html\0"}) {
+                                "app.js/", "app.js?x=1", "ui/app.js", "embed_assets.cmake", "%61pp.js"}) {
     CAPTURE(path);
     CHECK(find_ui_asset(path) == nullptr);
   }

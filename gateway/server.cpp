@@ -108,6 +108,11 @@ int serve(const ServeOptions& options) {
   if (n == 0) n = 1;
   const std::size_t per_worker = (config->limits.max_connections + n - 1) / n;
 
+  // Signals are caught from here on, so a SIGTERM right after the ready line drains
+  // instead of killing the process.
+  asio::io_context main_context;
+  asio::signal_set signals(main_context, SIGINT, SIGTERM, SIGHUP);
+
   std::string error;
   auto endpoint = listen_endpoint(config->listen, error);
   if (!endpoint) {
@@ -129,7 +134,6 @@ int serve(const ServeOptions& options) {
   actual.port = endpoint->port();
   write_stderr(fmt::format("listening on {}\n", actual.to_string()));
 
-  asio::io_context main_context;
   std::size_t running = workers.size();
   std::vector<std::thread> threads;
   for (auto& w : workers) {
@@ -169,7 +173,6 @@ int serve(const ServeOptions& options) {
   arm_last_used();
 
   asio::steady_timer drain_timer(main_context);
-  asio::signal_set signals(main_context, SIGINT, SIGTERM, SIGHUP);
   std::function<void()> wait_signal = [&] {
     signals.async_wait([&](error_code ec, int signo) {
       if (ec) return;

@@ -223,9 +223,13 @@ class Gateway:
         return RawConnection(self.host, self.port, timeout)
 
     def stop(self):
+        """Stops the gateway with SIGTERM; returns its exit status (None if never started)."""
+        status = None
         if self.process:
             self.process.stop()
+            status = self.process.proc.returncode
         shutil.rmtree(self.dir, ignore_errors=True)
+        return status
 
 
 # ---------------------------------------------------------------------------- raw HTTP

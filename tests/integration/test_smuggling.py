@@ -104,9 +104,12 @@ class SmugglingTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.gw:
-            cls.gw.stop()
+        status = cls.gw.stop() if cls.gw else None
         cls.upstream.stop()
+        # SPEC §6: SIGTERM is a clean stop. A sanitizer report also ends up here.
+        if status not in (None, 0):
+            raise AssertionError("the gateway exited with status %s after SIGTERM; its stderr ends with:\n%s"
+                                 % (status, cls.gw.process.stderr_text()))
 
     def tearDown(self):
         if self.gw and not self.gw.process.alive():

@@ -175,7 +175,7 @@ routes:
     // The store is locked while the gateway runs: tokens made by the CLI come first.
     const adminToken = createTokenWithCli(config, '--name', 'admin', '--permission', 'tokengate.admin');
     createTokenWithCli(config, '--name', 'nightly-batch', '--role', 'reader', '--expires', '3d');
-    createTokenWithCli(config, '--name', 'short-lived', '--role', 'reader', '--expires', '1s');
+    createTokenWithCli(config, '--name', 'short-lived', '--role', 'reader', '--expires', '3s');
     createTokenWithCli(config, '--name', 'billing', '--group', 'ops', '--license', 'enterprise', '--expires', '90d');
 
     const gateway = await startProcess('tokengate serve', [TOKENGATE_BIN, 'serve', '--config', config], ['public', 'admin']);
@@ -240,12 +240,12 @@ routes:
     const row = (name) => page.locator('#token-rows tr', { has: page.locator('.name', { hasText: new RegExp(`^${name}$`) }) });
     for (const name of ['admin', 'nightly-batch', 'short-lived', 'billing']) await row(name).waitFor();
 
-    // ---- expiry marks: 3 days is "soon", 90 days is not; 1 s is expired once it has passed
+    // ---- expiry marks: 3 days is "soon", 90 days is not; 3 s is expired once it has passed
     assert.ok(await row('nightly-batch').evaluate((r) => r.classList.contains('is-soon')));
     assert.equal(await row('nightly-batch').locator('.badge').textContent(), 'expires soon');
     assert.equal(await row('billing').locator('.badge').count(), 0);
     const shortExpiry = Date.parse(await row('short-lived').locator('td[data-label="Expires"]').getAttribute('title'));
-    await pollUntil('the 1 s token to expire', () => Date.now() > shortExpiry);
+    await pollUntil('the 3 s token to expire', () => Date.now() > shortExpiry);
     await page.getByRole('button', { name: 'Refresh' }).click();
     await pollUntil('the expired mark', () => row('short-lived').evaluate((r) => r.classList.contains('is-expired')));
     assert.equal(await row('short-lived').locator('.badge').textContent(), 'expired');

@@ -76,6 +76,7 @@
       roles: names(data && data.roles).sort(),
       groups: names(data && data.groups).sort(),
       licenses: names(data && data.licenses).sort(),
+      maxLifetime: data && data.tokens && typeof data.tokens.max_lifetime === 'string' ? data.tokens.max_lifetime : '',
     };
   }
 
@@ -330,6 +331,9 @@
     $('f-permissions').value = record ? (record.permissions || []).join(', ') : '';
     $('f-expires').value = record ? dateOf(record.expires_at) : '';
     $('f-expires').dataset.initial = $('f-expires').value;
+    $('f-expires-hint').textContent = config.maxLifetime && config.maxLifetime !== '0'
+      ? 'Leave empty for no expiry; the gateway refuses expiries beyond its maximum lifetime (' + config.maxLifetime + ').'
+      : 'Leave empty for a token that never expires.';
     showError($('token-form-error'), '');
     $('token-dialog').showModal();
     $('f-name').focus();

@@ -13,7 +13,8 @@ std::string error_body(std::string_view error, std::string_view message);
 std::string_view error_code_for(int status) noexcept;
 
 inline constexpr std::string_view kBearerChallenge = "Bearer realm=\"tokengate\"";
-inline constexpr std::string_view kInvalidTokenChallenge = "Bearer realm=\"tokengate\", error=\"invalid_token\"";
+inline constexpr std::string_view kInvalidTokenChallenge =
+    "Bearer realm=\"tokengate\", error=\"invalid_token\"";
 inline constexpr std::string_view kInsufficientScopeChallenge =
     "Bearer realm=\"tokengate\", error=\"insufficient_scope\"";
 

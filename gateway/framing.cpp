@@ -31,15 +31,24 @@ bool has_forbidden_byte(std::string_view value) noexcept {
 
 std::string_view to_string(FramingError error) noexcept {
   switch (error) {
-    case FramingError::None: return "none";
-    case FramingError::ContentLengthWithTransferEncoding: return "content-length with transfer-encoding";
-    case FramingError::BadTransferEncoding: return "unsupported transfer-encoding";
-    case FramingError::BadContentLength: return "invalid content-length";
-    case FramingError::BadHeaderValue: return "invalid header value";
-    case FramingError::MissingHost: return "missing host";
-    case FramingError::RepeatedHost: return "repeated host";
-    case FramingError::RepeatedAuthorization: return "repeated authorization";
-    case FramingError::ObsFold: return "obs-fold";
+    case FramingError::None:
+      return "none";
+    case FramingError::ContentLengthWithTransferEncoding:
+      return "content-length with transfer-encoding";
+    case FramingError::BadTransferEncoding:
+      return "unsupported transfer-encoding";
+    case FramingError::BadContentLength:
+      return "invalid content-length";
+    case FramingError::BadHeaderValue:
+      return "invalid header value";
+    case FramingError::MissingHost:
+      return "missing host";
+    case FramingError::RepeatedHost:
+      return "repeated host";
+    case FramingError::RepeatedAuthorization:
+      return "repeated authorization";
+    case FramingError::ObsFold:
+      return "obs-fold";
   }
   return "invalid framing";
 }
@@ -62,8 +71,12 @@ FramingError validate_request_framing(const http::fields& fields) noexcept {
     const std::string_view value = f.value();
     if (has_forbidden_byte(value)) return FramingError::BadHeaderValue;
     switch (f.name()) {
-      case http::field::host: ++hosts; break;
-      case http::field::authorization: ++authorizations; break;
+      case http::field::host:
+        ++hosts;
+        break;
+      case http::field::authorization:
+        ++authorizations;
+        break;
       case http::field::content_length: {
         ++lengths;
         const auto v = trim_ows(value);
@@ -77,7 +90,8 @@ FramingError validate_request_framing(const http::fields& fields) noexcept {
         ++encodings;
         if (!iequals_ascii(trim_ows(value), "chunked")) return FramingError::BadTransferEncoding;
         break;
-      default: break;
+      default:
+        break;
     }
   }
   if (lengths > 0 && encodings > 0) return FramingError::ContentLengthWithTransferEncoding;
@@ -120,8 +134,8 @@ Authorization parse_authorization(bool present, std::string_view value) noexcept
 bool is_valid_request_id(std::string_view id) noexcept {
   if (id.empty() || id.size() > 128) return false;
   for (char c : id) {
-    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == '-';
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '-';
     if (!ok) return false;
   }
   return true;
@@ -130,8 +144,8 @@ bool is_valid_request_id(std::string_view id) noexcept {
 void strip_hop_by_hop(http::fields& fields, const StripOptions& options) {
   // Names listed in Connection are copied out first: erasing Connection frees them.
   std::vector<std::string> named;
-  for (auto it = fields.find(http::field::connection); it != fields.end() && it->name() == http::field::connection;
-       ++it) {
+  for (auto it = fields.find(http::field::connection);
+       it != fields.end() && it->name() == http::field::connection; ++it) {
     std::string_view list = it->value();
     while (!list.empty()) {
       const auto comma = list.find(',');
@@ -150,8 +164,12 @@ void strip_hop_by_hop(http::fields& fields, const StripOptions& options) {
       case http::field::transfer_encoding:
         drop = true;
         break;
-      case http::field::upgrade: drop = !options.keep_upgrade; break;
-      case http::field::authorization: drop = !options.keep_authorization; break;
+      case http::field::upgrade:
+        drop = !options.keep_upgrade;
+        break;
+      case http::field::authorization:
+        drop = !options.keep_authorization;
+        break;
       default: {
         const std::string_view name = it->name_string();
         drop = istarts_with_ascii(name, "proxy-") ||

@@ -14,9 +14,9 @@ namespace tokengate::gateway {
 enum class FramingError {
   None,
   ContentLengthWithTransferEncoding,
-  BadTransferEncoding,    // anything but exactly one "chunked"
-  BadContentLength,       // repeated, list-valued or not a plain number
-  BadHeaderValue,         // CR, LF or NUL in a value
+  BadTransferEncoding,  // anything but exactly one "chunked"
+  BadContentLength,     // repeated, list-valued or not a plain number
+  BadHeaderValue,       // CR, LF or NUL in a value
   MissingHost,
   RepeatedHost,
   RepeatedAuthorization,

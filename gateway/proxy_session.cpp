@@ -3,17 +3,18 @@
 // to a pooled upstream connection and the response back; repeat for keep-alive.
 // Requests on one connection are handled strictly in order. Nothing throws: all
 // I/O goes through as_tuple error codes.
+#include <fmt/format.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/ssl/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
-#include <fmt/format.h>
 #include <optional>
 #include <string>
 
@@ -35,7 +36,7 @@ using boost::system::error_code;
 namespace {
 
 constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
-constexpr std::size_t kBodyChunk = 64 * 1024;         // bounded relay buffer per connection
+constexpr std::size_t kBodyChunk = 64 * 1024;  // bounded relay buffer per connection
 constexpr std::uint32_t kMaxUpstreamHeader = 64 * 1024;
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -191,7 +192,8 @@ asio::awaitable<Next> Session::handle_request() {
       if (ec == beast::error::timeout && got_any) {
         rec_.start = std::chrono::steady_clock::now();
         rec_.reason = "header_timeout";
-        co_return co_await send_error(408, error_code_for(408), "the request head did not arrive in time", true);
+        co_return co_await send_error(408, error_code_for(408), "the request head did not arrive in time",
+                                      true);
       }
       co_return Next::Close;
     }
@@ -265,8 +267,8 @@ asio::awaitable<Next> Session::handle_request() {
   if (match.route < 0) {
     if (match.path_matched) {
       rec_.reason = policy::to_string(policy::Reason::MethodNotAllowed);
-      co_return co_await send_error(405, error_code_for(405), "the method is not allowed on this path", has_body, {},
-                                    match.allow);
+      co_return co_await send_error(405, error_code_for(405), "the method is not allowed on this path",
+                                    has_body, {}, match.allow);
     }
     rec_.reason = policy::to_string(policy::Reason::NoRoute);
     co_return co_await send_error(404, error_code_for(404), "no route matches this path", has_body);
@@ -276,7 +278,8 @@ asio::awaitable<Next> Session::handle_request() {
   // 3. Credential and decision.
   const auto auth_it = req.find(http::field::authorization);
   const bool auth_present = auth_it != req.end();
-  const Authorization auth = parse_authorization(auth_present, auth_present ? std::string_view(auth_it->value()) : std::string_view{});
+  const Authorization auth = parse_authorization(
+      auth_present, auth_present ? std::string_view(auth_it->value()) : std::string_view{});
   policy::Credential credential = policy::Credential::None;
   const TokenEntry* entry = nullptr;
   if (auth.kind == AuthKind::WrongScheme) {
@@ -300,7 +303,8 @@ asio::awaitable<Next> Session::handle_request() {
     switch (decision.reason) {
       case policy::Reason::MissingToken:
       case policy::Reason::WrongScheme:
-        co_return co_await send_error(401, "unauthorized", "a bearer token is required", has_body, kBearerChallenge);
+        co_return co_await send_error(401, "unauthorized", "a bearer token is required", has_body,
+                                      kBearerChallenge);
       case policy::Reason::InvalidToken:
         co_return co_await send_error(401, "invalid_token", "the bearer token is invalid", has_body,
                                       kInvalidTokenChallenge);
@@ -312,7 +316,8 @@ asio::awaitable<Next> Session::handle_request() {
         } else {
           message_ = fmt::format("the token lacks {}", decision.missing);
         }
-        co_return co_await send_error(403, "insufficient_scope", message_, has_body, kInsufficientScopeChallenge);
+        co_return co_await send_error(403, "insufficient_scope", message_, has_body,
+                                      kInsufficientScopeChallenge);
       default: {
         const int status = policy::status_for(decision.reason);
         co_return co_await send_error(status, error_code_for(status), "the request was denied", has_body);
@@ -321,8 +326,9 @@ asio::awaitable<Next> Session::handle_request() {
   }
   rec_.decision = "allow";
 
-  const int upstream_index =
-      static_cast<std::size_t>(match.route) < snap_->route_upstream.size() ? snap_->route_upstream[match.route] : -1;
+  const int upstream_index = static_cast<std::size_t>(match.route) < snap_->route_upstream.size()
+                                 ? snap_->route_upstream[match.route]
+                                 : -1;
   if (upstream_index < 0) {
     rec_.reason = "no_upstream";
     co_return co_await send_error(502, error_code_for(502), "the route has no upstream", has_body);
@@ -345,7 +351,8 @@ asio::awaitable<Next> Session::handle_request() {
       target_ += ct.query;
     }
   }
-  strip_hop_by_hop(req, StripOptions{config.identity.header_prefix, websocket, config.identity.forward_authorization});
+  strip_hop_by_hop(
+      req, StripOptions{config.identity.header_prefix, websocket, config.identity.forward_authorization});
   req.erase(http::field::expect);
   if (entry) {
     req.set(snap_->h_subject, token_->record.id);
@@ -376,7 +383,8 @@ asio::awaitable<Next> Session::handle_request() {
 }
 
 template <class Stream>
-asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool expect_continue, bool websocket) {
+asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool expect_continue,
+                                       bool websocket) {
   auto& req = parser_->get();
   const conf::Limits& limits = snap_->engine->config().limits;
   const bool retryable = !has_body && is_idempotent(req.method());
@@ -429,8 +437,9 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
             rec_.reason = "body_too_large";
             co_return co_await send_error(413, error_code_for(413), "the request body is too large", true);
           }
-          if (ec == beast::error::timeout || ec == http::error::partial_message || ec == http::error::end_of_stream ||
-              ec == asio::error::connection_reset || ec == asio::error::eof) {
+          if (ec == beast::error::timeout || ec == http::error::partial_message ||
+              ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
+              ec == asio::error::eof) {
             rec_.reason = "client_aborted";
             rec_.status = 499;  // nginx's code for "client went away"
             co_return Next::Close;
@@ -464,7 +473,8 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       conn->tcp().expires_after(limits.upstream_timeout);
       auto [ec, n] = co_await http::async_read_header(up, conn->buffer, *res_parser_, kNoThrow);
       if (ec) {
-        if (may_retry && !res_parser_->got_some() && conn->buffer.size() == 0 && is_stale_connection_error(ec)) {
+        if (may_retry && !res_parser_->got_some() && conn->buffer.size() == 0 &&
+            is_stale_connection_error(ec)) {
           retry = true;
           break;
         }
@@ -483,7 +493,8 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
   if (status == 101) {
     if (!websocket) {
       rec_.reason = "upstream_bad_response";
-      co_return co_await send_error(502, error_code_for(502), "the upstream switched protocols unasked", true);
+      co_return co_await send_error(502, error_code_for(502), "the upstream switched protocols unasked",
+                                    true);
     }
     co_return co_await tunnel<Stream>(*conn, res);
   }
@@ -539,7 +550,8 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
         res.body().data = buf;
         res.body().size = kBodyChunk;
         conn->tcp().expires_after(limits.upstream_timeout);
-        auto [ec, n] = co_await http::async_read_some(stream_of<Stream>(*conn), conn->buffer, *res_parser_, kNoThrow);
+        auto [ec, n] =
+            co_await http::async_read_some(stream_of<Stream>(*conn), conn->buffer, *res_parser_, kNoThrow);
         if (ec == http::error::need_buffer) ec = {};
         if (ec) {
           // Never let a truncated body look complete: drop the client connection.
@@ -568,7 +580,8 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     }
   }
 
-  if (upstream_keep_alive && res_parser_->is_done() && conn->buffer.size() == 0) pool.give_back(std::move(conn));
+  if (upstream_keep_alive && res_parser_->is_done() && conn->buffer.size() == 0)
+    pool.give_back(std::move(conn));
   co_return keep_alive ? Next::KeepAlive : Next::Close;
 }
 
@@ -609,17 +622,18 @@ asio::awaitable<Next> Session::upstream_failure(const error_code& ec, bool conne
   const bool timeout = !connect && ec == beast::error::timeout;
   rec_.reason = connect ? "upstream_connect_failed" : (timeout ? "upstream_timeout" : "upstream_failed");
   rec_.detail = {};
-  write_stderr(fmt::format("upstream {}: {}: {}\n", rec_.upstream, connect ? "connect failed" : "request failed",
-                           ec.message()));
+  write_stderr(fmt::format("upstream {}: {}: {}\n", rec_.upstream,
+                           connect ? "connect failed" : "request failed", ec.message()));
   if (timeout) {
     co_return co_await send_error(504, error_code_for(504), "the upstream did not answer in time", close);
   }
   co_return co_await send_error(502, error_code_for(502),
-                                connect ? "the upstream is unreachable" : "the upstream connection failed", close);
+                                connect ? "the upstream is unreachable" : "the upstream connection failed",
+                                close);
 }
 
-asio::awaitable<Next> Session::send_error(int status, std::string_view code, std::string_view message, bool close,
-                                          std::string_view challenge, std::string_view allow) {
+asio::awaitable<Next> Session::send_error(int status, std::string_view code, std::string_view message,
+                                          bool close, std::string_view challenge, std::string_view allow) {
   if (request_id_.empty()) request_id_ = w_.make_request_id();
   rec_.status = status;
   if (rec_.reason.empty()) rec_.reason = code;

@@ -3,6 +3,7 @@
 // write-behind of last-used times.
 #include "gateway/server.hpp"
 
+#include <fmt/format.h>
 #include <sys/socket.h>
 
 #include <boost/asio/io_context.hpp>
@@ -11,7 +12,6 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <csignal>
-#include <fmt/format.h>
 #include <memory>
 #include <thread>
 #include <vector>

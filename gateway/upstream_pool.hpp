@@ -71,7 +71,7 @@ class UpstreamPool {
   std::string base_path_;
   std::optional<std::filesystem::path> ca_;
   std::unique_ptr<boost::asio::ssl::context> tls_context_;  // created on first use
-  std::vector<boost::asio::ip::tcp::endpoint> endpoints_;    // empty until resolved
+  std::vector<boost::asio::ip::tcp::endpoint> endpoints_;   // empty until resolved
   std::vector<std::unique_ptr<UpstreamConn>> idle_;
 };
 

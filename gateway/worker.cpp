@@ -103,7 +103,8 @@ const TokenEntry& Worker::token_entry(const std::shared_ptr<const store::StoredT
     const auto& rec = token->record;
     e.token = token;
     e.engine_version = snapshot.version;
-    e.rights = snapshot.engine->effective_rights(policy::Grants{rec.roles, rec.groups, rec.permissions, rec.licenses});
+    e.rights = snapshot.engine->effective_rights(
+        policy::Grants{rec.roles, rec.groups, rec.permissions, rec.licenses});
     e.name = sanitize_header_value(rec.name);
     e.roles = join_names(e.rights.roles);
     e.groups = join_names(e.rights.groups);

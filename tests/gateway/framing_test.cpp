@@ -1,5 +1,7 @@
 // Unit tests of the gateway's pure header logic: framing checks, obs-fold scan,
 // Authorization parsing, request ids, hop-by-hop stripping.
+#include "gateway/framing.hpp"
+
 #include <doctest/doctest.h>
 
 #include <boost/beast/http/fields.hpp>
@@ -8,7 +10,6 @@
 #include <vector>
 
 #include "gateway/error_response.hpp"
-#include "gateway/framing.hpp"
 
 namespace http = boost::beast::http;
 using namespace tokengate::gateway;
@@ -40,20 +41,24 @@ TEST_CASE("validate_request_framing") {
       {"content-length", {{"Host", "a"}, {"Content-Length", "5"}}, FramingError::None},
       {"chunked", {{"Host", "a"}, {"Transfer-Encoding", "chunked"}}, FramingError::None},
       {"chunked any case", {{"Host", "a"}, {"Transfer-Encoding", "ChUnKeD"}}, FramingError::None},
-      {"CL and TE", {{"Host", "a"}, {"Content-Length", "5"}, {"Transfer-Encoding", "chunked"}},
+      {"CL and TE",
+       {{"Host", "a"}, {"Content-Length", "5"}, {"Transfer-Encoding", "chunked"}},
        FramingError::ContentLengthWithTransferEncoding},
       {"TE gzip", {{"Host", "a"}, {"Transfer-Encoding", "gzip"}}, FramingError::BadTransferEncoding},
       {"TE list", {{"Host", "a"}, {"Transfer-Encoding", "gzip, chunked"}}, FramingError::BadTransferEncoding},
-      {"TE twice", {{"Host", "a"}, {"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "chunked"}},
+      {"TE twice",
+       {{"Host", "a"}, {"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "chunked"}},
        FramingError::BadTransferEncoding},
       {"CL list", {{"Host", "a"}, {"Content-Length", "5, 5"}}, FramingError::BadContentLength},
-      {"CL twice", {{"Host", "a"}, {"Content-Length", "5"}, {"Content-Length", "5"}},
+      {"CL twice",
+       {{"Host", "a"}, {"Content-Length", "5"}, {"Content-Length", "5"}},
        FramingError::BadContentLength},
       {"CL sign", {{"Host", "a"}, {"Content-Length", "+5"}}, FramingError::BadContentLength},
       {"CL empty", {{"Host", "a"}, {"Content-Length", ""}}, FramingError::BadContentLength},
       {"no host", {{"Accept", "*/*"}}, FramingError::MissingHost},
       {"two hosts", {{"Host", "a"}, {"Host", "b"}}, FramingError::RepeatedHost},
-      {"two authorizations", {{"Host", "a"}, {"Authorization", "Bearer x"}, {"Authorization", "Bearer y"}},
+      {"two authorizations",
+       {{"Host", "a"}, {"Authorization", "Bearer x"}, {"Authorization", "Bearer y"}},
        FramingError::RepeatedAuthorization},
       {"NUL in value", {{"Host", "a"}, {"X-A", std::string("a\0b", 3)}}, FramingError::BadHeaderValue},
   };
@@ -128,7 +133,8 @@ TEST_CASE("strip_hop_by_hop on requests") {
     CHECK(names_of(f) == std::vector<std::string>{"Host", "Accept"});
   }
   SUBCASE("identity prefix is case-insensitive") {
-    auto f = make_fields({{"Host", "a"}, {"x-auth-subject", "evil"}, {"X-AUTH-ROLES", "admin"}, {"X-Authz", "k"}});
+    auto f =
+        make_fields({{"Host", "a"}, {"x-auth-subject", "evil"}, {"X-AUTH-ROLES", "admin"}, {"X-Authz", "k"}});
     strip_hop_by_hop(f, StripOptions{"X-Auth-", false, false});
     CHECK(names_of(f) == std::vector<std::string>{"Host", "X-Authz"});
   }

@@ -5,14 +5,14 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-#include <atomic>
-#include <csignal>
 #include <condition_variable>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -164,15 +164,20 @@ TEST_CASE("serve: stale pooled upstream connections are retried, identity cannot
     std::ofstream out(config_path);
     out << "listen: 127.0.0.1:0\n"
            "workers: 1\n"
-           "store:\n  path: " << (dir / "tokens").string() << "\n  key_file: " << (dir / "key").string() << "\n"
-           "upstreams:\n  up:\n    url: http://127.0.0.1:" << upstream.port() << "\n"
+           "store:\n  path: "
+        << (dir / "tokens").string() << "\n  key_file: " << (dir / "key").string()
+        << "\n"
+           "upstreams:\n  up:\n    url: http://127.0.0.1:"
+        << upstream.port()
+        << "\n"
            "roles:\n  reader: { permissions: [orders.read] }\n"
            "routes:\n"
            "  - path: /api/**\n    upstream: up\n    require: { permissions: [orders.read] }\n";
   }
   std::string token, token_id;
   {
-    auto store = tokengate::store::TokenStore::open({dir / "tokens", dir / "key", tokengate::store::system_now});
+    auto store =
+        tokengate::store::TokenStore::open({dir / "tokens", dir / "key", tokengate::store::system_now});
     tokengate::store::NewToken request;
     request.name = "tester";
     request.roles = {"reader"};

@@ -150,21 +150,22 @@ EOF
 cp -a "$work/store" "$work/store2"
 sed -i "s#$work/store/#$work/store2/#" "$work/tg2/tokengate.yaml"
 
-# Keeps tokengate's stderr up to `listening on`, then discards it: its access log (one
-# JSON line per request, always on) would fill the disk; nginx and HAProxy run with
-# access logs off. tokengate still formats and writes every line (that cost counts).
-keep_startup_log() {
+# Keeps tokengate's stderr up to `listening on`, then only access-log lines whose
+# status is neither 200 nor 401 (and other events), at most 1000: the full access log
+# (one JSON line per request, always on) would fill the disk. nginx and HAProxy run
+# with access logs off; tokengate still formats and writes every line (that counts).
+keep_log() {
   local line
   while IFS= read -r line; do
     printf '%s\n' "$line" >>"$1"
     [[ $line == *"listening on"* ]] && break
   done
-  exec cat >/dev/null
+  exec awk '!/"status":(200|401),/ && n++ < 1000 { print; fflush() }' >>"$1"
 }
 
 start_tokengate() {  # dir; writes the port to dir/port
   : >"$1/tokengate.log"
-  "$tokengate" serve --config "$1/tokengate.yaml" 2> >(keep_startup_log "$1/tokengate.log") &
+  "$tokengate" serve --config "$1/tokengate.yaml" 2> >(keep_log "$1/tokengate.log") &
   pids+=($!)
   local deadline=$((SECONDS + 20))
   until grep -q 'listening on' "$1/tokengate.log"; do
@@ -335,3 +336,11 @@ for (scenario, proxy), (rps, p99) in med.items():
         label = "%s/%s" % (proxy, peer) + ("" if (scenario, peer) in med else " (1 worker)")
         print("%-28s %-26s %10.2f %10.2f" % (scenario, label, rps / other[0], p99 / other[1]))
 EOF
+
+for dir in tg1 tg2; do
+  if unexpected=$(grep -o '"status":[0-9]*' "$work/$dir/tokengate.log" | sort | uniq -c) && [[ -n $unexpected ]]; then
+    echo
+    echo "tokengate ($dir) answered statuses other than 200/401 (first lines kept in $work/$dir/tokengate.log; BENCH_KEEP=1 keeps them):"
+    echo "$unexpected"
+  fi
+done

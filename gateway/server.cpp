@@ -187,7 +187,12 @@ int serve(const ServeOptions& options) {
         wait_signal();
         return;
       }
-      if (shared.stopping.exchange(true)) return;
+      if (shared.stopping.exchange(true)) {
+        // A second SIGTERM/SIGINT while draining: the operator does not want to wait.
+        write_stderr("shutting down now: in-flight requests abandoned\n");
+        for (auto& w : workers) w->context().stop();
+        return;
+      }
       write_stderr("shutting down: draining in-flight requests\n");
       for (auto& w : workers) asio::post(w->context(), [worker = w.get()] { worker->stop(); });
       drain_timer.expires_after(kDrainLimit);
@@ -195,6 +200,7 @@ int serve(const ServeOptions& options) {
         if (tec) return;
         for (auto& w : workers) w->context().stop();
       });
+      wait_signal();
     });
   };
   wait_signal();

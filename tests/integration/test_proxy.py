@@ -160,7 +160,7 @@ class AuthenticationTest(GatewayTestCase):
         cls.reader = gw.create_token("reader", roles=["reader"])
         cls.writer = gw.create_token("writer", roles=["writer"])
         cls.empty = gw.create_token("empty")
-        cls.expiring = gw.create_token("expiring", roles=["reader"], expires="1s")
+        cls.expiring = gw.create_token("expiring", roles=["reader"], expires="3s")
         # Rotated-out and deleted tokens: the CLI works on the store before the gateway starts.
         cls.rotated_error = cls.deleted_error = None
         try:
@@ -229,10 +229,13 @@ class AuthenticationTest(GatewayTestCase):
     def test_expired_rotated_deleted_tokens_are_401_with_the_same_body(self):
         reference = self.get("/api/x", headers=[bearer(harness.make_token())])
         self.assert_json_error(reference, 401)
-        # "expiring" was created with --expires 1s before the gateway started.
-        r = harness.wait_until(lambda: (lambda r: r if r.status == 401 else None)(
-            self.get("/api/x", token=self.expiring)), timeout=15)
-        self.assertIsNotNone(r, "a token created with --expires 1s still works after 15 s")
+        # "expiring" was created with --expires 3s before the gateway started.
+        def expired_response():
+            r = self.get("/api/x", token=self.expiring)
+            return r if r.status == 401 else None
+
+        r = harness.wait_until(expired_response, timeout=15)
+        self.assertIsNotNone(r, "a token created with --expires 3s still works after 15 s")
         cases = {"expired": r}
         if self.rotated_error is None:
             cases["rotated-out"] = self.get("/api/x", token=self.rotated_old)

@@ -14,14 +14,13 @@
 //                          everything received so far (except /__log itself), so a test
 //                          can prove that the gateway forwarded nothing.
 // One thread per connection with blocking I/O: simple, and plenty for tests and demos.
+#include <array>
+#include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/json.hpp>
-
-#include <array>
-#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cstdint>

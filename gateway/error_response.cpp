@@ -27,8 +27,12 @@ std::string_view error_code_for(int status) noexcept {
       return "method_not_allowed";
     case 408:
       return "request_timeout";
+    case 409:
+      return "conflict";
     case 413:
       return "payload_too_large";
+    case 422:
+      return "unprocessable_entity";
     case 431:
       return "request_header_fields_too_large";
     case 500:

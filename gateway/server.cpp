@@ -18,6 +18,7 @@
 
 #include "conf/config.hpp"
 #include "gateway/access_log.hpp"
+#include "gateway/admin_server.hpp"
 #include "gateway/worker.hpp"
 #include "policy/engine.hpp"
 #include "store/token_store.hpp"
@@ -130,9 +131,26 @@ int serve(const ServeOptions& options) {
     // Port 0: the first acceptor picks the port, the others share it (SO_REUSEPORT).
     if (i == 0) endpoint->port(workers.back()->acceptor().local_endpoint(ec).port());
   }
+  // Admin API (admin_server.cpp): its own thread; writes go through token_store,
+  // whose change listener is the directory the workers read.
+  AdminApi admin_api(*token_store, [&shared] { return shared.engines.load().first; });
+  AdminServer admin_server(admin_api);
+  if (!admin_server.listen(config->admin, error)) {
+    fail_line(error);
+    return 1;
+  }
   conf::Endpoint actual = config->listen;
   actual.port = endpoint->port();
   write_stderr(fmt::format("listening on {}\n", actual.to_string()));
+  if (auto port = admin_server.tcp_port()) {
+    conf::Endpoint admin_actual = *config->admin.listen;
+    admin_actual.port = *port;
+    write_stderr(fmt::format("listening on {} (admin)\n", admin_actual.to_string()));
+  }
+  if (admin_server.has_socket()) write_stderr(fmt::format("admin socket {}\n", config->admin.socket->string()));
+
+  admin_server.start();
+  admin_api.set_ready(true);
 
   std::size_t running = workers.size();
   std::vector<std::thread> threads;
@@ -193,6 +211,7 @@ int serve(const ServeOptions& options) {
         for (auto& w : workers) w->context().stop();
         return;
       }
+      admin_api.set_ready(false);
       write_stderr("shutting down: draining in-flight requests\n");
       for (auto& w : workers) asio::post(w->context(), [worker = w.get()] { worker->stop(); });
       drain_timer.expires_after(kDrainLimit);
@@ -209,6 +228,7 @@ int serve(const ServeOptions& options) {
   for (auto& t : threads) t.join();
   signals.cancel();
   flush_last_used();
+  admin_server.stop();
   workers.clear();
   directory.reset();
   token_store.reset();

@@ -38,7 +38,7 @@ CLI::Option* add_list(CLI::App* command, const std::string& name, std::vector<st
 
 // Opens the token backend lazily: usage errors must not touch the config or store.
 std::unique_ptr<TokenBackend> backend_for(const std::string& config_file) {
-  return make_direct_backend(conf::load_config(config_file));
+  return make_backend(conf::load_config(config_file));
 }
 
 int dispatch(int argc, char** argv) {

@@ -2,6 +2,8 @@
 // with TokenManager enforcing the config's rules (known names, max_lifetime).
 #include "gateway/cli/token_backend.hpp"
 
+#include <fmt/format.h>
+
 #include <filesystem>
 #include <system_error>
 
@@ -12,7 +14,8 @@ namespace {
 
 class DirectBackend final : public TokenBackend {
  public:
-  explicit DirectBackend(std::shared_ptr<const conf::Config> config) : config_(std::move(config)) {}
+  DirectBackend(std::shared_ptr<const conf::Config> config, std::string locked_hint)
+      : config_(std::move(config)), locked_hint_(std::move(locked_hint)) {}
 
   store::IssuedToken create(const store::NewToken& request) override {
     return manager(/*create_store=*/true)->create(request);
@@ -54,20 +57,49 @@ class DirectBackend final : public TokenBackend {
     if (manager_) return manager_.get();
     std::error_code ec;
     if (!create_store && !std::filesystem::exists(config_->store.path, ec)) return nullptr;
-    store_ = store::TokenStore::open({.path = config_->store.path, .key_file = config_->store.key_file});
+    try {
+      store_ = store::TokenStore::open({.path = config_->store.path, .key_file = config_->store.key_file});
+    } catch (const store::StoreError& e) {
+      if (locked_hint_.empty() || std::string_view(e.what()).find("is locked") == std::string_view::npos)
+        throw;
+      throw store::StoreError(fmt::format("store {} is locked by a running gateway and {}",
+                                          config_->store.path.string(), locked_hint_));
+    }
     manager_ = std::make_unique<store::TokenManager>(*store_, config_);
     return manager_.get();
   }
 
   std::shared_ptr<const conf::Config> config_;
+  std::string locked_hint_;
   std::unique_ptr<store::TokenStore> store_;
   std::unique_ptr<store::TokenManager> manager_;  // refers to *store_: declared after it
 };
 
 }  // namespace
 
-std::unique_ptr<TokenBackend> make_direct_backend(std::shared_ptr<const conf::Config> config) {
-  return std::make_unique<DirectBackend>(std::move(config));
+std::unique_ptr<TokenBackend> make_direct_backend(std::shared_ptr<const conf::Config> config,
+                                                  std::string locked_hint) {
+  return std::make_unique<DirectBackend>(std::move(config), std::move(locked_hint));
+}
+
+std::unique_ptr<TokenBackend> make_backend(std::shared_ptr<const conf::Config> config) {
+  std::string hint;
+  if (config->admin.socket) {
+    const auto& socket = *config->admin.socket;
+    const auto why_not = probe_admin_socket(socket);
+    if (!why_not) return make_socket_backend(socket);
+    hint = fmt::format(
+        "its admin socket {} does not answer ({}): check that the gateway is healthy and that you may open "
+        "the "
+        "socket (mode 0600: run as the gateway's user), or stop the gateway",
+        socket.string(), *why_not);
+  } else {
+    hint =
+        "the config sets no admin.socket: add `admin: {socket: PATH}` and restart the gateway so token "
+        "commands "
+        "go through it, or stop the gateway";
+  }
+  return make_direct_backend(std::move(config), std::move(hint));
 }
 
 }  // namespace tokengate::cli

@@ -1,11 +1,13 @@
-// The one interface every `tokengate token ...` command goes through. Today the
-// only implementation opens the store directly; an admin-socket client (for when
-// the gateway is running) implements the same calls, so output stays identical.
+// The one interface every `tokengate token ...` command goes through: the direct
+// backend opens the store in this process; the socket backend talks to a running
+// gateway's admin.socket. Both give the same records, so output stays identical.
 #pragma once
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -30,6 +32,18 @@ class TokenBackend {
 
 // Opens config.store (path, key_file) in this process. Commands that only read or
 // change existing tokens do not create a store that does not exist yet.
-std::unique_ptr<TokenBackend> make_direct_backend(std::shared_ptr<const conf::Config> config);
+// `locked_hint` is added to the error when the store is locked by a running gateway.
+std::unique_ptr<TokenBackend> make_direct_backend(std::shared_ptr<const conf::Config> config,
+                                                  std::string locked_hint = {});
+
+// Talks HTTP to the admin API on the unix socket at `socket` (trusted: no token).
+std::unique_ptr<TokenBackend> make_socket_backend(const std::filesystem::path& socket);
+
+// nullopt if something accepts connections at `socket`, else why not.
+std::optional<std::string> probe_admin_socket(const std::filesystem::path& socket);
+
+// The socket backend when config.admin.socket answers (a gateway runs), else the
+// direct backend, whose "store is locked" error then says what to do.
+std::unique_ptr<TokenBackend> make_backend(std::shared_ptr<const conf::Config> config);
 
 }  // namespace tokengate::cli

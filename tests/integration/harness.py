@@ -34,7 +34,9 @@ TOKENGATE_BIN = _binary("TOKENGATE_BIN", "gateway/tokengate")
 DEMO_UPSTREAM_BIN = _binary("TOKENGATE_DEMO_UPSTREAM", "gateway/tokengate-demo-upstream")
 
 START_TIMEOUT = 20.0
-LISTENING_RE = re.compile(r"listening on (\[[^\]]+\]|[^\s:]+):(\d+)")
+LISTENING_RE = re.compile(r"listening on (\[[^\]]+\]|[^\s:]+):(\d+)$")
+# The gateway logs its admin listener as `listening on HOST:PORT (admin)`.
+ADMIN_LISTENING_RE = re.compile(r"listening on (\[[^\]]+\]|[^\s:]+):(\d+) \(admin\)$")
 
 
 class Process:
@@ -73,6 +75,20 @@ class Process:
                     self.port = int(m.group(2))
                     self._ready.set()
         self._ready.set()  # EOF: wake the starter, which then reports the exit
+
+    def wait_for_line(self, pattern, timeout=START_TIMEOUT):
+        """The first match of `pattern` (a compiled regex) in stderr, polling until
+        `timeout`; None if it never appears."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                for line in self.lines:
+                    m = pattern.search(line)
+                    if m:
+                        return m
+            if time.monotonic() > deadline or not self.alive():
+                return None
+            time.sleep(0.02)
 
     def stderr_text(self):
         with self._lock:
@@ -166,8 +182,11 @@ class Gateway:
     Tokens must be created before start(): the store is locked while the gateway runs.
     """
 
-    def __init__(self, body_yaml, limits=None, identity=None, workers=2):
+    def __init__(self, body_yaml, limits=None, identity=None, workers=2, admin=False, tokens=None):
         self.dir = tempfile.mkdtemp(prefix="tokengate-it-")
+        self.admin_port = None
+        # admin=True: admin.listen on port 0 and admin.socket in the temp dir.
+        self.socket_path = os.path.join(self.dir, "admin.sock") if admin else None
         self.config_path = os.path.join(self.dir, "tokengate.yaml")
         lines = [
             "listen: 127.0.0.1:0",
@@ -176,6 +195,11 @@ class Gateway:
             "  path: %s" % os.path.join(self.dir, "tokens"),
             "  key_file: %s" % os.path.join(self.dir, "tokengate.key"),
         ]
+        if admin:
+            lines += ["admin:", "  listen: 127.0.0.1:0", "  socket: %s" % self.socket_path]
+        if tokens:
+            lines.append("tokens:")
+            lines += ["  %s: %s" % (k, v) for k, v in tokens.items()]
         if limits:
             lines.append("limits:")
             lines += ["  %s: %s" % (k, v) for k, v in limits.items()]
@@ -217,7 +241,17 @@ class Gateway:
     def start(self, env=None):
         self.process = Process([TOKENGATE_BIN, "serve", "--config", self.config_path], "tokengate serve", env=env)
         self.host, self.port = self.process.host, self.process.port
+        if self.socket_path:
+            m = self.process.wait_for_line(ADMIN_LISTENING_RE)
+            if not m:
+                self.process.stop()
+                raise RuntimeError("no admin listening line; stderr:\n%s" % self.process.stderr_text())
+            self.admin_port = int(m.group(2))
         return self
+
+    def admin(self, timeout=10.0):
+        """A raw connection to the admin listener."""
+        return RawConnection(self.host, self.admin_port, timeout)
 
     def connect(self, timeout=10.0):
         return RawConnection(self.host, self.port, timeout)

@@ -14,12 +14,8 @@
 
 #include "gateway/access_log.hpp"
 #include "gateway/error_response.hpp"
-#include "store/token_manager.hpp"
-
-#if __has_include("gateway/ui_assets.hpp")
 #include "gateway/ui_assets.hpp"
-#define TOKENGATE_HAVE_UI_ASSETS 1
-#endif
+#include "store/token_manager.hpp"
 
 namespace tokengate::gateway {
 namespace json = boost::json;
@@ -230,7 +226,6 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
   if (path == "/ui" || path.starts_with("/ui/")) {
     only("GET");
     if (path == "/ui") throw HttpError{404, "the web console is at /ui/"};
-#ifdef TOKENGATE_HAVE_UI_ASSETS
     if (const UiAsset* asset = find_ui_asset(path.substr(4))) {
       AdminResponse r;
       r.content_type = std::string(asset->content_type);
@@ -238,7 +233,6 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
       r.api = false;
       return r;
     }
-#endif
     throw HttpError{404, "no such page"};
   }
   if (path == "/v1/openapi.json") {

@@ -3,11 +3,15 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake ninja-build pkg-config python3 curl
+  g++ cmake ninja-build pkg-config python3 curl openssl
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   librocksdb-dev libyaml-cpp-dev libssl-dev zlib1g-dev
   libfmt-dev libcli11-dev doctest-dev
 )
+# --- web console browser test: Debian's chromium (and node, when the machine has none)
+packages+=(chromium)
+command -v node >/dev/null || packages+=(nodejs npm)
+# --- end web console
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(nginx-light haproxy wrk)
 fi
@@ -23,3 +27,10 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get update -q
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+
+# --- web console browser test: playwright-core (no browser download) from the lock file
+if [[ ! -d "$(dirname "$0")/../tests/browser/node_modules/playwright-core" ]]; then
+  echo "setup: installing playwright-core into tests/browser/node_modules" >&2
+  (cd "$(dirname "$0")/../tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# --- end web console

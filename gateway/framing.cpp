@@ -141,6 +141,24 @@ bool is_valid_request_id(std::string_view id) noexcept {
   return true;
 }
 
+namespace {
+
+// CGI-style upstreams (PHP, Django, WSGI) read `X_Auth_Subject` and `X-Auth-Subject`
+// as the same variable, so for the identity prefix '_' counts as '-'.
+bool has_identity_prefix(std::string_view name, std::string_view prefix) noexcept {
+  if (prefix.empty() || name.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    auto fold = [](char c) {
+      if (c == '_') return '-';
+      return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    };
+    if (fold(name[i]) != fold(prefix[i])) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 void strip_hop_by_hop(http::fields& fields, const StripOptions& options) {
   // Names listed in Connection are copied out first: erasing Connection frees them.
   std::vector<std::string> named;
@@ -167,13 +185,11 @@ void strip_hop_by_hop(http::fields& fields, const StripOptions& options) {
       case http::field::upgrade:
         drop = !options.keep_upgrade;
         break;
-      case http::field::authorization:
-        drop = !options.keep_authorization;
-        break;
       default: {
         const std::string_view name = it->name_string();
-        drop = istarts_with_ascii(name, "proxy-") ||
-               (!options.identity_prefix.empty() && istarts_with_ascii(name, options.identity_prefix));
+        drop = (it->name() == http::field::authorization && !options.keep_authorization) ||
+               istarts_with_ascii(name, "proxy-") || has_identity_prefix(name, options.identity_prefix);
+        // A header named in Connection is hop-by-hop, Authorization included.
         if (!drop && !named.empty()) {
           drop = std::any_of(named.begin(), named.end(),
                              [&](const std::string& n) { return iequals_ascii(n, name); });

@@ -138,6 +138,12 @@ TEST_CASE("strip_hop_by_hop on requests") {
     strip_hop_by_hop(f, StripOptions{"X-Auth-", false, false});
     CHECK(names_of(f) == std::vector<std::string>{"Host", "X-Authz"});
   }
+  SUBCASE("identity prefix with '_' for '-' is stripped too (CGI upstreams read both alike)") {
+    auto f = make_fields(
+        {{"Host", "a"}, {"X_Auth_Subject", "evil"}, {"x-auth_roles", "admin"}, {"X_Authz", "k"}, {"XAuth-X", "k"}});
+    strip_hop_by_hop(f, StripOptions{"X-Auth-", false, false});
+    CHECK(names_of(f) == std::vector<std::string>{"Host", "X_Authz", "XAuth-X"});
+  }
   SUBCASE("custom prefix") {
     auto f = make_fields({{"Host", "a"}, {"X-Auth-Subject", "kept"}, {"gw-user", "evil"}});
     strip_hop_by_hop(f, StripOptions{"Gw-", false, false});
@@ -148,6 +154,11 @@ TEST_CASE("strip_hop_by_hop on requests") {
     strip_hop_by_hop(f, StripOptions{"X-Auth-", false, true});
     CHECK(names_of(f) == std::vector<std::string>{"Host", "Authorization"});
     strip_hop_by_hop(f, StripOptions{"X-Auth-", false, false});
+    CHECK(names_of(f) == std::vector<std::string>{"Host"});
+  }
+  SUBCASE("a Connection list naming Authorization removes it even when forwarding") {
+    auto f = make_fields({{"Host", "a"}, {"Connection", "authorization"}, {"Authorization", "Bearer t"}});
+    strip_hop_by_hop(f, StripOptions{"X-Auth-", false, true});
     CHECK(names_of(f) == std::vector<std::string>{"Host"});
   }
   SUBCASE("websocket keeps Upgrade even when Connection names it") {

@@ -354,13 +354,14 @@ class ForwardingTest(GatewayTestCase):
         })
 
     SPOOF = [("X-Auth-Subject", "admin"), ("x-auth-roles", "writer"), ("X-AUTH-PERMISSIONS", "everything"),
-             ("X-Auth-Custom", "1")]
+             ("X-Auth-Custom", "1"), ("X_Auth_Subject", "admin"), ("x-auth_groups", "ops")]
 
     def test_spoofed_identity_never_reaches_upstream_on_public_route(self):
         r = self.get("/public/x", headers=self.SPOOF)
         self.assertEqual(r.status, 200, r)
         got = echo_headers(r)
-        self.assertEqual([(n, v) for n, v in got if n.lower().startswith("x-auth-")], [])
+        # '_' for '-' too: CGI-style upstreams read X_Auth_Subject as X-Auth-Subject.
+        self.assertEqual([(n, v) for n, v in got if n.lower().replace("_", "-").startswith("x-auth-")], [])
 
     def test_spoofed_identity_never_reaches_upstream_on_protected_route(self):
         r = self.get("/api/x", token=self.empty, headers=self.SPOOF)
@@ -370,6 +371,7 @@ class ForwardingTest(GatewayTestCase):
         self.assertEqual(ident["x-auth-roles"], [""])
         self.assertEqual(ident["x-auth-permissions"], [""])
         self.assertEqual(headers_named(echo_headers(r), "X-Auth-Custom"), [])
+        self.assertEqual([n for n, _ in echo_headers(r) if "_" in n], [])
 
     def test_connection_header_cannot_strip_gateway_headers(self):
         hdrs = [("Connection", "X-Auth-Subject, X-Auth-Roles, X-Forwarded-For, X-Request-Id")]

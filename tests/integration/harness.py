@@ -91,6 +91,11 @@ class Process:
                 return None
             time.sleep(0.02)
 
+    def lines_snapshot(self):
+        """Every stderr line so far."""
+        with self._lock:
+            return list(self.lines)
+
     def stderr_text(self):
         with self._lock:
             return "\n".join(self.lines[-200:])

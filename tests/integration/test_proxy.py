@@ -188,6 +188,25 @@ class AuthenticationTest(GatewayTestCase):
         self.assertEqual(r.header_all("WWW-Authenticate"), [CHALLENGE])
         self.assert_not_forwarded(m)
 
+    def test_access_log_never_contains_a_token(self):
+        m = unique_marker()
+        wrong_secret = self.reader[:20] + ("A" if self.reader[20] != "A" else "B") + self.reader[21:]
+        sent = [self.alice, self.reader, wrong_secret, "tg_malformed_" + m]
+        for token in sent:
+            self.get("/api/" + m, token=token)
+
+        def logged():
+            lines = [l for l in self.gw.process.lines_snapshot() if m in l]
+            return lines if len(lines) >= len(sent) else None
+        lines = harness.wait_until(logged, 10.0, 0.02)
+        self.assertIsNotNone(lines, "the access log did not show the requests")
+        everything = "\n".join(self.gw.process.lines_snapshot())
+        for token in sent:
+            self.assertNotIn(token, everything)
+        for token in sent[:3]:
+            self.assertNotIn(token[16:48], everything)  # not even the secret part alone
+        self.assertNotIn("Bearer", everything)
+
     def test_bearer_scheme_is_case_insensitive(self):
         for scheme in ("bearer", "BEARER", "BeArEr"):
             r = self.get("/api/x", headers=[("Authorization", "%s %s" % (scheme, self.reader))])

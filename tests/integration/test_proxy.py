@@ -4,6 +4,7 @@
 import hashlib
 import os
 import re
+import socket
 import threading
 import time
 import unittest
@@ -794,6 +795,69 @@ class LimitsTest(GatewayTestCase):
     def test_header_under_limit_passes(self):
         r = self.get("/public/small", headers=[("X-Big", "a" * 2000)])
         self.assertEqual(r.status, 200, r)
+
+
+class SlowClientTest(GatewayTestCase):
+    """Slow-loris and idle connections are cut by header_timeout and idle_timeout."""
+    limits = {"header_timeout": "1s", "idle_timeout": "1s"}
+
+    def _closed_within(self, sock, seconds):
+        """Reads until the gateway closes the connection; the elapsed time, or None
+        if it is still open after `seconds`."""
+        start = time.monotonic()
+        sock.settimeout(seconds)
+        try:
+            while sock.recv(65536):
+                pass
+        except socket.timeout:
+            return None
+        except ConnectionResetError:
+            pass
+        return time.monotonic() - start
+
+    def test_drip_fed_head_is_cut_at_header_timeout(self):
+        m = unique_marker()
+        sock = socket.create_connection((self.gw.host, self.gw.port))
+        with sock:
+            sock.sendall(("GET /public/%s HTTP/1.1\r\nHost: a\r\n" % m).encode())
+            start = time.monotonic()
+            # One header byte every 100 ms keeps the connection busy but never
+            # completes the head; the deadline is for the whole head.
+            cut = False
+            while time.monotonic() - start < 5.0:
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    cut = True
+                    break
+                sock.settimeout(0.1)
+                try:
+                    if sock.recv(65536) == b"":
+                        cut = True
+                        break
+                except socket.timeout:
+                    pass
+                except ConnectionResetError:
+                    cut = True
+                    break
+            elapsed = time.monotonic() - start
+        self.assertTrue(cut, "the gateway kept a drip-fed head open for 5 s")
+        self.assertLess(elapsed, 3.0)
+        self.assert_not_forwarded(m)
+
+    def test_idle_keep_alive_connection_is_closed(self):
+        with self.gw.connect() as c:
+            c.send(harness.build_request("GET", "/public/idle", []))
+            self.assertEqual(c.read_response().status, 200)
+            elapsed = self._closed_within(c.sock, 5.0)
+        self.assertIsNotNone(elapsed, "an idle keep-alive connection stayed open for 5 s")
+        self.assertLess(elapsed, 3.0)
+
+    def test_silent_new_connection_is_closed(self):
+        sock = socket.create_connection((self.gw.host, self.gw.port))
+        with sock:
+            elapsed = self._closed_within(sock, 5.0)
+        self.assertIsNotNone(elapsed, "a connection that never sent a byte stayed open for 5 s")
 
 
 class StreamingTest(GatewayTestCase):

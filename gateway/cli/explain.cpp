@@ -76,7 +76,7 @@ int run_explain(const ExplainOptions& options) {
   policy::Rights rights;
   std::string who = "none (anonymous request)";
   if (options.token_id) {
-    auto backend = make_direct_backend(config);
+    auto backend = make_backend(config);  // through the admin socket while a gateway runs
     const auto record = backend->get(*options.token_id);
     if (!record) throw UserError(fmt::format("no token with id '{}'", *options.token_id));
     rights = engine->effective_rights({record->roles, record->groups, record->permissions, record->licenses});

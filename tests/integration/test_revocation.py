@@ -121,6 +121,17 @@ class RevocationTest(unittest.TestCase):
         self.cli("token", "update", made["id"], "--remove-permission", "orders.read")
         self.assertEqual(conn.request("GET", "/orders/1", [bearer(made["token"])]).status, 403)
 
+    def test_explain_token_id_through_cli_socket(self):
+        # The gateway holds the store: explain reads the record through the admin socket.
+        made = self.create(roles=["reader"])
+        r = self.cli("explain", "--json", "--token-id", made["id"], "GET", "/orders/1")
+        out = json.loads(r.stdout)
+        self.assertEqual((out["decision"], out["status"]), ("allow", 200), out)
+        self.assertEqual(out["rights"]["permissions"], ["orders.read"], out)
+        self.cli("token", "update", made["id"], "--remove-role", "reader")
+        out = json.loads(self.cli("explain", "--json", "--token-id", made["id"], "GET", "/orders/1").stdout)
+        self.assertEqual((out["decision"], out["status"], out["reason"]), ("deny", 403, "insufficient_scope"), out)
+
     def test_api_create_works_at_once(self):
         made = self.create(roles=["reader"])
         with self.gw.connect() as conn:

@@ -56,7 +56,15 @@ class MetricsTest(unittest.TestCase):
             self.assertEqual(c.request("GET", "/nothing").status, 404)
         with self.gw.connect() as c:
             self.assertEqual(c.request("GET", "/down/x").status, 502)
-        after = self.scrape()
+
+        # A request is counted once its response is written, which can be just after
+        # the client has read it: scrape until all 8 are counted (or the deadline).
+        def all_counted():
+            s = self.scrape()
+            done = s.get("tokengate_request_duration_seconds_count", 0.0) - before.get(
+                "tokengate_request_duration_seconds_count", 0.0) >= 8
+            return s if done else None
+        after = harness.wait_until(all_counted, 10.0, 0.05) or self.scrape()
 
         def delta(key):
             return after.get(key, 0.0) - before.get(key, 0.0)

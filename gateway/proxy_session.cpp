@@ -412,10 +412,15 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
 
   std::unique_ptr<UpstreamConn> conn;
   for (int attempt = 0;; ++attempt) {
-    conn = pool.take();
+    // A retry always gets a new connection: the other pooled ones may have been
+    // closed by the upstream just like the first.
+    conn = attempt == 0 ? pool.take() : nullptr;
     // A non-retryable request must not land on a connection the upstream already
     // closed: check idle ones cheaply first.
-    while (conn && !retryable && !idle_connection_alive(*conn)) conn = pool.take();
+    while (conn && !retryable && !idle_connection_alive(*conn)) {
+      pool.drop_idle_since(*conn);
+      conn = pool.take();
+    }
     const bool pooled = conn != nullptr;
     if (!conn) {
       conn = std::make_unique<UpstreamConn>();
@@ -438,7 +443,10 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     if (!has_body || expect_continue || buffer_.size() == 0) {
       auto [ec, n] = co_await http::async_write_header(up, sr, kNoThrow);
       if (ec) {
-        if (may_retry) continue;
+        if (may_retry) {
+          pool.drop_idle_since(*conn);
+          continue;
+        }
         co_return co_await upstream_failure(ec, false, has_body);
       }
     }
@@ -499,6 +507,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       if (ec) {
         if (may_retry && !res_parser_->got_some() && conn->buffer.size() == 0 &&
             is_stale_connection_error(ec)) {
+          pool.drop_idle_since(*conn);
           retry = true;
           break;
         }

@@ -7,6 +7,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
@@ -43,7 +44,15 @@ std::unique_ptr<UpstreamConn> UpstreamPool::take() {
 
 void UpstreamPool::give_back(std::unique_ptr<UpstreamConn> conn) {
   if (idle_.size() >= kMaxIdle) return;  // closes it
+  conn->idle_since = std::chrono::steady_clock::now();
   idle_.push_back(std::move(conn));
+}
+
+void UpstreamPool::drop_idle_since(const UpstreamConn& dead) {
+  // idle_ is ordered by idle_since (pushed at the back, taken from the back).
+  const auto first_kept = std::find_if(idle_.begin(), idle_.end(),
+                                       [&](const auto& conn) { return conn->idle_since > dead.idle_since; });
+  idle_.erase(idle_.begin(), first_kept);
 }
 
 error_code UpstreamPool::make_tls_context() {

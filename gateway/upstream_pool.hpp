@@ -10,6 +10,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@ struct UpstreamConn {
   std::unique_ptr<boost::beast::tcp_stream> plain;
   std::unique_ptr<TlsStream> tls;
   boost::beast::flat_buffer buffer;  // bytes read from the upstream not yet parsed
+  std::chrono::steady_clock::time_point idle_since{};  // set when parked in the pool
 
   boost::beast::tcp_stream& tcp() noexcept { return tls ? boost::beast::get_lowest_layer(*tls) : *plain; }
 };
@@ -54,6 +56,11 @@ class UpstreamPool {
   std::unique_ptr<UpstreamConn> take();
   void give_back(std::unique_ptr<UpstreamConn> conn);
   void clear() { idle_.clear(); }
+  // Closes the idle connections parked no later than `dead` was: when the upstream
+  // closed one idle connection (a restart, its keep-alive timeout), the ones that
+  // have waited at least as long are most likely closed too.
+  void drop_idle_since(const UpstreamConn& dead);
+  std::size_t idle_count() const noexcept { return idle_.size(); }
 
   // Resolves (once, then cached), connects with TCP_NODELAY and, for https, does
   // the verified TLS handshake, all within `timeout`. Never throws.

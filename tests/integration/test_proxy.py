@@ -756,6 +756,62 @@ class UpstreamFailureTest(GatewayTestCase):
         self.assertEqual(r.status, 200, r)
 
 
+class UpstreamRestartTest(GatewayTestCase):
+    """Pooled upstream connections that the upstream closed while idle (a restart, or
+    an upstream keep-alive timeout shorter than ours) are retried on a fresh
+    connection, never on another pooled one that is just as dead."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = harness.start_upstream()
+        cls.gw = None
+        try:
+            # One worker, so every client connection shares one upstream pool.
+            cls.gw = harness.Gateway(gateway_body(cls.upstream.port, harness.closed_port()), workers=1)
+            cls.gw.start()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    def fill_pool(self, n):
+        """Leaves n idle connections in the gateway's pool: n concurrent slow requests."""
+        statuses = []
+
+        def one():
+            statuses.append(self.get("/__slow?ms=300").status)
+
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(statuses, [200] * n)
+        self.assertGreaterEqual(harness.upstream_log(self.upstream)["connections"], n)
+
+    def restart_upstream(self):
+        port = self.upstream.port
+        self.upstream.stop()  # its process exits: every connection it held is closed
+        # On the class: later tests and tearDownClass use (and stop) the new one.
+        type(self).upstream = harness.Process(
+            [harness.DEMO_UPSTREAM_BIN, "--listen", "127.0.0.1:%d" % port], "tokengate-demo-upstream")
+
+    def test_get_after_upstream_restart_is_retried_on_a_fresh_connection(self):
+        self.fill_pool(6)
+        self.restart_upstream()
+        for i in range(6):
+            r = self.get("/public/after-restart-%d" % i)
+            self.assertEqual(r.status, 200, r)
+        self.assert_gateway_alive()
+
+    def test_post_after_upstream_restart_is_not_sent_on_a_dead_connection(self):
+        self.fill_pool(6)
+        self.restart_upstream()
+        for i in range(6):
+            r = self.request("POST", "/public/post-after-restart-%d" % i, body=b"payload")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["body_bytes"], 7)
+
+
 class LimitsTest(GatewayTestCase):
     limits = {"max_body_bytes": 1024, "max_header_bytes": 4096}
 

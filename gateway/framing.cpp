@@ -159,22 +159,36 @@ bool has_identity_prefix(std::string_view name, std::string_view prefix) noexcep
 
 }  // namespace
 
-void strip_hop_by_hop(http::fields& fields, const StripOptions& options) {
-  // Names listed in Connection are copied out first: erasing Connection frees them.
-  std::vector<std::string> named;
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ");
+  out.append(value);
+  out.append("\r\n");
+}
+
+namespace {
+
+// True if a Connection field of `fields` lists `name` (RFC 9110 §7.6.1).
+bool named_in_connection(const http::fields& fields, std::string_view name) noexcept {
   for (auto it = fields.find(http::field::connection);
        it != fields.end() && it->name() == http::field::connection; ++it) {
     std::string_view list = it->value();
     while (!list.empty()) {
       const auto comma = list.find(',');
-      const auto item = trim_ows(list.substr(0, comma));
-      if (!item.empty()) named.emplace_back(item);
+      if (iequals_ascii(trim_ows(list.substr(0, comma)), name)) return true;
       list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
     }
   }
-  for (auto it = fields.begin(); it != fields.end();) {
+  return false;
+}
+
+}  // namespace
+
+void append_forwarded_fields(std::string& out, const http::fields& fields, const StripOptions& options) {
+  const bool has_connection = fields.count(http::field::connection) > 0;
+  for (const auto& field : fields) {
     bool drop = false;
-    switch (it->name()) {
+    switch (field.name()) {
       case http::field::connection:
       case http::field::keep_alive:
       case http::field::te:
@@ -186,22 +200,17 @@ void strip_hop_by_hop(http::fields& fields, const StripOptions& options) {
         drop = !options.keep_upgrade;
         break;
       default: {
-        const std::string_view name = it->name_string();
-        drop = (it->name() == http::field::authorization && !options.keep_authorization) ||
-               istarts_with_ascii(name, "proxy-") || has_identity_prefix(name, options.identity_prefix);
-        // A header named in Connection is hop-by-hop, Authorization included.
-        if (!drop && !named.empty()) {
-          drop = std::any_of(named.begin(), named.end(),
-                             [&](const std::string& n) { return iequals_ascii(n, name); });
-        }
+        const std::string_view name = field.name_string();
+        drop = (field.name() == http::field::authorization && !options.keep_authorization) ||
+               istarts_with_ascii(name, "proxy-") || has_identity_prefix(name, options.identity_prefix) ||
+               std::any_of(options.own.begin(), options.own.end(),
+                           [&](std::string_view own) { return iequals_ascii(own, name); }) ||
+               // A header named in Connection is hop-by-hop, Authorization included.
+               (has_connection && named_in_connection(fields, name));
         break;
       }
     }
-    if (drop) {
-      it = fields.erase(it);
-    } else {
-      ++it;
-    }
+    if (!drop) append_field(out, field.name_string(), field.value());
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include <boost/beast/http/fields.hpp>
 #include <cstddef>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -56,12 +57,20 @@ struct StripOptions {
   std::string_view identity_prefix;  // empty = none (responses)
   bool keep_upgrade = false;         // a WebSocket upgrade is being proxied
   bool keep_authorization = false;
+  // Fields the caller writes itself (Host, X-Request-Id, framing...): the incoming
+  // ones are left out so each appears once, with the gateway's value.
+  std::initializer_list<std::string_view> own = {};
 };
-// Removes hop-by-hop fields (Connection and the fields it names, Keep-Alive, TE,
-// Trailer, Transfer-Encoding, Upgrade unless kept, Proxy-*), fields starting with
-// the identity prefix, and Authorization unless kept. Callers add the gateway's
-// own fields afterwards, so a name listed in Connection can never remove them.
-void strip_hop_by_hop(boost::beast::http::fields& fields, const StripOptions& options);
+// Appends "Name: value\r\n" for every field of `fields` that may be forwarded,
+// leaving out hop-by-hop fields (Connection and the fields it names, Keep-Alive, TE,
+// Trailer, Transfer-Encoding, Upgrade unless kept, Proxy-*), fields starting with the
+// identity prefix, Authorization unless kept, and the caller's own fields. The caller
+// appends its own fields afterwards, so a name listed in Connection can never remove
+// them. Writes into a reused buffer: nothing is allocated once it has grown.
+void append_forwarded_fields(std::string& out, const boost::beast::http::fields& fields,
+                             const StripOptions& options);
+// Appends "name: value\r\n".
+void append_field(std::string& out, std::string_view name, std::string_view value);
 
 // "a,b,c" of sorted names (the caller's vectors are already sorted and unique).
 std::string join_names(const std::vector<std::string>& names);

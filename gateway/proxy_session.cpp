@@ -15,6 +15,8 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/beast/http.hpp>
+#include <array>
+#include <charconv>
 #include <chrono>
 #include <optional>
 #include <string>
@@ -64,6 +66,50 @@ bool is_stale_connection_error(const error_code& ec) noexcept {
          ec == asio::error::broken_pipe || ec == asio::error::connection_aborted ||
          ec == asio::ssl::error::stream_truncated;
 }
+
+void append_decimal(std::string& out, std::uint64_t value) {
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+  out.append(digits, end);
+}
+
+void append_content_length(std::string& out, std::uint64_t length) {
+  out.append("Content-Length: ");
+  append_decimal(out, length);
+  out.append("\r\n");
+}
+
+// One piece of a message body as it goes on the wire, after an optional head: as
+// is, or as a chunk ("SIZE\r\n" piece "\r\n") followed by the last-chunk
+// "0\r\n\r\n" after the final piece. Views only: keep the frame and the piece
+// alive until the write completes.
+class BodyFrame {
+ public:
+  BodyFrame(bool chunked, std::string_view piece, bool last) noexcept : piece_(piece) {
+    if (!chunked) return;
+    if (!piece.empty()) {
+      auto end = std::to_chars(size_line_, size_line_ + sizeof size_line_ - 2, piece.size(), 16).ptr;
+      *end++ = '\r';
+      *end++ = '\n';
+      size_len_ = static_cast<std::size_t>(end - size_line_);
+      after_ = last ? std::string_view("\r\n0\r\n\r\n") : std::string_view("\r\n");
+    } else if (last) {
+      after_ = "0\r\n\r\n";
+    }
+  }
+  BodyFrame(const BodyFrame&) = delete;
+  BodyFrame& operator=(const BodyFrame&) = delete;
+
+  std::array<asio::const_buffer, 4> buffers(std::string_view head) const noexcept {
+    return {asio::buffer(head), asio::buffer(size_line_, size_len_), asio::buffer(piece_), asio::buffer(after_)};
+  }
+
+ private:
+  char size_line_[20];
+  std::size_t size_len_ = 0;
+  std::string_view piece_;
+  std::string_view after_;
+};
 
 template <class From, class To>
 asio::awaitable<void> pipe(From& from, To& to, std::uint64_t& count) {
@@ -144,7 +190,11 @@ class Session {
   template <class Stream>
   asio::awaitable<Next> forward(UpstreamPool& pool, bool has_body, bool expect_continue, bool websocket);
   template <class Stream>
-  asio::awaitable<Next> tunnel(UpstreamConn& up, http::response<http::buffer_body>& res);
+  asio::awaitable<Next> tunnel(UpstreamConn& up);
+  // The response head in down_head_: status line, X-Request-Id, then the caller's
+  // fields; finish_head adds Connection as the client needs it and the blank line.
+  void begin_head(int status, std::string_view reason);
+  void finish_head(bool keep_alive);
   asio::awaitable<Next> send_error(int status, std::string_view code, std::string_view message, bool close,
                                    std::string_view challenge = {}, std::string_view allow = {});
   asio::awaitable<Next> upstream_failure(const error_code& ec, bool connect, bool close);
@@ -167,6 +217,8 @@ class Session {
   std::string request_id_;
   std::string tls_failure_;  // why the upstream's certificate was refused, if it was
   std::string message_;  // error message under construction (see the 403 case)
+  std::string up_head_;    // the request head sent upstream (kept for a retry)
+  std::string down_head_;  // the response head sent to the client
   std::unique_ptr<char[]> body_buf_;
   std::optional<http::request_parser<http::buffer_body>> parser_;
   std::optional<http::response_parser<http::buffer_body>> res_parser_;
@@ -357,47 +409,53 @@ asio::awaitable<Next> Session::handle_request() {
   UpstreamPool& pool = snap_->pools[static_cast<std::size_t>(upstream_index)];
   rec_.upstream = pool.name();
 
-  // 4. Rewrite the head in place: strip first, then add, so nothing the client
-  // names in Connection can remove what the gateway adds.
+  // 4. The upstream request head, written out directly: the client's fields minus
+  // hop-by-hop, identity-prefixed and replaced ones, then the gateway's own, so
+  // nothing the client names in Connection can remove what the gateway adds.
   const bool websocket = parser_->upgrade() && iequals_ascii(req[http::field::upgrade], "websocket");
   const bool expect_continue = has_body && iequals_ascii(req[http::field::expect], "100-continue");
-  forwarded_host_ = req[http::field::host];
+  up_head_.clear();
+  up_head_.append(method_);
+  up_head_ += ' ';
   if (ct.asterisk) {
-    target_ = "*";
+    up_head_ += '*';
   } else {
-    target_ = pool.base_path();
-    target_ += path_;
+    up_head_.append(pool.base_path());
+    up_head_.append(path_);
     if (ct.has_query) {
-      target_ += '?';
-      target_ += ct.query;
+      up_head_ += '?';
+      up_head_.append(ct.query);
     }
   }
-  strip_hop_by_hop(
-      req, StripOptions{config.identity.header_prefix, websocket, config.identity.forward_authorization});
-  req.erase(http::field::expect);
+  up_head_.append(" HTTP/1.1\r\n");
+  append_field(up_head_, "Host", pool.host_header());
+  append_forwarded_fields(up_head_, req,
+                          StripOptions{config.identity.header_prefix, websocket,
+                                       config.identity.forward_authorization,
+                                       {"Host", "Expect", "Content-Length", "X-Forwarded-For", "X-Forwarded-Proto",
+                                        "X-Forwarded-Host", "X-Request-Id"}});
   if (entry) {
-    req.set(snap_->h_subject, token_->record.id);
-    req.set(snap_->h_name, entry->name);
-    req.set(snap_->h_roles, entry->roles);
-    req.set(snap_->h_groups, entry->groups);
-    req.set(snap_->h_permissions, entry->permissions);
-    req.set(snap_->h_licenses, entry->licenses);
+    append_field(up_head_, snap_->h_subject, token_->record.id);
+    append_field(up_head_, snap_->h_name, entry->name);
+    append_field(up_head_, snap_->h_roles, entry->roles);
+    append_field(up_head_, snap_->h_groups, entry->groups);
+    append_field(up_head_, snap_->h_permissions, entry->permissions);
+    append_field(up_head_, snap_->h_licenses, entry->licenses);
   }
-  req.set("X-Forwarded-For", client_);
-  req.set("X-Forwarded-Proto", w_.shared().tls_listener ? "https" : "http");
-  req.set("X-Forwarded-Host", forwarded_host_);
-  req.set("X-Request-Id", request_id_);
-  req.set(http::field::host, pool.host_header());
-  if (websocket) req.set(http::field::connection, "Upgrade");
+  append_field(up_head_, "X-Forwarded-For", client_);
+  append_field(up_head_, "X-Forwarded-Proto", w_.shared().tls_listener ? "https" : "http");
+  append_field(up_head_, "X-Forwarded-Host", req[http::field::host]);
+  append_field(up_head_, "X-Request-Id", request_id_);
+  if (websocket) append_field(up_head_, "Connection", "Upgrade");
   // Framing is re-established from what the parser saw, never from client fields.
   if (parser_->chunked()) {
-    req.content_length(boost::none);
-    req.chunked(true);
-  } else if (const auto length = parser_->content_length()) {
-    req.content_length(*length);
+    append_field(up_head_, "Transfer-Encoding", "chunked");
+  } else if (const auto length = parser_->content_length(); length && *length > 0) {
+    up_head_.append("Content-Length: ");
+    append_decimal(up_head_, *length);
+    up_head_.append("\r\n");
   }
-  req.target(target_);
-  req.version(11);
+  up_head_.append("\r\n");
 
   if (pool.https()) co_return co_await forward<TlsStream>(pool, has_body, expect_continue, websocket);
   co_return co_await forward<beast::tcp_stream>(pool, has_body, expect_continue, websocket);
@@ -406,9 +464,9 @@ asio::awaitable<Next> Session::handle_request() {
 template <class Stream>
 asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool expect_continue,
                                        bool websocket) {
-  auto& req = parser_->get();
   const conf::Limits& limits = snap_->engine->config().limits;
-  const bool retryable = !has_body && is_idempotent(req.method());
+  const bool retryable = !has_body && is_idempotent(parser_->get().method());
+  const bool chunked_in = parser_->chunked();
 
   std::unique_ptr<UpstreamConn> conn;
   for (int attempt = 0;; ++attempt) {
@@ -433,15 +491,12 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     const bool may_retry = pooled && retryable && attempt == 0;
 
     Stream& up = stream_of<Stream>(*conn);
-    http::request_serializer<http::buffer_body> sr{req};
-    req.body().data = nullptr;
-    req.body().size = 0;
-    req.body().more = has_body;
     conn->tcp().expires_after(limits.upstream_timeout);
     // The head goes out alone unless body bytes are already here (then the first
     // body write carries it). With 100-continue it must go first.
+    bool head_sent = false;
     if (!has_body || expect_continue || buffer_.size() == 0) {
-      auto [ec, n] = co_await http::async_write_header(up, sr, kNoThrow);
+      auto [ec, n] = co_await asio::async_write(up, asio::buffer(up_head_), kNoThrow);
       if (ec) {
         if (may_retry) {
           pool.drop_idle_since(*conn);
@@ -449,6 +504,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
         }
         co_return co_await upstream_failure(ec, false, has_body);
       }
+      head_sent = true;
     }
     if (has_body) {
       if (expect_continue) {
@@ -457,10 +513,11 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
         auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(kContinue), kNoThrow);
         if (ec) co_return Next::Close;
       }
+      auto& body = parser_->get().body();
       char* buf = body_buffer();
       do {
-        req.body().data = buf;
-        req.body().size = kBodyChunk;
+        body.data = buf;
+        body.size = kBodyChunk;
         stream_.tcp().expires_after(limits.idle_timeout);
         auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kNoThrow);
         if (ec == http::error::need_buffer) ec = {};
@@ -480,17 +537,14 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
           message_ = fmt::format("malformed request body: {}", ec.message());
           co_return co_await send_error(400, "bad_request", message_, true);
         }
-        const std::size_t got = kBodyChunk - req.body().size;
+        const std::size_t got = kBodyChunk - body.size;
         rec_.bytes_in += got;
-        // A zero-length buffer with non-null data would be serialized as a chunk of
-        // size 0, i.e. the chunked terminator: pass no buffer instead.
-        req.body().data = got > 0 ? buf : nullptr;
-        req.body().size = got;
-        req.body().more = !parser_->is_done();
+        BodyFrame frame(chunked_in, std::string_view(buf, got), parser_->is_done());
         conn->tcp().expires_after(limits.upstream_timeout);
-        auto [wec, wn] = co_await http::async_write(up, sr, kNoThrow);
-        if (wec == http::error::need_buffer) wec = {};
+        auto [wec, wn] = co_await asio::async_write(
+            up, frame.buffers(head_sent ? std::string_view{} : std::string_view(up_head_)), kNoThrow);
         if (wec) co_return co_await upstream_failure(wec, false, true);
+        head_sent = true;
       } while (!parser_->is_done());
     }
 
@@ -529,59 +583,53 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
       co_return co_await send_error(502, error_code_for(502), "the upstream switched protocols unasked", true);
     }
-    co_return co_await tunnel<Stream>(*conn, res);
+    co_return co_await tunnel<Stream>(*conn);
   }
 
   const bool upstream_keep_alive = res_parser_->keep_alive();
   const bool header_only = is_head_ || status == 204 || status == 304;
-  const bool upstream_chunked = res_parser_->chunked();
   const auto upstream_length = res_parser_->content_length();
-  strip_hop_by_hop(res, StripOptions{{}, false, true});
-  res.set("X-Request-Id", request_id_);
   bool keep_alive = client_keep_alive_ && !w_.shared().stopping.load(std::memory_order_relaxed);
+  bool chunked_out = false;
+  begin_head(status, res.reason());
+  append_forwarded_fields(down_head_, res, StripOptions{{}, false, true, {"Content-Length", "X-Request-Id"}});
   if (header_only) {
-    if (is_head_ && upstream_chunked && client_version_ >= 11) {
-      res.set(http::field::transfer_encoding, "chunked");
+    if (is_head_ && res_parser_->chunked() && client_version_ >= 11) {
+      append_field(down_head_, "Transfer-Encoding", "chunked");
     } else if (status != 204 && upstream_length) {
-      res.content_length(*upstream_length);
+      append_content_length(down_head_, *upstream_length);
     }
   } else if (upstream_length) {
-    res.content_length(*upstream_length);
+    append_content_length(down_head_, *upstream_length);
   } else if (client_version_ >= 11) {
-    res.chunked(true);
+    chunked_out = true;
+    append_field(down_head_, "Transfer-Encoding", "chunked");
   } else {
     keep_alive = false;  // HTTP/1.0 client: the body ends when we close
   }
-  res.version(11);
-  if (!keep_alive) {
-    res.set(http::field::connection, "close");
-  } else if (client_version_ == 10) {
-    res.set(http::field::connection, "keep-alive");
-  }
+  finish_head(keep_alive);
 
-  http::response_serializer<http::buffer_body> rsr{res};
-  res.body().data = nullptr;
-  res.body().size = 0;
-  res.body().more = !header_only;
   stream_.tcp().expires_after(limits.upstream_timeout);
   // When body bytes are already buffered, the head goes out with the first body
   // write (one send instead of two); otherwise the head is sent at once so a slow
   // body does not hold it back.
-  const bool head_with_body = !header_only && (conn->buffer.size() > 0 || res_parser_->is_done());
-  if (!head_with_body) {
-    auto [ec, n] = co_await http::async_write_header(stream_, rsr, kNoThrow);
+  bool head_sent = false;
+  if (header_only || !(conn->buffer.size() > 0 || res_parser_->is_done())) {
+    auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(down_head_), kNoThrow);
     if (ec) {
       rec_.reason = "client_aborted";
       co_return Next::Close;
     }
+    head_sent = true;
   }
   if (!header_only) {
+    auto& body = res.body();
     char* buf = body_buffer();
     for (;;) {
       std::size_t got = 0;
       if (!res_parser_->is_done()) {
-        res.body().data = buf;
-        res.body().size = kBodyChunk;
+        body.data = buf;
+        body.size = kBodyChunk;
         conn->tcp().expires_after(limits.upstream_timeout);
         auto [ec, n] =
             co_await http::async_read_some(stream_of<Stream>(*conn), conn->buffer, *res_parser_, kNoThrow);
@@ -594,24 +642,22 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
           rec_.detail = "response truncated";
           co_return Next::Close;
         }
-        got = kBodyChunk - res.body().size;
-        res.body().data = got > 0 ? buf : nullptr;
-        res.body().size = got;
-        res.body().more = !res_parser_->is_done();
-      } else {
-        res.body().data = nullptr;
-        res.body().size = 0;
-        res.body().more = false;
+        got = kBodyChunk - body.size;
       }
-      stream_.tcp().expires_after(limits.upstream_timeout);
-      auto [wec, wn] = co_await http::async_write(stream_, rsr, kNoThrow);
-      if (wec == http::error::need_buffer) wec = {};
-      if (wec) {
-        rec_.reason = "client_aborted";
-        co_return Next::Close;
+      const bool done = res_parser_->is_done();
+      BodyFrame frame(chunked_out, std::string_view(buf, got), done);
+      const auto buffers = frame.buffers(head_sent ? std::string_view{} : std::string_view(down_head_));
+      if (asio::buffer_size(buffers) > 0) {
+        stream_.tcp().expires_after(limits.upstream_timeout);
+        auto [wec, wn] = co_await asio::async_write(stream_, buffers, kNoThrow);
+        if (wec) {
+          rec_.reason = "client_aborted";
+          co_return Next::Close;
+        }
+        head_sent = true;
       }
       rec_.bytes_out += got;
-      if (!res.body().more || rsr.is_done()) break;
+      if (done) break;
     }
   }
 
@@ -621,17 +667,17 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
 }
 
 template <class Stream>
-asio::awaitable<Next> Session::tunnel(UpstreamConn& conn, http::response<http::buffer_body>& res) {
+asio::awaitable<Next> Session::tunnel(UpstreamConn& conn) {
   Stream& up = stream_of<Stream>(conn);
   using namespace asio::experimental::awaitable_operators;
-  strip_hop_by_hop(res, StripOptions{{}, true, true});
-  res.set(http::field::connection, "Upgrade");
-  res.set("X-Request-Id", request_id_);
-  http::response_serializer<http::buffer_body> rsr{res};
-  res.body().more = false;
+  auto& res = res_parser_->get();
+  begin_head(101, res.reason());
+  append_forwarded_fields(down_head_, res, StripOptions{{}, true, true, {"Content-Length", "X-Request-Id"}});
+  append_field(down_head_, "Connection", "Upgrade");
+  down_head_.append("\r\n");
   stream_.tcp().expires_after(snap_->engine->config().limits.upstream_timeout);
   {
-    auto [ec, n] = co_await http::async_write_header(stream_, rsr, kNoThrow);
+    auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(down_head_), kNoThrow);
     if (ec) co_return Next::Close;
   }
   // Bytes that arrived with the heads belong to the tunnel.
@@ -651,6 +697,25 @@ asio::awaitable<Next> Session::tunnel(UpstreamConn& conn, http::response<http::b
   conn.tcp().expires_never();
   co_await (pipe(stream_, up, rec_.bytes_in) && pipe(up, stream_, rec_.bytes_out));
   co_return Next::Close;
+}
+
+void Session::begin_head(int status, std::string_view reason) {
+  down_head_.clear();
+  down_head_.append("HTTP/1.1 ");
+  append_decimal(down_head_, static_cast<std::uint64_t>(status));
+  down_head_ += ' ';
+  down_head_.append(reason);
+  down_head_.append("\r\n");
+  append_field(down_head_, "X-Request-Id", request_id_);
+}
+
+void Session::finish_head(bool keep_alive) {
+  if (!keep_alive) {
+    append_field(down_head_, "Connection", "close");
+  } else if (client_version_ == 10) {
+    append_field(down_head_, "Connection", "keep-alive");
+  }
+  down_head_.append("\r\n");
 }
 
 asio::awaitable<Next> Session::upstream_failure(const error_code& ec, bool connect, bool close) {
@@ -686,28 +751,16 @@ asio::awaitable<Next> Session::send_error(int status, std::string_view code, std
   if (rec_.reason.empty()) rec_.reason = code;
   close = close || !client_keep_alive_ || w_.shared().stopping.load(std::memory_order_relaxed);
 
-  http::response<http::string_body> res{static_cast<http::status>(status), 11};
-  res.set(http::field::content_type, "application/json");
-  res.set("X-Request-Id", request_id_);
-  if (!challenge.empty()) res.set(http::field::www_authenticate, challenge);
-  if (!allow.empty()) res.set(http::field::allow, allow);
-  if (close) {
-    res.set(http::field::connection, "close");
-  } else if (client_version_ == 10) {
-    res.set(http::field::connection, "keep-alive");
-  }
-  res.body() = error_body(code, message);
-  res.prepare_payload();
+  begin_head(status, http::obsolete_reason(static_cast<http::status>(status)));
+  append_field(down_head_, "Content-Type", "application/json");
+  if (!challenge.empty()) append_field(down_head_, "WWW-Authenticate", challenge);
+  if (!allow.empty()) append_field(down_head_, "Allow", allow);
+  const std::string body = error_body(code, message);
+  append_content_length(down_head_, body.size());
+  finish_head(!close);
+  if (!is_head_) down_head_.append(body);
   stream_.tcp().expires_after(std::chrono::seconds(10));
-  error_code ec;
-  if (is_head_) {
-    http::response_serializer<http::string_body> sr{res};
-    auto [wec, n] = co_await http::async_write_header(stream_, sr, kNoThrow);
-    ec = wec;
-  } else {
-    auto [wec, n] = co_await http::async_write(stream_, res, kNoThrow);
-    ec = wec;
-  }
+  auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(down_head_), kNoThrow);
   if (ec) co_return Next::Close;
   if (close) {
     co_await linger_close();

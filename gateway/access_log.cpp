@@ -7,6 +7,7 @@
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serializer.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 #include <fmt/format.h>
@@ -195,9 +196,65 @@ void AccessLog::schedule_flush() {
 }
 
 void AccessLog::flush() {
-  if (pending_.empty()) return;
-  write_stderr(pending_);
-  pending_.clear();
+  if (!pending_.empty()) outbox_.hand_over(pending_);
+}
+
+void LogWriter::Outbox::hand_over(std::string& batch) {
+  {
+    std::lock_guard lock(mutex_);
+    if (queued_.size() + batch.size() > kMaxBacklog) {
+      dropped_lines_ += static_cast<std::uint64_t>(std::count(batch.begin(), batch.end(), '\n'));
+    } else if (queued_.empty()) {
+      queued_.swap(batch);  // no copy; the worker gets the writer's old buffer back
+    } else {
+      queued_.append(batch);
+    }
+  }
+  batch.clear();
+  // Set after the batch is queued and cleared by the writer before it drains, so
+  // no batch is left waiting for a wake-up that already happened.
+  if (!writer_.pending_.exchange(true)) writer_.pending_.notify_one();
+}
+
+LogWriter::LogWriter(std::size_t outboxes) {
+  for (std::size_t i = 0; i < outboxes; ++i) outboxes_.push_back(std::unique_ptr<Outbox>(new Outbox(*this)));
+  thread_ = std::thread([this] { run(); });
+}
+
+LogWriter::~LogWriter() { stop(); }
+
+void LogWriter::stop() {
+  if (!thread_.joinable()) return;
+  stopping_.store(true);
+  pending_.store(true);
+  pending_.notify_one();
+  thread_.join();
+  drain();
+}
+
+void LogWriter::run() {
+  for (;;) {
+    pending_.wait(false);
+    pending_.store(false);
+    drain();
+    if (stopping_.load()) return;
+  }
+}
+
+void LogWriter::drain() {
+  for (auto& box : outboxes_) {
+    std::uint64_t dropped = 0;
+    {
+      std::lock_guard lock(box->mutex_);
+      writing_.swap(box->queued_);
+      dropped = std::exchange(box->dropped_lines_, 0);
+    }
+    if (!writing_.empty()) {
+      write_stderr(writing_);
+      writing_.clear();
+    }
+    if (dropped > 0) log_line(LogLevel::Warn, fmt::format("access log: {} lines dropped (stderr too slow)", dropped));
+  }
 }
 
 }  // namespace tokengate::gateway

@@ -1,14 +1,20 @@
 // The per-worker access log: one JSON line per request on stderr. Lines are
-// batched per worker and written with one write(2) each time the worker's
-// io_context gets round to it, so a busy worker does not pay a syscall per request
-// and lines of different workers never interleave.
+// batched per worker (one batch per turn of the worker's io_context) and handed to
+// the LogWriter thread, which does the write(2): a slow stderr (a file on a busy
+// disk, a pipe to a slow reader) never stalls a worker, and lines of different
+// workers never interleave.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 namespace tokengate::gateway {
 
@@ -45,9 +51,53 @@ bool parse_log_level(std::string_view text, LogLevel& out) noexcept;
 // {"time","level","msg"} or, with --log-format text, "TIME LEVEL msg".
 void log_line(LogLevel level, std::string_view message);
 
+// The thread that writes access-log batches to stderr. Each worker hands its
+// batches to its own Outbox, whose mutex only that worker and this thread take.
+// When stderr cannot keep up and an outbox holds kMaxBacklog bytes, further batches
+// are dropped (never blocking a worker) and the count is reported on stderr.
+class LogWriter {
+ public:
+  static constexpr std::size_t kMaxBacklog = 16 << 20;
+
+  class Outbox {
+   public:
+    // Moves `batch` (whole lines) to the writer and leaves it empty.
+    void hand_over(std::string& batch);
+
+   private:
+    friend class LogWriter;
+    explicit Outbox(LogWriter& writer) : writer_(writer) {}
+    LogWriter& writer_;
+    std::mutex mutex_;
+    std::string queued_;
+    std::uint64_t dropped_lines_ = 0;
+  };
+
+  // One outbox per worker; starts the thread.
+  explicit LogWriter(std::size_t outboxes);
+  ~LogWriter();  // stop()
+  LogWriter(const LogWriter&) = delete;
+  LogWriter& operator=(const LogWriter&) = delete;
+
+  Outbox& outbox(std::size_t index) noexcept { return *outboxes_[index]; }
+  // Writes everything handed over so far and stops the thread (idempotent). The
+  // workers must have stopped handing over.
+  void stop();
+
+ private:
+  void run();
+  void drain();
+
+  std::vector<std::unique_ptr<Outbox>> outboxes_;
+  std::atomic<bool> pending_{false};
+  std::atomic<bool> stopping_{false};
+  std::string writing_;
+  std::thread thread_;
+};
+
 class AccessLog {
  public:
-  explicit AccessLog(boost::asio::io_context& context) : context_(context) {}
+  AccessLog(boost::asio::io_context& context, LogWriter::Outbox& outbox) : context_(context), outbox_(outbox) {}
   void write(const AccessRecord& record);
   void flush();
 
@@ -57,6 +107,7 @@ class AccessLog {
   void schedule_flush();
 
   boost::asio::io_context& context_;
+  LogWriter::Outbox& outbox_;
   std::string pending_;
   bool flush_posted_ = false;
   std::int64_t cached_second_ = -1;

@@ -191,6 +191,14 @@ class Session {
   asio::awaitable<Next> forward(UpstreamPool& pool, bool has_body, bool expect_continue, bool websocket);
   template <class Stream>
   asio::awaitable<Next> tunnel(UpstreamConn& up);
+  // The upstream's response head into res_parser_, then body pieces into the
+  // parser's buffer_body: parsed straight from `buffer` when it holds the bytes
+  // (a small response usually arrives whole with its head), reading the socket
+  // only when it does not.
+  template <class Stream>
+  asio::awaitable<error_code> read_response_head(Stream& up, beast::flat_buffer& buffer);
+  template <class Stream>
+  asio::awaitable<error_code> read_response_body(Stream& up, beast::flat_buffer& buffer);
   // The response head in down_head_: status line, X-Request-Id, then the caller's
   // fields; finish_head adds Connection as the client needs it and the blank line.
   void begin_head(int status, std::string_view reason);
@@ -557,7 +565,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       res_parser_->header_limit(kMaxUpstreamHeader);
       if (is_head_) res_parser_->skip(true);
       conn->tcp().expires_after(limits.upstream_timeout);
-      auto [ec, n] = co_await http::async_read_header(up, conn->buffer, *res_parser_, kNoThrow);
+      const error_code ec = co_await read_response_head(up, conn->buffer);
       if (ec) {
         if (may_retry && !res_parser_->got_some() && conn->buffer.size() == 0 &&
             is_stale_connection_error(ec)) {
@@ -631,9 +639,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
         body.data = buf;
         body.size = kBodyChunk;
         conn->tcp().expires_after(limits.upstream_timeout);
-        auto [ec, n] =
-            co_await http::async_read_some(stream_of<Stream>(*conn), conn->buffer, *res_parser_, kNoThrow);
-        if (ec == http::error::need_buffer) ec = {};
+        const error_code ec = co_await read_response_body(stream_of<Stream>(*conn), conn->buffer);
         if (ec) {
           // Never let a truncated body look complete: drop the client connection.
           rec_.reason = ec == beast::error::timeout ? "upstream_timeout" : "upstream_aborted";
@@ -697,6 +703,54 @@ asio::awaitable<Next> Session::tunnel(UpstreamConn& conn) {
   conn.tcp().expires_never();
   co_await (pipe(stream_, up, rec_.bytes_in) && pipe(up, stream_, rec_.bytes_out));
   co_return Next::Close;
+}
+
+template <class Stream>
+asio::awaitable<error_code> Session::read_response_head(Stream& up, beast::flat_buffer& buffer) {
+  std::size_t scanned = 0;
+  for (;;) {
+    const std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
+    const std::size_t head_end = find_head_end(data, scanned);
+    if (head_end != std::string_view::npos) {
+      error_code ec;
+      const std::size_t used = res_parser_->put(asio::buffer(data.data(), head_end), ec);
+      buffer.consume(used);
+      if (!ec && !res_parser_->is_header_done()) ec = http::error::partial_message;
+      co_return ec;
+    }
+    if (data.size() > kMaxUpstreamHeader) co_return http::error::header_limit;
+    scanned = data.size();
+    auto [ec, n] = co_await up.async_read_some(buffer.prepare(16 * 1024), kNoThrow);
+    if (ec) co_return ec;
+    buffer.commit(n);
+  }
+}
+
+template <class Stream>
+asio::awaitable<error_code> Session::read_response_body(Stream& up, beast::flat_buffer& buffer) {
+  auto& body = res_parser_->get().body();
+  const std::size_t room = body.size;
+  for (;;) {
+    if (buffer.size() > 0) {
+      error_code ec;
+      const std::size_t used = res_parser_->put(buffer.data(), ec);
+      buffer.consume(used);
+      if (ec == http::error::need_buffer) co_return error_code{};  // the piece is full
+      if (ec && ec != http::error::need_more) co_return ec;
+      if (body.size != room || res_parser_->is_done()) co_return error_code{};
+      if (!ec && used > 0) continue;  // parsed framing only (a chunk header): parse on
+    }
+    if (res_parser_->is_done()) co_return error_code{};
+    auto [ec, n] = co_await up.async_read_some(buffer.prepare(kBodyChunk), kNoThrow);
+    if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+      // The end of a body delimited by the close, or a truncation (partial_message).
+      error_code eof_ec;
+      res_parser_->put_eof(eof_ec);
+      co_return eof_ec ? eof_ec : (res_parser_->is_done() ? error_code{} : ec);
+    }
+    if (ec) co_return ec;
+    buffer.commit(n);
+  }
 }
 
 void Session::begin_head(int status, std::string_view reason) {

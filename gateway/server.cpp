@@ -173,9 +173,11 @@ int serve(const ServeOptions& options) {
     fail_line(error);
     return 1;
   }
+  LogWriter log_writer(n);
   std::vector<std::unique_ptr<Worker>> workers;
   for (unsigned i = 0; i < n; ++i) {
-    workers.push_back(std::make_unique<Worker>(shared, std::max<std::size_t>(per_worker, 1), metrics.shard(i)));
+    workers.push_back(std::make_unique<Worker>(shared, std::max<std::size_t>(per_worker, 1), metrics.shard(i),
+                                               log_writer.outbox(i)));
     error_code ec;
     if (!bind_acceptor(workers.back()->acceptor(), *endpoint, ec)) {
       fail_line(fmt::format("cannot listen on {}: {}", config->listen.to_string(), ec.message()));
@@ -276,6 +278,7 @@ int serve(const ServeOptions& options) {
 
   main_context.run();
   for (auto& t : threads) t.join();
+  log_writer.stop();  // every access line out before the last operational lines
   signals.cancel();
   reloader.stop();
   admin_server.stop();

@@ -16,12 +16,13 @@ namespace tokengate::gateway {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-Worker::Worker(SharedState& shared, std::size_t max_connections, MetricsShard& metrics)
+Worker::Worker(SharedState& shared, std::size_t max_connections, MetricsShard& metrics,
+               LogWriter::Outbox& log)
     : shared_(shared),
       context_(std::make_unique<asio::io_context>(1)),
       acceptor_(std::in_place, *context_),
       replica_(shared.directory.make_replica()),
-      log_(*context_),
+      log_(*context_, log),
       metrics_(metrics),
       max_connections_(max_connections),
       rng_(std::random_device{}()) {}

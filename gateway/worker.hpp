@@ -83,7 +83,7 @@ struct TokenEntry {
 
 class Worker {
  public:
-  Worker(SharedState& shared, std::size_t max_connections, MetricsShard& metrics);
+  Worker(SharedState& shared, std::size_t max_connections, MetricsShard& metrics, LogWriter::Outbox& log);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;

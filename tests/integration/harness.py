@@ -50,6 +50,8 @@ class Process:
         self.lines = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
+        self._reading = threading.Event()  # cleared by pause_reading()
+        self._reading.set()
         self.host = None
         self.port = None
         self.proc = subprocess.Popen(
@@ -66,6 +68,7 @@ class Process:
 
     def _read_stderr(self):
         for raw in self.proc.stderr:
+            self._reading.wait()
             line = raw.decode("utf-8", "replace").rstrip("\n")
             with self._lock:
                 self.lines.append(line)
@@ -76,6 +79,14 @@ class Process:
                     self.port = int(m.group(2))
                     self._ready.set()
         self._ready.set()  # EOF: wake the starter, which then reports the exit
+
+    def pause_reading(self):
+        """Stops reading stderr (as a stuck log shipper would): once the pipe is full,
+        the child's writes to stderr block."""
+        self._reading.clear()
+
+    def resume_reading(self):
+        self._reading.set()
 
     def wait_for_line(self, pattern, timeout=START_TIMEOUT):
         """The first match of `pattern` (a compiled regex) in stderr, polling until
@@ -116,6 +127,7 @@ class Process:
         raise RuntimeError("no VmRSS for pid %d" % self.proc.pid)
 
     def stop(self):
+        self.resume_reading()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -812,6 +812,28 @@ class UpstreamRestartTest(GatewayTestCase):
             self.assertEqual(r.json()["body_bytes"], 7)
 
 
+class BlockedLogReaderTest(GatewayTestCase):
+    """A stderr nobody reads (a stuck log shipper, a full pipe) must not stall the
+    data plane: access-log lines are written by their own thread, never a worker."""
+
+    def test_requests_flow_while_stderr_is_blocked(self):
+        self.gw.process.pause_reading()
+        try:
+            # Each access line is ~300 bytes: 3,000 requests overflow a 64 KiB pipe
+            # several times over. A worker writing stderr itself would block here and
+            # the connection would time out.
+            marker = unique_marker()
+            with self.gw.connect(timeout=5.0) as c:
+                for i in range(3000):
+                    r = c.request("GET", "/public/%s-%d" % (marker, i))
+                    self.assertEqual(r.status, 200, r)
+        finally:
+            self.gw.process.resume_reading()
+        last = "/public/%s-2999" % marker
+        self.assertIsNotNone(self.gw.wait_log(lambda line: last in line, timeout=20),
+                             "the blocked access-log lines did not arrive once stderr was read again")
+
+
 class LimitsTest(GatewayTestCase):
     limits = {"max_body_bytes": 1024, "max_header_bytes": 4096}
 

@@ -65,7 +65,7 @@ bool istarts_with_ascii(std::string_view text, std::string_view prefix) noexcept
   return text.size() >= prefix.size() && iequals_ascii(text.substr(0, prefix.size()), prefix);
 }
 
-FramingError validate_request_framing(const http::fields& fields) noexcept {
+FramingError validate_request_framing(const Fields& fields) noexcept {
   int hosts = 0, lengths = 0, encodings = 0, authorizations = 0;
   for (const auto& f : fields) {
     const std::string_view value = f.value();
@@ -169,7 +169,7 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
 namespace {
 
 // True if a Connection field of `fields` lists `name` (RFC 9110 §7.6.1).
-bool named_in_connection(const http::fields& fields, std::string_view name) noexcept {
+bool named_in_connection(const Fields& fields, std::string_view name) noexcept {
   for (auto it = fields.find(http::field::connection);
        it != fields.end() && it->name() == http::field::connection; ++it) {
     std::string_view list = it->value();
@@ -184,7 +184,7 @@ bool named_in_connection(const http::fields& fields, std::string_view name) noex
 
 }  // namespace
 
-void append_forwarded_fields(std::string& out, const http::fields& fields, const StripOptions& options) {
+void append_forwarded_fields(std::string& out, const Fields& fields, const StripOptions& options) {
   const bool has_connection = fields.count(http::field::connection) > 0;
   for (const auto& field : fields) {
     bool drop = false;

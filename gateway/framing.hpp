@@ -6,11 +6,17 @@
 #include <boost/beast/http/fields.hpp>
 #include <cstddef>
 #include <initializer_list>
+#include <memory_resource>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace tokengate::gateway {
+
+// Header fields of proxied messages. The proxy allocates them from a per-connection
+// arena reset for each request (proxy_session.cpp); elsewhere the default
+// polymorphic allocator is plain new/delete.
+using Fields = boost::beast::http::basic_fields<std::pmr::polymorphic_allocator<char>>;
 
 enum class FramingError {
   None,
@@ -28,7 +34,7 @@ std::string_view to_string(FramingError error) noexcept;
 // Checks the parsed request head. Beast's parser is lenient (it accepts
 // "Transfer-Encoding: gzip, chunked" next to nothing, joins obs-folds, accepts
 // "Content-Length: 5, 5"), so the gateway decides on its own.
-FramingError validate_request_framing(const boost::beast::http::fields& fields) noexcept;
+FramingError validate_request_framing(const Fields& fields) noexcept;
 
 // Position just past the "\r\n\r\n" that ends a message head in `data`, or npos.
 // `from` lets the caller resume a search after a short read.
@@ -67,7 +73,7 @@ struct StripOptions {
 // identity prefix, Authorization unless kept, and the caller's own fields. The caller
 // appends its own fields afterwards, so a name listed in Connection can never remove
 // them. Writes into a reused buffer: nothing is allocated once it has grown.
-void append_forwarded_fields(std::string& out, const boost::beast::http::fields& fields,
+void append_forwarded_fields(std::string& out, const Fields& fields,
                              const StripOptions& options);
 // Appends "name: value\r\n".
 void append_field(std::string& out, std::string_view name, std::string_view value);

@@ -18,6 +18,7 @@
 #include <array>
 #include <charconv>
 #include <chrono>
+#include <memory_resource>
 #include <optional>
 #include <string>
 
@@ -42,6 +43,7 @@ namespace {
 constexpr auto kNoThrow = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kBodyChunk = 64 * 1024;  // bounded relay buffer per connection
 constexpr std::uint32_t kMaxUpstreamHeader = 64 * 1024;
+constexpr int kMaxInterimResponses = 16;  // 1xx heads before the final one (each takes arena space)
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 enum class Next { KeepAlive, Close };
@@ -228,8 +230,12 @@ class Session {
   std::string up_head_;    // the request head sent upstream (kept for a retry)
   std::string down_head_;  // the response head sent to the client
   std::unique_ptr<char[]> body_buf_;
-  std::optional<http::request_parser<http::buffer_body>> parser_;
-  std::optional<http::response_parser<http::buffer_body>> res_parser_;
+  // Both parsers' fields live in arena_, which is rewound for each request: no
+  // allocation per header line once a connection's first requests have run.
+  alignas(std::max_align_t) std::byte arena_buffer_[4096];
+  std::pmr::monotonic_buffer_resource arena_{arena_buffer_, sizeof arena_buffer_};
+  std::optional<http::request_parser<http::buffer_body, std::pmr::polymorphic_allocator<char>>> parser_;
+  std::optional<http::response_parser<http::buffer_body, std::pmr::polymorphic_allocator<char>>> res_parser_;
   std::shared_ptr<EngineSnapshot> snap_;
   std::shared_ptr<const store::StoredToken> token_;  // keeps the logged token id alive
   AccessRecord rec_;
@@ -295,7 +301,10 @@ asio::awaitable<Next> Session::handle_request() {
     co_return co_await send_error(400, "bad_request", "obsolete line folding is not accepted", true);
   }
 
-  parser_.emplace();
+  res_parser_.reset();
+  parser_.reset();
+  arena_.release();
+  parser_.emplace(http::request_header<Fields>(Fields(&arena_)));
   parser_->header_limit(static_cast<std::uint32_t>(std::max<std::size_t>(head_end, limits.max_header_bytes)));
   parser_->body_limit(limits.max_body_bytes);
   error_code ec;
@@ -323,7 +332,7 @@ asio::awaitable<Next> Session::handle_request() {
   if (auto it = req.find("X-Request-Id"); it != req.end() && is_valid_request_id(it->value())) {
     request_id_ = it->value();
   } else {
-    request_id_ = w_.make_request_id();
+    w_.make_request_id(request_id_);
   }
   if (const auto fe = validate_request_framing(req); fe != FramingError::None) {
     rec_.reason = "bad_framing";
@@ -559,8 +568,13 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     // The response head; 1xx other than 101 are consumed here (the gateway already
     // answered Expect itself).
     bool retry = false;
-    for (;;) {
-      res_parser_.emplace();
+    for (int interim = 0;; ++interim) {
+      if (interim > kMaxInterimResponses) {
+        rec_.reason = "upstream_bad_response";
+        w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
+        co_return co_await send_error(502, error_code_for(502), "the upstream sent too many 1xx responses", true);
+      }
+      res_parser_.emplace(http::response_header<Fields>(Fields(&arena_)));
       res_parser_->body_limit(boost::none);
       res_parser_->header_limit(kMaxUpstreamHeader);
       if (is_head_) res_parser_->skip(true);
@@ -800,7 +814,7 @@ asio::awaitable<Next> Session::upstream_failure(const error_code& ec, bool conne
 
 asio::awaitable<Next> Session::send_error(int status, std::string_view code, std::string_view message,
                                           bool close, std::string_view challenge, std::string_view allow) {
-  if (request_id_.empty()) request_id_ = w_.make_request_id();
+  if (request_id_.empty()) w_.make_request_id(request_id_);
   rec_.status = status;
   if (rec_.reason.empty()) rec_.reason = code;
   close = close || !client_keep_alive_ || w_.shared().stopping.load(std::memory_order_relaxed);

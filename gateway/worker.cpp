@@ -136,15 +136,14 @@ std::vector<std::pair<std::string, store::TimePoint>> Worker::take_uses() {
   return std::exchange(uses_, {});
 }
 
-std::string Worker::make_request_id() {
+void Worker::make_request_id(std::string& out) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(32, '0');
+  out.resize(32);  // the session's reused string: no allocation after the first
   std::uint64_t a = rng_(), b = rng_();
   for (int i = 0; i < 16; ++i) {
-    id[i] = kHex[(a >> (i * 4)) & 0xF];
-    id[16 + i] = kHex[(b >> (i * 4)) & 0xF];
+    out[i] = kHex[(a >> (i * 4)) & 0xF];
+    out[16 + i] = kHex[(b >> (i * 4)) & 0xF];
   }
-  return id;
 }
 
 }  // namespace tokengate::gateway

@@ -111,7 +111,7 @@ class Worker {
   // Last-used times gathered for the store's write-behind (thread-safe).
   std::vector<std::pair<std::string, store::TimePoint>> take_uses();
 
-  std::string make_request_id();
+  void make_request_id(std::string& out);  // 32 random hex digits
 
   // Connections register so stop() can close the idle ones.
   struct ConnectionHandle {

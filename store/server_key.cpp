@@ -1,5 +1,8 @@
 // The HMAC server key: a 32-byte file, created 0600 with O_EXCL and fsync, refused
 // when its mode lets group or others read it.
+// SHA256_Init/Update/Final are deprecated in OpenSSL 3 in favour of EVP, whose
+// contexts live on the heap; see ServerKey::inner_ for why the hot path wants them.
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "store/server_key.hpp"
 
 #include <fcntl.h>
@@ -141,21 +144,12 @@ ServerKey ServerKey::load(const std::filesystem::path& file, bool create_if_miss
 
 namespace {
 
-using MdCtx = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
-
-const EVP_MD* sha256() {
-  // Fetched once: implicit fetching by EVP_sha256() on every init is what made HMAC() slow.
-  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  return md;
-}
-
-std::shared_ptr<const EVP_MD_CTX> padded_state(const std::array<unsigned char, 32>& key, unsigned char pad) {
+SHA256_CTX padded_state(const std::array<unsigned char, 32>& key, unsigned char pad) {
   std::array<unsigned char, 64> block{};  // SHA-256 block size; the key is shorter, so zero-padded
   for (std::size_t i = 0; i < block.size(); ++i)
     block[i] = static_cast<unsigned char>((i < key.size() ? key[i] : 0) ^ pad);
-  std::shared_ptr<EVP_MD_CTX> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  const bool ok = ctx && sha256() && EVP_DigestInit_ex2(ctx.get(), sha256(), nullptr) == 1 &&
-                  EVP_DigestUpdate(ctx.get(), block.data(), block.size()) == 1;
+  SHA256_CTX ctx;
+  const bool ok = SHA256_Init(&ctx) == 1 && SHA256_Update(&ctx, block.data(), block.size()) == 1;
   OPENSSL_cleanse(block.data(), block.size());
   if (!ok) throw StoreError("OpenSSL could not initialise SHA-256 for HMAC");
   return ctx;
@@ -167,19 +161,15 @@ ServerKey::ServerKey(const std::array<unsigned char, 32>& bytes)
     : bytes_(bytes), inner_(padded_state(bytes, 0x36)), outer_(padded_state(bytes, 0x5c)) {}
 
 Sha256 ServerKey::hmac(std::string_view message) const {
-  // One scratch context per thread, so the hot path does not allocate a context.
-  thread_local MdCtx work(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
   Sha256 inner{}, out{};
-  unsigned int len = 0;
-  const bool ok = work && EVP_MD_CTX_copy_ex(work.get(), inner_.get()) == 1 &&
-                  EVP_DigestUpdate(work.get(), message.data(), message.size()) == 1 &&
-                  EVP_DigestFinal_ex(work.get(), inner.data(), &len) == 1 &&
-                  EVP_MD_CTX_copy_ex(work.get(), outer_.get()) == 1 &&
-                  EVP_DigestUpdate(work.get(), inner.data(), inner.size()) == 1 &&
-                  EVP_DigestFinal_ex(work.get(), out.data(), &len) == 1;
-  // Only allocation failure gets here; callers compare digests, and an all-zero one
-  // matches no stored HMAC (a 2^-256 chance).
-  if (!ok) out.fill(0);
+  SHA256_CTX work = inner_;
+  SHA256_Update(&work, message.data(), message.size());
+  SHA256_Final(inner.data(), &work);
+  work = outer_;
+  SHA256_Update(&work, inner.data(), inner.size());
+  SHA256_Final(out.data(), &work);
+  OPENSSL_cleanse(&work, sizeof work);
+  OPENSSL_cleanse(inner.data(), inner.size());
   return out;
 }
 

@@ -1,11 +1,10 @@
 // The HMAC server key (store.key_file): 32 random bytes, created 0600 if absent.
 #pragma once
 
-#include <openssl/types.h>
+#include <openssl/sha.h>
 
 #include <array>
 #include <filesystem>
-#include <memory>
 #include <string>
 #include <string_view>
 
@@ -26,9 +25,10 @@ class ServerKey {
   explicit ServerKey(const std::array<unsigned char, 32>& bytes);
   std::array<unsigned char, 32> bytes_;
   // HMAC as RFC 2104 on OpenSSL's SHA-256: the digest states after absorbing the
-  // key XOR ipad / opad, copied per call. OpenSSL 3's HMAC() and EVP_MAC paths fetch
-  // and key on every call, which made one verify cost about 2 µs. Never mutated.
-  std::shared_ptr<const EVP_MD_CTX> inner_, outer_;
+  // key XOR ipad / opad, copied by value per call. OpenSSL 3's HMAC() and EVP_MAC
+  // paths fetch and key on every call (about 2 µs a verify), and copying an EVP
+  // digest context allocates twice; a SHA256_CTX is a plain struct. Never mutated.
+  SHA256_CTX inner_{}, outer_{};
 };
 
 // Constant-time equality (CRYPTO_memcmp).

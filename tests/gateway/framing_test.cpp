@@ -16,14 +16,14 @@ using namespace tokengate::gateway;
 
 namespace {
 
-http::fields make_fields(const std::vector<std::pair<std::string, std::string>>& list) {
-  http::fields f;
+Fields make_fields(const std::vector<std::pair<std::string, std::string>>& list) {
+  Fields f;
   for (const auto& [name, value] : list) f.insert(name, value);
   return f;
 }
 
 // The names of the field lines append_forwarded_fields writes.
-std::vector<std::string> forwarded_names(const http::fields& f, const StripOptions& options) {
+std::vector<std::string> forwarded_names(const Fields& f, const StripOptions& options) {
   std::string head;
   append_forwarded_fields(head, f, options);
   std::vector<std::string> out;
@@ -74,7 +74,7 @@ TEST_CASE("validate_request_framing") {
   };
   for (const auto& c : cases) {
     CAPTURE(c.what);
-    http::fields f;
+    Fields f;
     for (const auto& [name, value] : c.fields) f.insert(name, value);
     CHECK(validate_request_framing(f) == c.expected);
   }
@@ -148,7 +148,7 @@ TEST_CASE("append_forwarded_fields") {
     CHECK(forwarded_names(f, StripOptions{"X-Auth-"}) == std::vector<std::string>{"Host", "Accept"});
   }
   SUBCASE("every Connection field counts, with any number of names") {
-    http::fields f;
+    Fields f;
     f.insert("Host", "a");
     std::string list;
     for (int i = 0; i < 100; ++i) list += "X-N" + std::to_string(i) + ",";

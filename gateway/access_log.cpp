@@ -1,6 +1,7 @@
 // Access log lines (Boost.JSON) batched per worker; see access_log.hpp.
 #include "gateway/access_log.hpp"
 
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <ctime>
+#include <system_error>
 #include <fmt/format.h>
 #include <boost/json/serialize.hpp>
 
@@ -211,33 +213,47 @@ void LogWriter::Outbox::hand_over(std::string& batch) {
     }
   }
   batch.clear();
-  // Set after the batch is queued and cleared by the writer before it drains, so
-  // no batch is left waiting for a wake-up that already happened.
-  if (!writer_.pending_.exchange(true)) writer_.pending_.notify_one();
+  // Set after the batch is queued and cleared by the writer before it drains, so no
+  // batch waits for a wake-up that already happened; at most one eventfd write per
+  // writer cycle, however many batches arrive meanwhile.
+  if (!writer_.pending_.exchange(true)) writer_.wake();
 }
 
-LogWriter::LogWriter(std::size_t outboxes) {
+LogWriter::LogWriter(std::size_t outboxes) : wake_fd_(::eventfd(0, EFD_CLOEXEC)) {
+  if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd for the access log");
   for (std::size_t i = 0; i < outboxes; ++i) outboxes_.push_back(std::unique_ptr<Outbox>(new Outbox(*this)));
   thread_ = std::thread([this] { run(); });
 }
 
-LogWriter::~LogWriter() { stop(); }
+LogWriter::~LogWriter() {
+  stop();
+  ::close(wake_fd_);
+}
+
+void LogWriter::wake() noexcept {
+  const std::uint64_t one = 1;
+  while (::write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
 
 void LogWriter::stop() {
   if (!thread_.joinable()) return;
   stopping_.store(true);
-  pending_.store(true);
-  pending_.notify_one();
+  wake();
   thread_.join();
   drain();
 }
 
 void LogWriter::run() {
   for (;;) {
-    pending_.wait(false);
+    std::uint64_t count;
+    if (::read(wake_fd_, &count, sizeof count) < 0 && errno == EINTR) continue;
     pending_.store(false);
     drain();
     if (stopping_.load()) return;
+    // Gather for a moment: under load one write carries many batches, and this
+    // thread wakes a few hundred times a second at most.
+    std::this_thread::sleep_for(kGatherTime);
   }
 }
 

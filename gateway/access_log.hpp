@@ -85,8 +85,13 @@ class LogWriter {
   void stop();
 
  private:
+  static constexpr auto kGatherTime = std::chrono::milliseconds(2);
+
   void run();
   void drain();
+  void wake() noexcept;
+
+  int wake_fd_;  // eventfd: the workers' "something to write" signal
 
   std::vector<std::unique_ptr<Outbox>> outboxes_;
   std::atomic<bool> pending_{false};

@@ -5,19 +5,14 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
-#include <boost/json/monotonic_resource.hpp>
-#include <boost/json/object.hpp>
-#include <boost/json/serializer.hpp>
 #include <algorithm>
 #include <cerrno>
 #include <ctime>
 #include <system_error>
 #include <fmt/format.h>
-#include <boost/json/serialize.hpp>
 
 namespace tokengate::gateway {
 
-namespace json = boost::json;
 
 void write_stderr(std::string_view text) {
   while (!text.empty()) {
@@ -32,6 +27,58 @@ void write_stderr(std::string_view text) {
 
 namespace {
 LogFormat g_format = LogFormat::Json;
+
+}  // namespace
+
+void append_json_string(std::string& out, std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  std::size_t plain = 0;  // start of the run of bytes not yet copied
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(text.data() + plain, i - plain);
+    plain = i + 1;
+    switch (c) {
+      case '"':
+        out.append("\\\"");
+        break;
+      case '\\':
+        out.append("\\\\");
+        break;
+      case '\n':
+        out.append("\\n");
+        break;
+      case '\r':
+        out.append("\\r");
+        break;
+      case '\t':
+        out.append("\\t");
+        break;
+      default:
+        out.append("\\u00");
+        out += kHex[c >> 4];
+        out += kHex[c & 0xF];
+    }
+  }
+  out.append(text.data() + plain, text.size() - plain);
+  out += '"';
+}
+
+namespace {
+
+// Appends `"key":` then the value as a JSON string, or null when it is empty.
+void append_json_member(std::string& out, std::string_view key, std::string_view value, bool null_if_empty) {
+  out += '"';
+  out.append(key);
+  out.append("\":");
+  if (value.empty() && null_if_empty) {
+    out.append("null");
+  } else {
+    append_json_string(out, value);
+  }
+  out += ',';
+}
 LogLevel g_level = LogLevel::Info;
 
 constexpr std::string_view level_name(LogLevel level) noexcept {
@@ -94,11 +141,13 @@ void log_line(LogLevel level, std::string_view message) {
     write_stderr(fmt::format("{} {:<5} {}\n", rfc3339_now(), level_name(level), message));
     return;
   }
-  json::object o;
-  o.emplace("time", rfc3339_now());
-  o.emplace("level", level_name(level));
-  o.emplace("msg", message);
-  write_stderr(json::serialize(o) + "\n");
+  std::string line = "{";
+  append_json_member(line, "time", rfc3339_now(), false);
+  append_json_member(line, "level", level_name(level), false);
+  line.append("\"msg\":");
+  append_json_string(line, message);
+  line.append("}\n");
+  write_stderr(line);
 }
 
 std::string_view AccessLog::now_rfc3339() {
@@ -127,44 +176,26 @@ void AccessLog::write(const AccessRecord& r) {
     write_text(r);
     return;
   }
-  unsigned char storage[2048];
-  json::monotonic_resource mr(storage, sizeof storage);
-  json::object o(&mr);
-  o.reserve(15);
-  o.emplace("time", now_rfc3339());
-  o.emplace("request_id", r.request_id);
-  o.emplace("client", r.client);
-  o.emplace("method", r.method);
-  o.emplace("path", r.path);
-  if (r.route >= 0) {
-    o.emplace("route", r.route);
-  } else {
-    o.emplace("route", nullptr);
-  }
-  if (r.token_id.empty()) {
-    o.emplace("token_id", nullptr);
-  } else {
-    o.emplace("token_id", r.token_id);
-  }
-  o.emplace("decision", r.decision);
-  o.emplace("reason", r.reason);
-  if (!r.detail.empty()) o.emplace("detail", r.detail);
-  o.emplace("status", r.status);
-  if (r.upstream.empty()) {
-    o.emplace("upstream", nullptr);
-  } else {
-    o.emplace("upstream", r.upstream);
-  }
-  o.emplace("bytes_in", r.bytes_in);
-  o.emplace("bytes_out", r.bytes_out);
   const auto elapsed = std::chrono::steady_clock::now() - r.start;
-  o.emplace("duration_ms", std::chrono::duration<double, std::milli>(elapsed).count());
-
-  json::serializer sr;
-  sr.reset(&o);
-  char buf[1024];
-  while (!sr.done()) pending_.append(sr.read(buf));
-  pending_ += '\n';
+  std::string& out = pending_;
+  out += '{';
+  append_json_member(out, "time", now_rfc3339(), false);
+  append_json_member(out, "request_id", r.request_id, false);
+  append_json_member(out, "client", r.client, false);
+  append_json_member(out, "method", r.method, false);
+  append_json_member(out, "path", r.path, false);
+  if (r.route >= 0) {
+    fmt::format_to(std::back_inserter(out), "\"route\":{},", r.route);
+  } else {
+    out.append("\"route\":null,");
+  }
+  append_json_member(out, "token_id", r.token_id, true);
+  append_json_member(out, "decision", r.decision, false);
+  append_json_member(out, "reason", r.reason, false);
+  if (!r.detail.empty()) append_json_member(out, "detail", r.detail, false);
+  append_json_member(out, "upstream", r.upstream, true);
+  fmt::format_to(std::back_inserter(out), "\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{:.3f}}}\n",
+                 r.status, r.bytes_in, r.bytes_out, std::chrono::duration<double, std::milli>(elapsed).count());
   schedule_flush();
 }
 

@@ -120,6 +120,10 @@ class AccessLog {
   std::size_t time_len_ = 0;
 };
 
+// Appends `text` as a JSON string: quotes, backslashes and control characters
+// escaped (RFC 8259 §7); other bytes as they are.
+void append_json_string(std::string& out, std::string_view text);
+
 // Writes a whole string to stderr with write(2), retrying on short writes.
 void write_stderr(std::string_view text);
 

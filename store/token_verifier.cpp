@@ -100,8 +100,7 @@ VerifyResult TokenDirectory::Replica::verify(std::string_view token, TimePoint n
   auto parsed = parse_token(token);
   if (!parsed) return {VerifyFailure::Malformed, nullptr};
   if (directory_.version_.load(std::memory_order_acquire) != applied_version_) sync();
-  // 12 chars fit the small-string buffer: this temporary does not allocate.
-  auto found = tokens_.find(std::string(parsed->id));
+  auto found = tokens_.find(parsed->id);
   if (found == tokens_.end()) return {VerifyFailure::Unknown, nullptr};
   VerifyFailure f = check_secret(*found->second, parsed->secret, directory_.store_.key(), now);
   if (f != VerifyFailure::None) return {f, nullptr};

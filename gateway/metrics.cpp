@@ -31,11 +31,12 @@ std::uint32_t reason_index(std::string_view reason) noexcept {
   return 0;
 }
 
-// key layout: route+2 (16 bits; 1 = no route) | status class (3 bits) | reason (8 bits); never 0.
-std::uint32_t make_key(int route, int status, std::uint32_t reason) noexcept {
+// key layout: route+2 (16 bits; 1 = no route) | allowed (1 bit) | status class (3 bits) |
+// reason (8 bits); never 0.
+std::uint32_t make_key(int route, int status, bool allowed, std::uint32_t reason) noexcept {
   const std::uint32_t r = route < 0 ? 1u : std::min<std::uint32_t>(static_cast<std::uint32_t>(route) + 2, 0xFFFF);
   const std::uint32_t cls = status >= 100 && status < 600 ? static_cast<std::uint32_t>(status / 100) : 0;
-  return (r << 11) | (cls << 8) | reason;
+  return (r << 12) | (static_cast<std::uint32_t>(allowed) << 11) | (cls << 8) | reason;
 }
 
 std::string escape_label(std::string_view v) {
@@ -82,9 +83,9 @@ std::string_view to_string(UpstreamErrorKind kind) noexcept {
 
 std::span<const std::string_view> known_reasons() noexcept { return {kReasons + 1, kReasonCount - 1}; }
 
-void MetricsShard::count_request(int route, int status, std::string_view reason,
+void MetricsShard::count_request(int route, int status, bool allowed, std::string_view reason,
                                  std::chrono::nanoseconds duration) noexcept {
-  const std::uint32_t key = make_key(route, status, reason_index(reason));
+  const std::uint32_t key = make_key(route, status, allowed, reason_index(reason));
   std::size_t i = (key * 2654435761u) % kSlots;
   for (std::size_t probe = 0;; ++probe, i = (i + 1) % kSlots) {
     if (probe == kSlots) {
@@ -159,11 +160,12 @@ std::string Metrics::render_prometheus() const {
     dropped += read(s->requests_dropped_);
   }
   header("tokengate_requests_total", "counter",
-         "Requests answered, by route, status class and decision reason.");
+         "Requests answered, by route, status class, decision and its reason.");
   // Sorted by label text so the output is stable.
-  std::map<std::tuple<std::string, std::string, std::string>, std::uint64_t> rows;
+  std::map<std::tuple<std::string, std::string, std::string_view, std::string>, std::uint64_t> rows;
   for (const auto& [key, count] : requests) {
-    const std::uint32_t r = key >> 11;
+    const std::uint32_t r = key >> 12;
+    const bool allowed = (key >> 11) & 1;
     const std::uint32_t cls = (key >> 8) & 7;
     const std::uint32_t reason = key & 0xFF;
     std::string route;
@@ -175,11 +177,14 @@ std::string Metrics::render_prometheus() const {
       route = fmt::format("#{}", r - 2);
     }
     const std::string status = cls == 0 ? "other" : fmt::format("{}xx", cls);
-    rows[{route, status, std::string(reason < kReasonCount ? kReasons[reason] : "other")}] += count;
+    rows[{route, status, allowed ? "allow" : "deny",
+          std::string(reason < kReasonCount ? kReasons[reason] : "other")}] += count;
   }
   for (const auto& [labels, count] : rows) {
-    fmt::format_to(std::back_inserter(out), "tokengate_requests_total{{route=\"{}\",status=\"{}\",reason=\"{}\"}} {}\n",
-                   escape_label(std::get<0>(labels)), std::get<1>(labels), std::get<2>(labels), count);
+    fmt::format_to(std::back_inserter(out),
+                   "tokengate_requests_total{{route=\"{}\",status=\"{}\",decision=\"{}\",reason=\"{}\"}} {}\n",
+                   escape_label(std::get<0>(labels)), std::get<1>(labels), std::get<2>(labels), std::get<3>(labels),
+                   count);
   }
   header("tokengate_requests_unlabelled_total", "counter",
          "Requests counted without labels because a worker's label table was full.");

@@ -35,7 +35,8 @@ class MetricsShard {
  public:
   // route: index into the config's routes or -1; status: the HTTP status sent;
   // reason: the access log's reason (unknown names are counted as "other").
-  void count_request(int route, int status, std::string_view reason, std::chrono::nanoseconds duration) noexcept;
+  void count_request(int route, int status, bool allowed, std::string_view reason,
+                     std::chrono::nanoseconds duration) noexcept;
   void count_upstream_error(UpstreamErrorKind kind) noexcept { bump(upstream_errors_[static_cast<int>(kind)]); }
   // result: 0 = valid, else static_cast<int>(store::VerifyFailure).
   void count_verification(int result) noexcept;

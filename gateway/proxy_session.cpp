@@ -177,7 +177,8 @@ class Session {
       if (rec_.status != 0) {
         rec_.request_id = request_id_;
         w_.log().write(rec_);
-        w_.metrics().count_request(rec_.route, rec_.status, rec_.reason, std::chrono::steady_clock::now() - rec_.start);
+        w_.metrics().count_request(rec_.route, rec_.status, rec_.decision == "allow", rec_.reason,
+                                   std::chrono::steady_clock::now() - rec_.start);
       }
       token_.reset();
       if (next == Next::Close || w_.shared().stopping.load(std::memory_order_relaxed)) break;
@@ -467,10 +468,8 @@ asio::awaitable<Next> Session::handle_request() {
   // Framing is re-established from what the parser saw, never from client fields.
   if (parser_->chunked()) {
     append_field(up_head_, "Transfer-Encoding", "chunked");
-  } else if (const auto length = parser_->content_length(); length && *length > 0) {
-    up_head_.append("Content-Length: ");
-    append_decimal(up_head_, *length);
-    up_head_.append("\r\n");
+  } else if (const auto length = parser_->content_length()) {
+    append_content_length(up_head_, *length);  // 0 too: some upstreams want a length on every POST
   }
   up_head_.append("\r\n");
 

@@ -23,8 +23,9 @@ def body(upstream_port, down_port):
     )
 
 
-def requests_total(samples, route, status, reason):
-    key = 'tokengate_requests_total{route="%s",status="%s",reason="%s"}' % (route, status, reason)
+def requests_total(samples, route, status, decision, reason):
+    key = 'tokengate_requests_total{route="%s",status="%s",decision="%s",reason="%s"}' % (
+        route, status, decision, reason)
     return samples.get(key, 0.0)
 
 
@@ -69,15 +70,17 @@ class MetricsTest(unittest.TestCase):
         def delta(key):
             return after.get(key, 0.0) - before.get(key, 0.0)
 
-        def req_delta(route, status, reason):
-            return requests_total(after, route, status, reason) - requests_total(before, route, status, reason)
+        def req_delta(route, status, decision, reason):
+            return (requests_total(after, route, status, decision, reason)
+                    - requests_total(before, route, status, decision, reason))
 
-        self.assertEqual(req_delta("/orders/**", "2xx", "allowed"), 3)
-        self.assertEqual(req_delta("/orders/**", "4xx", "insufficient_scope"), 1)
-        self.assertEqual(req_delta("/orders/**", "4xx", "missing_token"), 1)
-        self.assertEqual(req_delta("/orders/**", "4xx", "invalid_token"), 1)
-        self.assertEqual(req_delta("none", "4xx", "no_route"), 1)
-        self.assertEqual(req_delta("/down/**", "5xx", "upstream_connect_failed"), 1)
+        self.assertEqual(req_delta("/orders/**", "2xx", "allow", "allowed"), 3)
+        self.assertEqual(req_delta("/orders/**", "4xx", "deny", "insufficient_scope"), 1)
+        self.assertEqual(req_delta("/orders/**", "4xx", "deny", "missing_token"), 1)
+        self.assertEqual(req_delta("/orders/**", "4xx", "deny", "invalid_token"), 1)
+        self.assertEqual(req_delta("none", "4xx", "deny", "no_route"), 1)
+        # Allowed, then the upstream failed: the decision stays "allow".
+        self.assertEqual(req_delta("/down/**", "5xx", "allow", "upstream_connect_failed"), 1)
         self.assertEqual(delta('tokengate_upstream_errors_total{kind="connect_failed"}'), 1)
         self.assertEqual(delta('tokengate_token_verifications_total{result="valid"}'), 4)
         # A well-formed token that is not in the store.

@@ -504,6 +504,13 @@ class ForwardingTest(GatewayTestCase):
         self.assertEqual(r.json()["body_bytes"], 1000)
         self.assertEqual(r.json()["body_sha256"], hashlib.sha256(body).hexdigest())
 
+    def test_empty_post_keeps_content_length_zero(self):
+        # Some upstreams answer 411 to a POST without a length.
+        r = self.request("POST", "/api/empty", token=self.alice, headers=[("Content-Length", "0")])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(headers_named(echo_headers(r), "Content-Length"), ["0"])
+        self.assertEqual(r.json()["body_bytes"], 0)
+
     def check_chunked_upload(self, wire, expected):
         with self.gw.connect() as c:
             c.send(harness.build_request("POST", "/api/chunked", [bearer(self.alice),

@@ -144,17 +144,23 @@ bool is_valid_request_id(std::string_view id) noexcept {
 namespace {
 
 // CGI-style upstreams (PHP, Django, WSGI) read `X_Auth_Subject` and `X-Auth-Subject`
-// as the same variable, so for the identity prefix '_' counts as '-'.
+// (or `X_Forwarded_For` and `X-Forwarded-For`) as the same variable, so where the
+// gateway owns a name, '_' counts as '-'.
+char fold_cgi(char c) noexcept {
+  if (c == '_') return '-';
+  return lower_ascii(c);
+}
+
 bool has_identity_prefix(std::string_view name, std::string_view prefix) noexcept {
   if (prefix.empty() || name.size() < prefix.size()) return false;
   for (std::size_t i = 0; i < prefix.size(); ++i) {
-    auto fold = [](char c) {
-      if (c == '_') return '-';
-      return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-    };
-    if (fold(name[i]) != fold(prefix[i])) return false;
+    if (fold_cgi(name[i]) != fold_cgi(prefix[i])) return false;
   }
   return true;
+}
+
+bool same_cgi_name(std::string_view a, std::string_view b) noexcept {
+  return a.size() == b.size() && has_identity_prefix(a, b);
 }
 
 }  // namespace
@@ -204,7 +210,7 @@ void append_forwarded_fields(std::string& out, const Fields& fields, const Strip
         drop = (field.name() == http::field::authorization && !options.keep_authorization) ||
                istarts_with_ascii(name, "proxy-") || has_identity_prefix(name, options.identity_prefix) ||
                std::any_of(options.own.begin(), options.own.end(),
-                           [&](std::string_view own) { return iequals_ascii(own, name); }) ||
+                           [&](std::string_view own) { return same_cgi_name(name, own); }) ||
                // A header named in Connection is hop-by-hop, Authorization included.
                (has_connection && named_in_connection(fields, name));
         break;

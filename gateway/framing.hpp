@@ -64,7 +64,8 @@ struct StripOptions {
   bool keep_upgrade = false;         // a WebSocket upgrade is being proxied
   bool keep_authorization = false;
   // Fields the caller writes itself (Host, X-Request-Id, framing...): the incoming
-  // ones are left out so each appears once, with the gateway's value.
+  // ones, in any case and with '_' for '-', are left out so each appears once,
+  // with the gateway's value.
   std::initializer_list<std::string_view> own = {};
 };
 // Appends "Name: value\r\n" for every field of `fields` that may be forwarded,

@@ -181,6 +181,7 @@ class Session {
                                    std::chrono::steady_clock::now() - rec_.start);
       }
       token_.reset();
+      release_request_memory();  // an idle keep-alive connection holds no header fields
       if (next == Next::Close || w_.shared().stopping.load(std::memory_order_relaxed)) break;
     }
     error_code ignored;
@@ -210,6 +211,12 @@ class Session {
                                    std::string_view challenge = {}, std::string_view allow = {});
   asio::awaitable<Next> upstream_failure(const error_code& ec, bool connect, bool close);
   asio::awaitable<void> linger_close();
+
+  void release_request_memory() {
+    res_parser_.reset();
+    parser_.reset();
+    arena_.release();
+  }
 
   char* body_buffer() {
     if (!body_buf_) body_buf_ = std::make_unique<char[]>(kBodyChunk);
@@ -302,9 +309,6 @@ asio::awaitable<Next> Session::handle_request() {
     co_return co_await send_error(400, "bad_request", "obsolete line folding is not accepted", true);
   }
 
-  res_parser_.reset();
-  parser_.reset();
-  arena_.release();
   parser_.emplace(http::request_header<Fields>(Fields(&arena_)));
   parser_->header_limit(static_cast<std::uint32_t>(std::max<std::size_t>(head_end, limits.max_header_bytes)));
   parser_->body_limit(limits.max_body_bytes);
@@ -491,7 +495,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     conn = attempt == 0 ? pool.take() : nullptr;
     // A non-retryable request must not land on a connection the upstream already
     // closed: check idle ones cheaply first.
-    while (conn && !retryable && !idle_connection_alive(*conn)) {
+    while (conn && (!retryable || conn->check_before_reuse) && !idle_connection_alive(*conn)) {
       pool.drop_idle_since(*conn);
       conn = pool.take();
     }
@@ -580,7 +584,8 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       conn->tcp().expires_after(limits.upstream_timeout);
       const error_code ec = co_await read_response_head(up, conn->buffer);
       if (ec) {
-        if (may_retry && !res_parser_->got_some() && conn->buffer.size() == 0 &&
+        // Only when nothing at all came back: after a 1xx the upstream has the request.
+        if (may_retry && interim == 0 && !res_parser_->got_some() && conn->buffer.size() == 0 &&
             is_stale_connection_error(ec)) {
           pool.drop_idle_since(*conn);
           retry = true;
@@ -680,8 +685,12 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     }
   }
 
-  if (upstream_keep_alive && res_parser_->is_done() && conn->buffer.size() == 0)
+  if (upstream_keep_alive && res_parser_->is_done() && conn->buffer.size() == 0) {
+    // A faulty upstream may still send a body after a HEAD, 204 or 304 head: such a
+    // connection is peeked before reuse, so stray bytes never answer the next request.
+    conn->check_before_reuse = header_only;
     pool.give_back(std::move(conn));
+  }
   co_return keep_alive ? Next::KeepAlive : Next::Close;
 }
 
@@ -755,8 +764,10 @@ asio::awaitable<error_code> Session::read_response_body(Stream& up, beast::flat_
     }
     if (res_parser_->is_done()) co_return error_code{};
     auto [ec, n] = co_await up.async_read_some(buffer.prepare(kBodyChunk), kNoThrow);
-    if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+    if (ec == asio::error::eof) {
       // The end of a body delimited by the close, or a truncation (partial_message).
+      // A TLS connection cut without close_notify (stream_truncated) is never an
+      // end: an attacker on the path could forge it.
       error_code eof_ec;
       res_parser_->put_eof(eof_ec);
       co_return eof_ec ? eof_ec : (res_parser_->is_done() ? error_code{} : ec);

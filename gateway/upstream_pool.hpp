@@ -27,6 +27,7 @@ struct UpstreamConn {
   std::unique_ptr<TlsStream> tls;
   boost::beast::flat_buffer buffer;  // bytes read from the upstream not yet parsed
   std::chrono::steady_clock::time_point idle_since{};  // set when parked in the pool
+  bool check_before_reuse = false;  // the last response had no body (see forward)
 
   boost::beast::tcp_stream& tcp() noexcept { return tls ? boost::beast::get_lowest_layer(*tls) : *plain; }
 };

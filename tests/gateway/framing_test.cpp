@@ -197,6 +197,13 @@ TEST_CASE("append_forwarded_fields") {
                                           {"Host", "X-Forwarded-For", "X-Request-Id", "Content-Length"}}) ==
           std::vector<std::string>{"Accept"});
   }
+  SUBCASE("the caller's own fields spelled with '_' are left out too (CGI upstreams read both alike)") {
+    auto f = make_fields({{"Host", "a"}, {"X_Forwarded_For", "6.6.6.6"}, {"x_request_id", "r"},
+                          {"Content_Length", "5"}, {"X_Forwarded_Fo", "kept"}});
+    CHECK(forwarded_names(f, StripOptions{"X-Auth-", false, false,
+                                          {"Host", "X-Forwarded-For", "X-Request-Id", "Content-Length"}}) ==
+          std::vector<std::string>{"X_Forwarded_Fo"});
+  }
 }
 
 TEST_CASE("join_names and sanitize_header_value") {

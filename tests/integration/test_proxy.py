@@ -841,6 +841,120 @@ class BlockedLogReaderTest(GatewayTestCase):
                              "the blocked access-log lines did not arrive once stderr was read again")
 
 
+class ScriptedUpstream:
+    """A raw TCP upstream on 127.0.0.1:0 that answers each request with what
+    `script(index_on_connection, request_head, conn)` does; counts request heads by
+    target."""
+
+    def __init__(self, script):
+        self.script = script
+        self.targets = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            self._exchange(conn)
+        except OSError:
+            pass  # the gateway closed the connection: nothing left to answer
+
+    def _exchange(self, conn):
+        buf = b""
+        index = 0
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                target = head.split(b" ")[1].decode()
+                with self.lock:
+                    self.targets.append(target)
+                if not self.script(index, head, conn):
+                    return
+                index += 1
+
+    def count(self, target):
+        with self.lock:
+            return self.targets.count(target)
+
+    def stop(self):
+        self.sock.close()
+
+
+class FaultyUpstreamTest(unittest.TestCase):
+    """Upstreams that misbehave on a pooled keep-alive connection must not make the
+    gateway send a request twice or hand one client's bytes to another."""
+
+    def start(self, script):
+        self.upstream = ScriptedUpstream(script)
+        self.addCleanup(self.upstream.stop)
+        self.gw = harness.Gateway(
+            "upstreams:\n  raw:\n    url: http://127.0.0.1:%d\n" % self.upstream.port
+            + harness.DEFAULT_ROLES
+            + "routes:\n  - path: /**\n    upstream: raw\n    public: true\n",
+            workers=1)
+        self.gw.start()
+        self.addCleanup(self.gw.stop)
+
+    def test_request_answered_with_1xx_then_close_is_not_retried(self):
+        def script(index, head, conn):
+            if index == 0:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                return True
+            # The second request on the (now pooled) connection: an interim response,
+            # then the upstream goes away. It has seen the request.
+            conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+            return False
+
+        self.start(script)
+        with self.gw.connect() as c:
+            self.assertEqual(c.request("GET", "/first").status, 200)
+            r = c.request("GET", "/second")
+        self.assertEqual(r.status, 502, r)
+        self.assertEqual(self.upstream.count("/second"), 1, "the request was sent upstream twice")
+
+    def test_stray_body_after_head_response_never_answers_the_next_request(self):
+        stray = threading.Event()
+        sent = threading.Event()
+
+        def script(index, head, conn):
+            if head.startswith(b"HEAD"):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n")
+                # A faulty upstream sends the body anyway, after the head went out.
+                stray.wait(10)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+                sent.set()
+                return True
+            body = b"real:" + head.split(b" ")[1]
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            return True
+
+        self.start(script)
+        with self.gw.connect() as c:
+            r = c.request("HEAD", "/head")
+            self.assertEqual(r.status, 200, r)
+            stray.set()
+            self.assertTrue(sent.wait(10))
+            r = c.request("GET", "/next")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, b"real:/next")
+
+
 class LimitsTest(GatewayTestCase):
     limits = {"max_body_bytes": 1024, "max_header_bytes": 4096}
 

@@ -54,6 +54,13 @@ class EchoHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
+        if self.path.endswith("/__cut"):
+            # A body delimited by the close, then the TCP connection ends without a TLS
+            # close_notify: what a forged FIN on the path looks like.
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial-body")
+            self.wfile.flush()
+            self.close_connection = True
+            return
         body = json.dumps({"path": self.path, "headers": [[k, v] for k, v in self.headers.items()]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -211,6 +218,17 @@ class TlsTest(unittest.TestCase):
             r = self.get(s, "/good/x")
             self.assertEqual(r.status, 200, r)
             self.assertEqual(r.json()["path"], "/good/x")
+        finally:
+            s.close()
+
+    def test_https_upstream_cut_without_close_notify_is_not_complete(self):
+        s = tls_request(self.gw.host, self.gw.port, self.pki.ca, "/")
+        try:
+            try:
+                r = self.get(s, "/good/__cut")
+                self.fail("a TLS-truncated upstream response was delivered as complete: %r" % r)
+            except (harness.ConnectionClosed, ConnectionResetError, ssl.SSLError):
+                pass
         finally:
             s.close()
 

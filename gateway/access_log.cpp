@@ -176,7 +176,6 @@ void AccessLog::write(const AccessRecord& r) {
     write_text(r);
     return;
   }
-  const auto elapsed = std::chrono::steady_clock::now() - r.start;
   std::string& out = pending_;
   out += '{';
   append_json_member(out, "time", now_rfc3339(), false);
@@ -195,7 +194,7 @@ void AccessLog::write(const AccessRecord& r) {
   if (!r.detail.empty()) append_json_member(out, "detail", r.detail, false);
   append_json_member(out, "upstream", r.upstream, true);
   fmt::format_to(std::back_inserter(out), "\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{:.3f}}}\n",
-                 r.status, r.bytes_in, r.bytes_out, std::chrono::duration<double, std::milli>(elapsed).count());
+                 r.status, r.bytes_in, r.bytes_out, std::chrono::duration<double, std::milli>(r.duration).count());
   schedule_flush();
 }
 
@@ -203,7 +202,6 @@ void AccessLog::write(const AccessRecord& r) {
 // for a person at a terminal; values are the same as the JSON line's (the path is
 // canonical or an escaped rejected target, so it holds no spaces or controls).
 void AccessLog::write_text(const AccessRecord& r) {
-  const auto elapsed = std::chrono::steady_clock::now() - r.start;
   auto out = std::back_inserter(pending_);
   fmt::format_to(out, "{} {} {} {} {}/{}", now_rfc3339(), r.status, r.method, r.path, r.decision, r.reason);
   if (!r.detail.empty()) fmt::format_to(out, " ({})", r.detail);
@@ -211,7 +209,7 @@ void AccessLog::write_text(const AccessRecord& r) {
   if (!r.token_id.empty()) fmt::format_to(out, " token={}", r.token_id);
   if (!r.upstream.empty()) fmt::format_to(out, " upstream={}", r.upstream);
   fmt::format_to(out, " in={} out={} {:.1f}ms {} rid={}\n", r.bytes_in, r.bytes_out,
-                 std::chrono::duration<double, std::milli>(elapsed).count(), r.client, r.request_id);
+                 std::chrono::duration<double, std::milli>(r.duration).count(), r.client, r.request_id);
   schedule_flush();
 }
 

@@ -20,6 +20,7 @@ namespace tokengate::gateway {
 
 struct AccessRecord {
   std::chrono::steady_clock::time_point start{};
+  std::chrono::nanoseconds duration{};  // head received to response done; set once by the session
   std::string_view request_id;
   std::string_view client;
   std::string_view method;

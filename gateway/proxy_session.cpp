@@ -176,9 +176,9 @@ class Session {
       const Next next = co_await handle_request();
       if (rec_.status != 0) {
         rec_.request_id = request_id_;
+        rec_.duration = std::chrono::steady_clock::now() - rec_.start;
         w_.log().write(rec_);
-        w_.metrics().count_request(rec_.route, rec_.status, rec_.decision == "allow", rec_.reason,
-                                   std::chrono::steady_clock::now() - rec_.start);
+        w_.metrics().count_request(rec_.route, rec_.status, rec_.decision == "allow", rec_.reason, rec_.duration);
       }
       token_.reset();
       release_request_memory();  // an idle keep-alive connection holds no header fields
@@ -729,19 +729,14 @@ asio::awaitable<Next> Session::tunnel(UpstreamConn& conn) {
 
 template <class Stream>
 asio::awaitable<error_code> Session::read_response_head(Stream& up, beast::flat_buffer& buffer) {
-  std::size_t scanned = 0;
   for (;;) {
-    const std::string_view data(static_cast<const char*>(buffer.data().data()), buffer.size());
-    const std::size_t head_end = find_head_end(data, scanned);
-    if (head_end != std::string_view::npos) {
+    if (buffer.size() > 0) {
+      // The parser stops after the head (it is not eager) and enforces header_limit.
       error_code ec;
-      const std::size_t used = res_parser_->put(asio::buffer(data.data(), head_end), ec);
-      buffer.consume(used);
-      if (!ec && !res_parser_->is_header_done()) ec = http::error::partial_message;
-      co_return ec;
+      buffer.consume(res_parser_->put(buffer.data(), ec));
+      if (res_parser_->is_header_done()) co_return error_code{};
+      if (ec != http::error::need_more) co_return ec;
     }
-    if (data.size() > kMaxUpstreamHeader) co_return http::error::header_limit;
-    scanned = data.size();
     auto [ec, n] = co_await up.async_read_some(buffer.prepare(16 * 1024), kNoThrow);
     if (ec) co_return ec;
     buffer.commit(n);

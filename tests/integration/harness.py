@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import unittest
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -140,6 +141,16 @@ class Process:
 
 def start_upstream():
     return Process([DEMO_UPSTREAM_BIN, "--listen", "127.0.0.1:0"], "tokengate-demo-upstream")
+
+
+def refused(host, port):
+    """True if nothing accepts connections on host:port."""
+    try:
+        s = socket.create_connection((host, port), timeout=2)
+    except ConnectionRefusedError:
+        return True
+    s.close()
+    return False
 
 
 def closed_port():
@@ -318,6 +329,51 @@ class Gateway:
             status = self.process.proc.returncode
         shutil.rmtree(self.dir, ignore_errors=True)
         return status
+
+
+class GatewayTestCase(unittest.TestCase):
+    """One demo upstream and one gateway per class. Subclasses build the gateway in
+    make_gateway(upstream_port) and create tokens in create_tokens() (before the
+    start: a running gateway locks its store). After the class, the gateway must
+    exit cleanly on SIGTERM (SPEC §6; a sanitizer report also ends up here)."""
+
+    @classmethod
+    def make_gateway(cls, upstream_port):
+        raise NotImplementedError
+
+    @classmethod
+    def create_tokens(cls):
+        pass
+
+    @classmethod
+    def gateway_env(cls):
+        return None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = start_upstream()
+        cls.gw = None
+        try:
+            cls.gw = cls.make_gateway(cls.upstream.port)
+            cls.create_tokens()
+            cls.gw.start(env=cls.gateway_env())
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        status = cls.gw.stop() if cls.gw else None
+        cls.upstream.stop()
+        if status not in (None, 0):
+            raise AssertionError("the gateway exited with status %s after SIGTERM; its stderr ends with:\n%s"
+                                 % (status, cls.gw.process.stderr_text()))
+
+    def tearDown(self):
+        # A crashed gateway makes every later test fail on connect: say so where it happened.
+        if self.gw and self.gw.process and not self.gw.process.alive():
+            self.fail("the gateway exited (status %s) during this test; its stderr ends with:\n%s"
+                      % (self.gw.process.proc.returncode, self.gw.process.stderr_text()))
 
 
 # ---------------------------------------------------------------------------- raw HTTP

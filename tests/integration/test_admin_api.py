@@ -53,35 +53,21 @@ def unix_request(path, method, target, body=b""):
         conn.close()
 
 
-class AdminApiTest(unittest.TestCase):
+class AdminApiTest(harness.GatewayTestCase):
     @classmethod
-    def setUpClass(cls):
-        cls.upstream = harness.start_upstream()
-        cls.gw = None
-        try:
-            cls.gw = harness.Gateway(BODY % cls.upstream.port, admin=True, tokens={"max_lifetime": "30d"})
-            soon = rfc3339(datetime.timedelta(days=1))
-            later = rfc3339(datetime.timedelta(days=2))
-            cls.admin = cls.gw.create_token("root", permissions=["tokengate.admin"], expires=later)
-            cls.reader = cls.gw.create_token("auditor", permissions=["tokengate.tokens.read"], expires=soon)
-            cls.writer = cls.gw.create_token(
-                "deputy", roles=["reader"], permissions=["tokengate.tokens.write"], expires=soon)
-            cls.plain = cls.gw.create_token("plain", roles=["reader"], expires=soon)
-            cls.soon, cls.later = soon, later
-            cls.gw.start()
-        except BaseException:
-            cls.tearDownClass()
-            raise
+    def make_gateway(cls, upstream_port):
+        return harness.Gateway(BODY % upstream_port, admin=True, tokens={"max_lifetime": "30d"})
 
     @classmethod
-    def tearDownClass(cls):
-        if cls.gw:
-            cls.gw.stop()
-        cls.upstream.stop()
-
-    def tearDown(self):
-        if not self.gw.process.alive():
-            self.fail("the gateway exited during this test:\n%s" % self.gw.process.stderr_text())
+    def create_tokens(cls):
+        soon = rfc3339(datetime.timedelta(days=1))
+        later = rfc3339(datetime.timedelta(days=2))
+        cls.admin = cls.gw.create_token("root", permissions=["tokengate.admin"], expires=later)
+        cls.reader = cls.gw.create_token("auditor", permissions=["tokengate.tokens.read"], expires=soon)
+        cls.writer = cls.gw.create_token(
+            "deputy", roles=["reader"], permissions=["tokengate.tokens.write"], expires=soon)
+        cls.plain = cls.gw.create_token("plain", roles=["reader"], expires=soon)
+        cls.soon, cls.later = soon, later
 
     # ------------------------------------------------------------------ helpers
 

@@ -29,19 +29,15 @@ def requests_total(samples, route, status, decision, reason):
     return samples.get(key, 0.0)
 
 
-class MetricsTest(unittest.TestCase):
+class MetricsTest(harness.GatewayTestCase):
     @classmethod
-    def setUpClass(cls):
-        cls.upstream = harness.start_upstream()
-        cls.gw = harness.Gateway(body(cls.upstream.port, harness.closed_port()), admin=True)
-        cls.reader = cls.gw.create_token("reader", roles=["reader"])
-        cls.nobody = cls.gw.create_token("nobody")
-        cls.gw.start()
+    def make_gateway(cls, upstream_port):
+        return harness.Gateway(body(upstream_port, harness.closed_port()), admin=True)
 
     @classmethod
-    def tearDownClass(cls):
-        cls.gw.stop()
-        cls.upstream.stop()
+    def create_tokens(cls):
+        cls.reader = cls.gw.create_token("reader", roles=["reader"])
+        cls.nobody = cls.gw.create_token("nobody")
 
     def scrape(self):
         return harness.parse_prometheus(self.gw.metrics_text())

@@ -78,48 +78,18 @@ CHALLENGE_SCOPE = 'Bearer realm="tokengate", error="insufficient_scope"'
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
-class GatewayTestCase(unittest.TestCase):
-    """One demo upstream and one gateway per class; helpers for requests."""
+class GatewayTestCase(harness.GatewayTestCase):
+    """The proxy test gateway (ROUTES above) in front of the demo upstream; helpers
+    for requests."""
 
     limits = {"max_body_bytes": 256 * MIB}
     identity_config = None
+    workers = 2
 
     @classmethod
-    def setUpClass(cls):
-        cls.upstream = harness.start_upstream()
-        cls.gw = None
-        try:
-            cls.gw = harness.Gateway(
-                gateway_body(cls.upstream.port, harness.closed_port()), limits=cls.limits, identity=cls.identity_config
-            )
-            cls.create_tokens()
-            cls.gw.start(env=cls.gateway_env())
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def create_tokens(cls):
-        pass
-
-    @classmethod
-    def gateway_env(cls):
-        return None
-
-    @classmethod
-    def tearDownClass(cls):
-        status = cls.gw.stop() if cls.gw else None
-        cls.upstream.stop()
-        # SPEC §6: SIGTERM is a clean stop. A sanitizer report also ends up here.
-        if status not in (None, 0):
-            raise AssertionError("the gateway exited with status %s after SIGTERM; its stderr ends with:\n%s"
-                                 % (status, cls.gw.process.stderr_text()))
-
-    def tearDown(self):
-        # A crashed gateway makes every later test fail on connect: say so where it happened.
-        if self.gw and not self.gw.process.alive():
-            self.fail("the gateway exited (status %s) during this test; its stderr ends with:\n%s"
-                      % (self.gw.process.proc.returncode, self.gw.process.stderr_text()))
+    def make_gateway(cls, upstream_port):
+        return harness.Gateway(gateway_body(upstream_port, harness.closed_port()), limits=cls.limits,
+                               identity=cls.identity_config, workers=cls.workers)
 
     def request(self, method, target, token=None, headers=(), body=b""):
         hdrs = list(headers)
@@ -768,17 +738,8 @@ class UpstreamRestartTest(GatewayTestCase):
     an upstream keep-alive timeout shorter than ours) are retried on a fresh
     connection, never on another pooled one that is just as dead."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.upstream = harness.start_upstream()
-        cls.gw = None
-        try:
-            # One worker, so every client connection shares one upstream pool.
-            cls.gw = harness.Gateway(gateway_body(cls.upstream.port, harness.closed_port()), workers=1)
-            cls.gw.start()
-        except BaseException:
-            cls.tearDownClass()
-            raise
+    limits = None
+    workers = 1  # every client connection shares one upstream pool
 
     def fill_pool(self, n):
         """Leaves n idle connections in the gateway's pool: n concurrent slow requests."""

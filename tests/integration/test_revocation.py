@@ -14,16 +14,12 @@ import unittest
 import harness
 from harness import bearer
 
-BODY = """\
+UPSTREAMS = """\
 upstreams:
   echo:
     url: http://127.0.0.1:%d
-roles:
-  reader: { permissions: [orders.read] }
-  writer: { permissions: [orders.read, orders.write] }
-groups:
-  ops: { roles: [writer], permissions: [billing.read] }
-licenses: [pro, enterprise]
+"""
+ROUTES = """\
 routes:
   - path: /orders/**
     upstream: echo
@@ -31,26 +27,17 @@ routes:
   - path: /api/**
     upstream: echo
 """
+BODY = UPSTREAMS + harness.DEFAULT_ROLES + ROUTES
 
 
-class RevocationTest(unittest.TestCase):
+class RevocationTest(harness.GatewayTestCase):
     @classmethod
-    def setUpClass(cls):
-        cls.upstream = harness.start_upstream()
-        cls.gw = None
-        try:
-            cls.gw = harness.Gateway(BODY % cls.upstream.port, admin=True)
-            cls.admin = cls.gw.create_token("root", permissions=["tokengate.admin"])
-            cls.gw.start()
-        except BaseException:
-            cls.tearDownClass()
-            raise
+    def make_gateway(cls, upstream_port):
+        return harness.Gateway(BODY % upstream_port, admin=True)
 
     @classmethod
-    def tearDownClass(cls):
-        if cls.gw:
-            cls.gw.stop()
-        cls.upstream.stop()
+    def create_tokens(cls):
+        cls.admin = cls.gw.create_token("root", permissions=["tokengate.admin"])
 
     def api(self, method, target, body=None):
         data = json.dumps(body).encode() if body is not None else b""

@@ -3,7 +3,6 @@ finishes in-flight requests, closes idle keep-alive connections, closes the stor
 cleanly and exits 0."""
 
 import signal
-import socket
 import threading
 import unittest
 
@@ -21,15 +20,6 @@ def body(upstream_port):
         "  - path: /api/**\n"
         "    upstream: echo\n"
     )
-
-
-def refused(host, port):
-    try:
-        s = socket.create_connection((host, port), timeout=2)
-    except ConnectionRefusedError:
-        return True
-    s.close()
-    return False
 
 
 class ShutdownTest(unittest.TestCase):
@@ -57,7 +47,7 @@ class ShutdownTest(unittest.TestCase):
         # Idle keep-alive connections are closed at once; new connections are refused
         # while the slow request is still running.
         self.assertTrue(idle.is_closed(3.0), "idle keep-alive connection not closed on SIGTERM")
-        self.assertTrue(harness.wait_until(lambda: refused(self.gw.host, self.gw.port), 3.0))
+        self.assertTrue(harness.wait_until(lambda: harness.refused(self.gw.host, self.gw.port), 3.0))
         self.assertTrue(self.gw.process.alive(), "exited before the in-flight request finished")
 
         r = slow.read_response()

@@ -4,7 +4,6 @@ tokengate in front, SIGTERM stops both), and the shipped configs pass `tokengate
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import unittest
@@ -14,15 +13,6 @@ from harness import bearer
 
 EXAMPLES = os.path.join(harness.ROOT, "examples")
 PACKAGING = os.path.join(harness.ROOT, "packaging")
-
-
-def refused(host, port):
-    try:
-        s = socket.create_connection((host, port), timeout=2)
-    except ConnectionRefusedError:
-        return True
-    s.close()
-    return False
 
 
 class SidecarScriptTest(unittest.TestCase):
@@ -64,8 +54,8 @@ class SidecarScriptTest(unittest.TestCase):
         self.proc.proc.send_signal(signal.SIGTERM)
         self.assertEqual(self.proc.proc.wait(40), 0)
         # Both processes are gone.
-        self.assertTrue(refused(self.proc.host, self.proc.port))
-        self.assertTrue(harness.wait_until(lambda: refused(app_host, app_port), 10.0))
+        self.assertTrue(harness.refused(self.proc.host, self.proc.port))
+        self.assertTrue(harness.wait_until(lambda: harness.refused(app_host, app_port), 10.0))
 
 
 class ShippedConfigsTest(unittest.TestCase):

@@ -87,34 +87,15 @@ CHUNK_CASES = {
 }
 
 
-class SmugglingTest(unittest.TestCase):
+class SmugglingTest(harness.GatewayTestCase):
     @classmethod
-    def setUpClass(cls):
-        cls.upstream = harness.start_upstream()
-        cls.gw = None
-        try:
-            cls.gw = harness.Gateway(
-                "upstreams:\n  echo:\n    url: http://127.0.0.1:%d\n" % cls.upstream.port
-                + harness.DEFAULT_ROLES + ROUTES)
-            cls.token = cls.gw.create_token("smuggler")
-            cls.gw.start()
-        except BaseException:
-            cls.tearDownClass()
-            raise
+    def make_gateway(cls, upstream_port):
+        return harness.Gateway(
+            "upstreams:\n  echo:\n    url: http://127.0.0.1:%d\n" % upstream_port + harness.DEFAULT_ROLES + ROUTES)
 
     @classmethod
-    def tearDownClass(cls):
-        status = cls.gw.stop() if cls.gw else None
-        cls.upstream.stop()
-        # SPEC §6: SIGTERM is a clean stop. A sanitizer report also ends up here.
-        if status not in (None, 0):
-            raise AssertionError("the gateway exited with status %s after SIGTERM; its stderr ends with:\n%s"
-                                 % (status, cls.gw.process.stderr_text()))
-
-    def tearDown(self):
-        if self.gw and not self.gw.process.alive():
-            self.fail("the gateway exited (status %s) during this test; its stderr ends with:\n%s"
-                      % (self.gw.process.proc.returncode, self.gw.process.stderr_text()))
+    def create_tokens(cls):
+        cls.token = cls.gw.create_token("smuggler")
 
     def send_raw(self, raw):
         with self.gw.connect() as c:

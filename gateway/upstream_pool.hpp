@@ -61,7 +61,6 @@ class UpstreamPool {
   // closed one idle connection (a restart, its keep-alive timeout), the ones that
   // have waited at least as long are most likely closed too.
   void drop_idle_since(const UpstreamConn& dead);
-  std::size_t idle_count() const noexcept { return idle_.size(); }
 
   // Resolves (once, then cached), connects with TCP_NODELAY and, for https, does
   // the verified TLS handshake, all within `timeout`. Never throws.

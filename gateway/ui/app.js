@@ -92,6 +92,7 @@
     sessionStorage.removeItem(kStorageKey);
     tokens = [];
     renderTable();
+    forgetSecret();
     for (const d of document.querySelectorAll('dialog[open]')) d.close();
     showSignedIn(false);
     showError($('sign-in-error'), message || '');
@@ -395,12 +396,29 @@
     $('secret-copy').focus();
   }
 
-  $('secret-dialog').addEventListener('close', () => {
+  // The text is removed before the dialog closes, in the same task: the dialog's
+  // `close` event is queued and runs later, so a page that is already showing the
+  // dialog as closed would still hold the plaintext until then.
+  function forgetSecret() {
     $('secret-value').textContent = '';
     $('secret-copy-status').textContent = '';
+  }
+
+  function closeSecret() {
+    forgetSecret();
+    $('secret-dialog').close();
+  }
+
+  $('secret-dialog').addEventListener('close', () => {
+    forgetSecret();  // any other way the dialog closed
     $('new-token').focus();
   });
-  $('secret-close').addEventListener('click', () => $('secret-dialog').close());
+  $('secret-dialog').addEventListener('keydown', (event) => {
+    if (event.key !== 'Escape') return;
+    event.preventDefault();  // our close, not the browser's, so the text goes first
+    closeSecret();
+  });
+  $('secret-close').addEventListener('click', closeSecret);
 
   $('secret-copy').addEventListener('click', async () => {
     const element = $('secret-value');

@@ -297,7 +297,12 @@ routes:
     assert.equal(seen['x-auth-groups'], '');
 
     // ---- closing the dialog removes the plaintext from the page and from storage
-    await secretDialog.getByRole('button', { name: /close/ }).click();
+    // The text goes in the same task as the close: the dialog's `close` event runs
+    // later, and a page already showing the dialog closed must not still hold it.
+    assert.equal(await page.evaluate((s) => {
+      document.getElementById('secret-close').click();
+      return document.documentElement.outerHTML.includes(s);
+    }, plaintext.slice(16)), false, 'the plaintext outlived the close');
     await secretDialog.waitFor({ state: 'hidden' });
     await assertGone(page, plaintext);
     await row('ci-reader').waitFor();

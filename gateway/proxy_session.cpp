@@ -12,8 +12,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/asio/ssl/error.hpp>
 #include <boost/beast/http.hpp>
 #include <array>
 #include <charconv>
@@ -113,6 +111,10 @@ class BodyFrame {
   std::string_view after_;
 };
 
+tcp::socket& socket_of(tcp::socket& s) noexcept { return s; }
+tcp::socket& socket_of(TlsStream& s) noexcept { return beast::get_lowest_layer(s); }
+tcp::socket& socket_of(MaybeTlsStream& s) noexcept { return s.socket(); }
+
 template <class From, class To>
 asio::awaitable<void> pipe(From& from, To& to, std::uint64_t& count) {
   char buf[16 * 1024];
@@ -126,10 +128,10 @@ asio::awaitable<void> pipe(From& from, To& to, std::uint64_t& count) {
     if (ec) {
       error_code ignored;
       if (ec == asio::error::eof) {
-        beast::get_lowest_layer(to).socket().shutdown(tcp::socket::shutdown_send, ignored);
+        socket_of(to).shutdown(tcp::socket::shutdown_send, ignored);
       } else {
-        beast::get_lowest_layer(from).socket().close(ignored);
-        beast::get_lowest_layer(to).socket().close(ignored);
+        socket_of(from).close(ignored);
+        socket_of(to).close(ignored);
       }
       co_return;
     }
@@ -141,6 +143,7 @@ class Session {
   Session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls)
       : w_(worker), stream_(tls ? MaybeTlsStream(std::move(socket), std::move(tls)) : MaybeTlsStream(std::move(socket))) {
     handle_.socket = &stream_.socket();
+    handle_.client.socket = &stream_.socket();
     w_.add(&handle_);
     w_.metrics().connection_opened();
     error_code ec;
@@ -157,9 +160,10 @@ class Session {
   asio::awaitable<void> run() {
     if (auto* tls = stream_.tls()) {
       // The handshake is part of the request head's time budget.
-      stream_.tcp().expires_after(w_.snapshot()->engine->config().limits.header_timeout);
+      handle_.client.arm(w_.snapshot()->engine->config().limits.header_timeout);
       handle_.idle = true;  // a stalled handshake is closed by a shutdown like an idle connection
       auto [ec] = co_await tls->async_handshake(ssl::stream_base::server, kNoThrow);
+      handle_.client.disarm();
       handle_.idle = false;
       if (ec) {
         if (log_enabled(LogLevel::Debug)) log_line(LogLevel::Debug, fmt::format("tls handshake from {} failed: {}", client_, ec.message()));
@@ -263,7 +267,9 @@ asio::awaitable<Next> Session::handle_request() {
   // be checked for obs-fold before Beast's parser silently joins folded lines.
   bool got_any = buffer_.size() > 0;
   handle_.idle = !got_any;
-  stream_.tcp().expires_after(got_any || first_ ? limits.header_timeout : limits.idle_timeout);
+  // idle_timeout until the first byte, then header_timeout for the whole head.
+  bool head_deadline = got_any || first_;
+  handle_.client.arm(head_deadline ? limits.header_timeout : limits.idle_timeout);
   first_ = false;
   std::size_t scanned = 0;
   std::size_t head_end = std::string_view::npos;
@@ -280,10 +286,14 @@ asio::awaitable<Next> Session::handle_request() {
       co_return co_await send_error(431, error_code_for(431), "the request head is too large", true);
     }
     if (handle_.idle && w_.shared().stopping.load(std::memory_order_relaxed)) co_return Next::Close;
+    if (got_any && !head_deadline) {
+      head_deadline = true;
+      handle_.client.arm(limits.header_timeout);
+    }
     auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(16 * 1024), kNoThrow);
     if (ec) {
       handle_.idle = false;
-      if (ec == beast::error::timeout && got_any) {
+      if (handle_.client.why(ec) == beast::error::timeout && got_any) {
         rec_.start = std::chrono::steady_clock::now();
         rec_.reason = "header_timeout";
         co_return co_await send_error(408, error_code_for(408), "the request head did not arrive in time",
@@ -295,9 +305,9 @@ asio::awaitable<Next> Session::handle_request() {
     if (!got_any) {
       got_any = true;
       handle_.idle = false;
-      stream_.tcp().expires_after(limits.header_timeout);
     }
   }
+  handle_.client.disarm();
   handle_.idle = false;
   rec_.start = std::chrono::steady_clock::now();
   if (head_end > limits.max_header_bytes + 4) {
@@ -478,7 +488,7 @@ asio::awaitable<Next> Session::handle_request() {
   up_head_.append("\r\n");
 
   if (pool.https()) co_return co_await forward<TlsStream>(pool, has_body, expect_continue, websocket);
-  co_return co_await forward<beast::tcp_stream>(pool, has_body, expect_continue, websocket);
+  co_return co_await forward<tcp::socket>(pool, has_body, expect_continue, websocket);
 }
 
 template <class Stream>
@@ -489,7 +499,17 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
   const bool chunked_in = parser_->chunked();
 
   std::unique_ptr<UpstreamConn> conn;
+  Deadline& up_deadline = handle_.upstream;
+  // The sweep must never see a socket that went back to the pool or was closed.
+  struct Unwatch {
+    Deadline& deadline;
+    ~Unwatch() {
+      deadline.disarm();
+      deadline.socket = nullptr;
+    }
+  } unwatch{up_deadline};
   for (int attempt = 0;; ++attempt) {
+    up_deadline.socket = nullptr;
     // A retry always gets a new connection: the other pooled ones may have been
     // closed by the upstream just like the first.
     conn = attempt == 0 ? pool.take() : nullptr;
@@ -502,7 +522,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     const bool pooled = conn != nullptr;
     if (!conn) {
       conn = std::make_unique<UpstreamConn>();
-      const error_code ec = co_await pool.connect(*conn, limits.upstream_connect_timeout);
+      const error_code ec = co_await pool.connect(*conn, up_deadline, limits.upstream_connect_timeout);
       if (ec) {
         tls_failure_ = conn->tls ? tls_verify_error(conn->tls->native_handle()) : std::string();
         co_return co_await upstream_failure(ec, true, has_body);
@@ -511,12 +531,15 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     const bool may_retry = pooled && retryable && attempt == 0;
 
     Stream& up = stream_of<Stream>(*conn);
-    conn->tcp().expires_after(limits.upstream_timeout);
+    up_deadline.socket = &conn->socket();
     // The head goes out alone unless body bytes are already here (then the first
     // body write carries it). With 100-continue it must go first.
     bool head_sent = false;
     if (!has_body || expect_continue || buffer_.size() == 0) {
+      up_deadline.arm(limits.upstream_timeout);
       auto [ec, n] = co_await asio::async_write(up, asio::buffer(up_head_), kNoThrow);
+      up_deadline.disarm();
+      ec = up_deadline.why(ec);
       if (ec) {
         if (may_retry) {
           pool.drop_idle_since(*conn);
@@ -529,8 +552,9 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     if (has_body) {
       if (expect_continue) {
         // Only now, after authorization: an unauthorized client never sees a 100.
-        stream_.tcp().expires_after(limits.idle_timeout);
+        handle_.client.arm(limits.idle_timeout);
         auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(kContinue), kNoThrow);
+        handle_.client.disarm();
         if (ec) co_return Next::Close;
       }
       auto& body = parser_->get().body();
@@ -538,8 +562,10 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       do {
         body.data = buf;
         body.size = kBodyChunk;
-        stream_.tcp().expires_after(limits.idle_timeout);
+        handle_.client.arm(limits.idle_timeout);
         auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kNoThrow);
+        handle_.client.disarm();
+        ec = handle_.client.why(ec);
         if (ec == http::error::need_buffer) ec = {};
         if (ec) {
           if (ec == http::error::body_limit) {
@@ -560,10 +586,11 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
         const std::size_t got = kBodyChunk - body.size;
         rec_.bytes_in += got;
         BodyFrame frame(chunked_in, std::string_view(buf, got), parser_->is_done());
-        conn->tcp().expires_after(limits.upstream_timeout);
+        up_deadline.arm(limits.upstream_timeout);
         auto [wec, wn] = co_await asio::async_write(
             up, frame.buffers(head_sent ? std::string_view{} : std::string_view(up_head_)), kNoThrow);
-        if (wec) co_return co_await upstream_failure(wec, false, true);
+        up_deadline.disarm();
+        if (wec) co_return co_await upstream_failure(up_deadline.why(wec), false, true);
         head_sent = true;
       } while (!parser_->is_done());
     }
@@ -581,8 +608,9 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       res_parser_->body_limit(boost::none);
       res_parser_->header_limit(kMaxUpstreamHeader);
       if (is_head_) res_parser_->skip(true);
-      conn->tcp().expires_after(limits.upstream_timeout);
-      const error_code ec = co_await read_response_head(up, conn->buffer);
+      up_deadline.arm(limits.upstream_timeout);
+      const error_code ec = up_deadline.why(co_await read_response_head(up, conn->buffer));
+      up_deadline.disarm();
       if (ec) {
         // Only when nothing at all came back: after a 1xx the upstream has the request.
         if (may_retry && interim == 0 && !res_parser_->got_some() && conn->buffer.size() == 0 &&
@@ -635,13 +663,14 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
   }
   finish_head(keep_alive);
 
-  stream_.tcp().expires_after(limits.upstream_timeout);
   // When body bytes are already buffered, the head goes out with the first body
   // write (one send instead of two); otherwise the head is sent at once so a slow
   // body does not hold it back.
   bool head_sent = false;
   if (header_only || !(conn->buffer.size() > 0 || res_parser_->is_done())) {
+    handle_.client.arm(limits.upstream_timeout);
     auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(down_head_), kNoThrow);
+    handle_.client.disarm();
     if (ec) {
       rec_.reason = "client_aborted";
       co_return Next::Close;
@@ -656,8 +685,9 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       if (!res_parser_->is_done()) {
         body.data = buf;
         body.size = kBodyChunk;
-        conn->tcp().expires_after(limits.upstream_timeout);
-        const error_code ec = co_await read_response_body(stream_of<Stream>(*conn), conn->buffer);
+        up_deadline.arm(limits.upstream_timeout);
+        const error_code ec = up_deadline.why(co_await read_response_body(stream_of<Stream>(*conn), conn->buffer));
+        up_deadline.disarm();
         if (ec) {
           // Never let a truncated body look complete: drop the client connection.
           rec_.reason = ec == beast::error::timeout ? "upstream_timeout" : "upstream_aborted";
@@ -672,8 +702,9 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       BodyFrame frame(chunked_out, std::string_view(buf, got), done);
       const auto buffers = frame.buffers(head_sent ? std::string_view{} : std::string_view(down_head_));
       if (asio::buffer_size(buffers) > 0) {
-        stream_.tcp().expires_after(limits.upstream_timeout);
+        handle_.client.arm(limits.upstream_timeout);
         auto [wec, wn] = co_await asio::async_write(stream_, buffers, kNoThrow);
+        handle_.client.disarm();
         if (wec) {
           rec_.reason = "client_aborted";
           co_return Next::Close;
@@ -703,7 +734,11 @@ asio::awaitable<Next> Session::tunnel(UpstreamConn& conn) {
   append_forwarded_fields(down_head_, res, StripOptions{{}, true, true, {"Content-Length", "X-Request-Id"}});
   append_field(down_head_, "Connection", "Upgrade");
   down_head_.append("\r\n");
-  stream_.tcp().expires_after(snap_->engine->config().limits.upstream_timeout);
+  // The handshake's leftovers go out under upstream_timeout; the tunnel itself has
+  // no deadline (a WebSocket may be quiet for long), as with nginx's proxy_read_timeout off.
+  const auto timeout = snap_->engine->config().limits.upstream_timeout;
+  handle_.client.arm(timeout);
+  handle_.upstream.arm(timeout);
   {
     auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(down_head_), kNoThrow);
     if (ec) co_return Next::Close;
@@ -721,8 +756,8 @@ asio::awaitable<Next> Session::tunnel(UpstreamConn& conn) {
     rec_.bytes_out += n;
     conn.buffer.consume(conn.buffer.size());
   }
-  stream_.tcp().expires_never();
-  conn.tcp().expires_never();
+  handle_.client.disarm();
+  handle_.upstream.disarm();
   co_await (pipe(stream_, up, rec_.bytes_in) && pipe(up, stream_, rec_.bytes_out));
   co_return Next::Close;
 }
@@ -832,8 +867,9 @@ asio::awaitable<Next> Session::send_error(int status, std::string_view code, std
   append_content_length(down_head_, body.size());
   finish_head(!close);
   if (!is_head_) down_head_.append(body);
-  stream_.tcp().expires_after(std::chrono::seconds(10));
+  handle_.client.arm(std::chrono::seconds(10));
   auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(down_head_), kNoThrow);
+  handle_.client.disarm();
   if (ec) co_return Next::Close;
   if (close) {
     co_await linger_close();
@@ -848,13 +884,13 @@ asio::awaitable<void> Session::linger_close() {
   error_code ignored;
   if (auto* tls = stream_.tls()) {
     // close_notify so the client can tell a complete response from a truncation.
-    stream_.tcp().expires_after(std::chrono::seconds(2));
+    handle_.client.arm(std::chrono::seconds(2));
     co_await tls->async_shutdown(kNoThrow);
     stream_.socket().close(ignored);
     co_return;
   }
   stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  stream_.tcp().expires_after(std::chrono::seconds(2));
+  handle_.client.arm(std::chrono::seconds(2));
   char scratch[4096];
   std::size_t total = 0;
   while (total < (1u << 20)) {

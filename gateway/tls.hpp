@@ -5,7 +5,6 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <atomic>
 #include <cstdint>
@@ -47,21 +46,20 @@ class TlsHolder {
   std::atomic<std::uint64_t> version_{0};
 };
 
-// Plain TCP or TLS over TCP with Beast's timeouts on the TCP layer in both cases.
-// Both branches of each async operation have the same completion signature, so the
-// initiating functions have one return type whatever the token.
+// Plain TCP or TLS over TCP. Both branches of each async operation have the same
+// completion signature, so the initiating functions have one return type whatever
+// the token. Timeouts: gateway/deadline.hpp, on socket().
 class MaybeTlsStream {
  public:
   using executor_type = boost::asio::any_io_executor;
-  using TlsStream = boost::beast::ssl_stream<boost::beast::tcp_stream>;
+  using TlsStream = boost::beast::ssl_stream<boost::asio::ip::tcp::socket>;
 
   explicit MaybeTlsStream(boost::asio::ip::tcp::socket socket) : plain_(std::in_place, std::move(socket)) {}
   MaybeTlsStream(boost::asio::ip::tcp::socket socket, std::shared_ptr<ssl::context> context)
       : context_(std::move(context)), tls_(std::in_place, std::move(socket), *context_) {}
 
-  executor_type get_executor() noexcept { return tcp().get_executor(); }
-  boost::beast::tcp_stream& tcp() noexcept { return tls_ ? boost::beast::get_lowest_layer(*tls_) : *plain_; }
-  boost::asio::ip::tcp::socket& socket() noexcept { return tcp().socket(); }
+  executor_type get_executor() noexcept { return socket().get_executor(); }
+  boost::asio::ip::tcp::socket& socket() noexcept { return tls_ ? boost::beast::get_lowest_layer(*tls_) : *plain_; }
   TlsStream* tls() noexcept { return tls_ ? &*tls_ : nullptr; }
 
   template <class MutableBuffers, class Token>
@@ -77,7 +75,7 @@ class MaybeTlsStream {
 
  private:
   std::shared_ptr<ssl::context> context_;  // outlives the SSL object made from it
-  std::optional<boost::beast::tcp_stream> plain_;
+  std::optional<boost::asio::ip::tcp::socket> plain_;
   std::optional<TlsStream> tls_;
 };
 

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -80,7 +81,7 @@ error_code UpstreamPool::make_tls_context() {
   }
 }
 
-asio::awaitable<error_code> UpstreamPool::connect(UpstreamConn& conn, conf::Duration timeout) {
+asio::awaitable<error_code> UpstreamPool::connect(UpstreamConn& conn, Deadline& deadline, conf::Duration timeout) {
   constexpr auto token = asio::as_tuple(asio::use_awaitable);
   const auto executor = co_await asio::this_coro::executor;
   if (endpoints_.empty()) {
@@ -96,19 +97,24 @@ asio::awaitable<error_code> UpstreamPool::connect(UpstreamConn& conn, conf::Dura
     if (const auto ec = make_tls_context()) co_return ec;
     conn.tls = std::make_unique<TlsStream>(executor, *tls_context_);
   } else {
-    conn.plain = std::make_unique<beast::tcp_stream>(executor);
+    conn.plain = std::make_unique<tcp::socket>(executor);
   }
-  beast::tcp_stream& stream = conn.tcp();
-  stream.expires_after(timeout);
+  tcp::socket& socket = conn.socket();
+  deadline.socket = &socket;
+  deadline.arm(timeout);
   {
-    auto [ec, endpoint] = co_await stream.async_connect(endpoints_, token);
-    if (ec) co_return ec;
+    auto [ec, endpoint] = co_await asio::async_connect(socket, endpoints_, token);
+    if (ec) {
+      deadline.disarm();
+      co_return deadline.why(ec);
+    }
   }
   error_code ignored;
-  stream.socket().set_option(tcp::no_delay(true), ignored);
+  socket.set_option(tcp::no_delay(true), ignored);
   if (conn.tls) {
     // SNI and RFC 6125 host name check against the name in the upstream URL.
     if (!SSL_set_tlsext_host_name(conn.tls->native_handle(), host_.c_str())) {
+      deadline.disarm();
       co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
     }
     // OpenSSL's own check (not a verify callback) so a mismatch is recorded as
@@ -118,17 +124,22 @@ asio::awaitable<error_code> UpstreamPool::connect(UpstreamConn& conn, conf::Dura
     asio::ip::make_address(host_, ip_ec);
     const int set = ip_ec ? SSL_set1_host(ssl, host_.c_str())
                           : X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host_.c_str());
-    if (set != 1) co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
+    if (set != 1) {
+      deadline.disarm();
+      co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
+    }
     auto [ec] = co_await conn.tls->async_handshake(asio::ssl::stream_base::client, token);
-    if (ec) co_return ec;
+    deadline.disarm();
+    co_return deadline.why(ec);
   }
+  deadline.disarm();
   co_return error_code{};
 }
 
 bool idle_connection_alive(UpstreamConn& conn) noexcept {
   if (conn.buffer.size() != 0) return false;
   char byte;
-  const auto n = ::recv(conn.tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  const auto n = ::recv(conn.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK;
   return false;  // 0 = closed by the peer; > 0 = unsolicited bytes (TLS: e.g. a close_notify)
 }

@@ -8,7 +8,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <chrono>
 #include <memory>
@@ -16,26 +15,27 @@
 #include <vector>
 
 #include "conf/config.hpp"
+#include "gateway/deadline.hpp"
 
 namespace tokengate::gateway {
 
-using TlsStream = boost::beast::ssl_stream<boost::beast::tcp_stream>;
+using TlsStream = boost::beast::ssl_stream<boost::asio::ip::tcp::socket>;
 
 struct UpstreamConn {
   // Exactly one of plain / tls is set, by UpstreamPool::connect.
-  std::unique_ptr<boost::beast::tcp_stream> plain;
+  std::unique_ptr<boost::asio::ip::tcp::socket> plain;
   std::unique_ptr<TlsStream> tls;
   boost::beast::flat_buffer buffer;  // bytes read from the upstream not yet parsed
   std::chrono::steady_clock::time_point idle_since{};  // set when parked in the pool
   bool check_before_reuse = false;  // the last response had no body (see forward)
 
-  boost::beast::tcp_stream& tcp() noexcept { return tls ? boost::beast::get_lowest_layer(*tls) : *plain; }
+  boost::asio::ip::tcp::socket& socket() noexcept { return tls ? boost::beast::get_lowest_layer(*tls) : *plain; }
 };
 
 template <class Stream>
 Stream& stream_of(UpstreamConn& conn) noexcept;
 template <>
-inline boost::beast::tcp_stream& stream_of<boost::beast::tcp_stream>(UpstreamConn& conn) noexcept {
+inline boost::asio::ip::tcp::socket& stream_of<boost::asio::ip::tcp::socket>(UpstreamConn& conn) noexcept {
   return *conn.plain;
 }
 template <>
@@ -63,8 +63,10 @@ class UpstreamPool {
   void drop_idle_since(const UpstreamConn& dead);
 
   // Resolves (once, then cached), connects with TCP_NODELAY and, for https, does
-  // the verified TLS handshake, all within `timeout`. Never throws.
-  boost::asio::awaitable<boost::system::error_code> connect(UpstreamConn& conn, conf::Duration timeout);
+  // the verified TLS handshake, within `timeout` enforced through `deadline`
+  // (the session's upstream one: left disarmed, watching conn's socket). Never throws.
+  boost::asio::awaitable<boost::system::error_code> connect(UpstreamConn& conn, Deadline& deadline,
+                                                            conf::Duration timeout);
 
  private:
   boost::system::error_code make_tls_context();

@@ -6,6 +6,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
 #include <chrono>
 #include <tuple>
 
@@ -19,7 +20,7 @@ using tcp = asio::ip::tcp;
 Worker::Worker(SharedState& shared, std::size_t max_connections, MetricsShard& metrics,
                LogWriter::Outbox& log)
     : shared_(shared),
-      context_(std::make_unique<asio::io_context>(1)),
+      context_(std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO)),
       acceptor_(std::in_place, *context_),
       replica_(shared.directory.make_replica()),
       log_(*context_, log),
@@ -45,6 +46,33 @@ void Worker::stop() {
     for (auto& pool : snapshot_->pools) pool.clear();
   }
   log_.flush();
+}
+
+void Worker::add(ConnectionHandle* c) {
+  connections_.insert(c);
+  if (!sweeping_) {
+    sweeping_ = true;
+    asio::co_spawn(*context_, sweep_deadlines(), asio::detached);
+  }
+}
+
+asio::awaitable<void> Worker::sweep_deadlines() {
+  asio::steady_timer timer(*context_);
+  while (!connections_.empty()) {
+    const conf::Limits& limits = snapshot()->engine->config().limits;
+    const auto shortest = std::min({limits.header_timeout, limits.idle_timeout, limits.upstream_connect_timeout,
+                                    limits.upstream_timeout});
+    timer.expires_after(std::clamp<conf::Duration>(shortest / 20, std::chrono::milliseconds(10),
+                                                   std::chrono::milliseconds(100)));
+    auto [ec] = co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (ec) break;
+    const auto now = Deadline::clock::now();
+    for (auto* c : connections_) {
+      c->client.enforce(now);
+      c->upstream.enforce(now);
+    }
+  }
+  sweeping_ = false;
 }
 
 asio::awaitable<void> Worker::accept_loop() {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "gateway/access_log.hpp"
+#include "gateway/deadline.hpp"
 #include "gateway/metrics.hpp"
 #include "gateway/tls.hpp"
 #include "gateway/upstream_pool.hpp"
@@ -113,16 +114,24 @@ class Worker {
 
   void make_request_id(std::string& out);  // 32 random hex digits
 
-  // Connections register so stop() can close the idle ones.
+  // Connections register so stop() can close the idle ones and the sweep can
+  // enforce their deadlines: the client socket's, and the upstream socket's while
+  // the connection uses one.
   struct ConnectionHandle {
     boost::asio::ip::tcp::socket* socket = nullptr;
     bool idle = false;
+    Deadline client;
+    Deadline upstream;
   };
-  void add(ConnectionHandle* c) { connections_.insert(c); }
+  void add(ConnectionHandle* c);
   void remove(ConnectionHandle* c) { connections_.erase(c); }
 
  private:
   boost::asio::awaitable<void> accept_loop();
+  // Runs while connections exist: every tick, closes the sockets whose deadline
+  // has passed. The tick is a twentieth of the shortest configured timeout (10 to
+  // 100 ms), so a timeout fires at most 5 % late.
+  boost::asio::awaitable<void> sweep_deadlines();
 
   SharedState& shared_;
   // Owned through pointers so ~Worker can tear the context down (destroying the
@@ -138,6 +147,7 @@ class Worker {
   MetricsShard& metrics_;
   std::size_t max_connections_;
   std::unordered_set<ConnectionHandle*> connections_;
+  bool sweeping_ = false;
   std::mt19937_64 rng_;
   std::mutex uses_mutex_;  // per worker, taken about once a minute per token
   std::vector<std::pair<std::string, store::TimePoint>> uses_;

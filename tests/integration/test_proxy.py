@@ -733,6 +733,78 @@ class UpstreamFailureTest(GatewayTestCase):
         self.assertEqual(r.status, 200, r)
 
 
+class ConnectTimeoutTest(GatewayTestCase):
+    """An upstream that never completes the TCP handshake (its accept queue is
+    full, so the kernel drops our SYNs) is a 502 after upstream_connect_timeout."""
+
+    limits = {"upstream_connect_timeout": "500ms"}
+
+    @classmethod
+    def make_gateway(cls, upstream_port):
+        cls.blackhole = socket.socket()
+        cls.blackhole.bind(("127.0.0.1", 0))
+        cls.blackhole.listen(0)
+        cls.fillers = []
+        for _ in range(8):  # backlog 0 queues one or two connections; then SYNs are dropped
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(cls.blackhole.getsockname())
+            cls.fillers.append(s)
+        return harness.Gateway(gateway_body(upstream_port, cls.blackhole.getsockname()[1]),
+                               limits=cls.limits, workers=cls.workers)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            for s in cls.fillers:
+                s.close()
+            cls.blackhole.close()
+
+    def test_hanging_connect_is_502_after_the_connect_timeout(self):
+        start = time.monotonic()
+        r = self.get("/down/hang")
+        elapsed = time.monotonic() - start
+        self.assert_json_error(r, 502)
+        self.assertGreaterEqual(elapsed, 0.45, "502 before the connect timeout: not a hanging connect")
+        self.assertLess(elapsed, 2.0, "502 came after %.2fs with upstream_connect_timeout 500ms" % elapsed)
+        self.assert_gateway_alive()
+
+
+class ClientTimeoutScopeTest(GatewayTestCase):
+    """The client's header and idle timeouts run only while the gateway waits on
+    the client, not while a slow upstream works on the request."""
+
+    limits = {"header_timeout": "500ms", "idle_timeout": "500ms", "upstream_timeout": "5s"}
+
+    def test_client_is_not_cut_while_a_slow_upstream_answers(self):
+        with self.gw.connect() as c:
+            for _ in range(2):  # and the keep-alive connection still serves afterwards
+                start = time.monotonic()
+                r = c.request("GET", "/__slow?ms=1500")
+                self.assertEqual(r.status, 200, r)
+                self.assertGreaterEqual(time.monotonic() - start, 1.4)
+
+
+class UpstreamTimeoutScopeTest(GatewayTestCase):
+    """upstream_timeout runs only while the gateway waits on the upstream, not while
+    a slow client sends its request body."""
+
+    limits = {"header_timeout": "5s", "idle_timeout": "5s", "upstream_timeout": "500ms"}
+
+    def test_upstream_is_not_cut_while_the_client_sends_slowly(self):
+        body = b"x" * 2000
+        m = unique_marker()
+        with self.gw.connect() as c:
+            c.send(harness.build_request("POST", "/public/" + m, [("Content-Length", str(len(body)))]) + body[:1000])
+            time.sleep(1.5)  # the slow client itself, not a synchronisation
+            c.send(body[1000:])
+            r = c.read_response()
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["body_sha256"], hashlib.sha256(body).hexdigest())
+
+
 class UpstreamRestartTest(GatewayTestCase):
     """Pooled upstream connections that the upstream closed while idle (a restart, or
     an upstream keep-alive timeout shorter than ours) are retried on a fresh

@@ -44,7 +44,13 @@ constexpr std::uint32_t kMaxUpstreamHeader = 64 * 1024;
 constexpr int kMaxInterimResponses = 16;  // 1xx heads before the final one (each takes arena space)
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
-enum class Next { KeepAlive, Close };
+// How a request ended. Reply: the session sends reply_ (an error response) next;
+// the error exits of handle_request and forward return it instead of sending
+// themselves, which keeps their coroutine frames small enough for Asio's
+// recycling allocator (each co_await site takes frame space).
+// Proceed (internal): go on with the request's next step (route_request chose
+// forwarding_; send_request_body sent the whole body).
+enum class Next { KeepAlive, Close, Reply, Proceed };
 
 bool is_idempotent(http::verb v) noexcept {
   switch (v) {
@@ -177,7 +183,8 @@ class Session {
       client_keep_alive_ = false;
       client_version_ = 11;
       is_head_ = false;
-      const Next next = co_await handle_request();
+      Next next = co_await handle_request();
+      if (next == Next::Reply) next = co_await send_reply();
       if (rec_.status != 0) {
         rec_.request_id = request_id_;
         rec_.duration = std::chrono::steady_clock::now() - rec_.start;
@@ -195,8 +202,13 @@ class Session {
 
  private:
   asio::awaitable<Next> handle_request();
+  Next route_request(std::size_t head_end);
   template <class Stream>
   asio::awaitable<Next> forward(UpstreamPool& pool, bool has_body, bool expect_continue, bool websocket);
+  template <class Stream>
+  asio::awaitable<Next> send_request_body(Stream& up, bool expect_continue, bool head_sent);
+  template <class Stream>
+  asio::awaitable<Next> relay_response(UpstreamPool& pool, std::unique_ptr<UpstreamConn>& conn, bool websocket);
   template <class Stream>
   asio::awaitable<Next> tunnel(UpstreamConn& up);
   // The upstream's response head into res_parser_, then body pieces into the
@@ -211,9 +223,15 @@ class Session {
   // fields; finish_head adds Connection as the client needs it and the blank line.
   void begin_head(int status, std::string_view reason);
   void finish_head(bool keep_alive);
-  asio::awaitable<Next> send_error(int status, std::string_view code, std::string_view message, bool close,
-                                   std::string_view challenge = {}, std::string_view allow = {});
-  asio::awaitable<Next> upstream_failure(const error_code& ec, bool connect, bool close);
+  // An error response (JSON body, SPEC §3) for send_reply to send. The views must
+  // outlive handle_request: literals, members, or the engine's.
+  Next reply(int status, std::string_view code, std::string_view message, bool close,
+             std::string_view challenge = {}, std::string_view allow = {}) noexcept {
+    reply_ = Reply{status, code, message, close, challenge, allow};
+    return Next::Reply;
+  }
+  asio::awaitable<Next> send_reply();
+  Next upstream_failure(const error_code& ec, bool connect, bool close);
   asio::awaitable<void> linger_close();
 
   void release_request_memory() {
@@ -251,6 +269,16 @@ class Session {
   std::shared_ptr<EngineSnapshot> snap_;
   std::shared_ptr<const store::StoredToken> token_;  // keeps the logged token id alive
   AccessRecord rec_;
+  struct Reply {
+    int status = 0;
+    std::string_view code, message;
+    bool close = false;
+    std::string_view challenge, allow;
+  } reply_;
+  struct Forwarding {
+    UpstreamPool* pool = nullptr;
+    bool has_body = false, expect_continue = false, websocket = false;
+  } forwarding_;
   bool first_ = true;
   bool client_keep_alive_ = false;
   unsigned client_version_ = 11;
@@ -283,7 +311,7 @@ asio::awaitable<Next> Session::handle_request() {
       handle_.idle = false;
       rec_.start = std::chrono::steady_clock::now();
       rec_.reason = "header_too_large";
-      co_return co_await send_error(431, error_code_for(431), "the request head is too large", true);
+      co_return reply(431, error_code_for(431), "the request head is too large", true);
     }
     if (handle_.idle && w_.shared().stopping.load(std::memory_order_relaxed)) co_return Next::Close;
     if (got_any && !head_deadline) {
@@ -296,7 +324,7 @@ asio::awaitable<Next> Session::handle_request() {
       if (handle_.client.why(ec) == beast::error::timeout && got_any) {
         rec_.start = std::chrono::steady_clock::now();
         rec_.reason = "header_timeout";
-        co_return co_await send_error(408, error_code_for(408), "the request head did not arrive in time",
+        co_return reply(408, error_code_for(408), "the request head did not arrive in time",
                                       true);
       }
       co_return Next::Close;
@@ -309,14 +337,29 @@ asio::awaitable<Next> Session::handle_request() {
   }
   handle_.client.disarm();
   handle_.idle = false;
+  const Next next = route_request(head_end);
+  if (next != Next::Proceed) co_return next;
+  const Forwarding f = forwarding_;
+  if (f.pool->https()) co_return co_await forward<TlsStream>(*f.pool, f.has_body, f.expect_continue, f.websocket);
+  co_return co_await forward<tcp::socket>(*f.pool, f.has_body, f.expect_continue, f.websocket);
+}
+
+// Steps 2 to 4 of a request whose head (buffer_'s first head_end bytes) arrived:
+// parse, check framing, canonicalise, route, authenticate, authorize, and write
+// the upstream head. Plain code, no I/O (see Next::Reply).
+Next Session::route_request(std::size_t head_end) {
+  const policy::Engine& engine = *snap_->engine;
+  const conf::Config& config = engine.config();
+  const conf::Limits& limits = config.limits;
+  const std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
   rec_.start = std::chrono::steady_clock::now();
   if (head_end > limits.max_header_bytes + 4) {
     rec_.reason = "header_too_large";
-    co_return co_await send_error(431, error_code_for(431), "the request head is too large", true);
+    return reply(431, error_code_for(431), "the request head is too large", true);
   }
   if (head_has_obs_fold_or_nul(data.substr(0, head_end))) {
     rec_.reason = "bad_framing";
-    co_return co_await send_error(400, "bad_request", "obsolete line folding is not accepted", true);
+    return reply(400, "bad_request", "obsolete line folding is not accepted", true);
   }
 
   parser_.emplace(http::request_header<Fields>(Fields(&arena_)));
@@ -326,16 +369,16 @@ asio::awaitable<Next> Session::handle_request() {
   const std::size_t used = parser_->put(asio::buffer(data.data(), head_end), ec);
   if (ec == http::error::header_limit) {
     rec_.reason = "header_too_large";
-    co_return co_await send_error(431, error_code_for(431), "the request head is too large", true);
+    return reply(431, error_code_for(431), "the request head is too large", true);
   }
   if (ec == http::error::body_limit) {
     rec_.reason = "body_too_large";
-    co_return co_await send_error(413, error_code_for(413), "the request body is too large", true);
+    return reply(413, error_code_for(413), "the request body is too large", true);
   }
   if ((ec && ec != http::error::need_more) || !parser_->is_header_done()) {
     rec_.reason = "bad_framing";
     message_ = fmt::format("malformed request: {}", ec.message());
-    co_return co_await send_error(400, "bad_request", message_, true);
+    return reply(400, "bad_request", message_, true);
   }
   buffer_.consume(used);
 
@@ -353,7 +396,7 @@ asio::awaitable<Next> Session::handle_request() {
     rec_.reason = "bad_framing";
     rec_.detail = to_string(fe);
     message_ = fmt::format("ambiguous request: {}", to_string(fe));
-    co_return co_await send_error(400, "bad_request", message_, true);
+    return reply(400, "bad_request", message_, true);
   }
   client_keep_alive_ = parser_->keep_alive();
   const bool has_body = !parser_->is_done();
@@ -364,18 +407,18 @@ asio::awaitable<Next> Session::handle_request() {
     rec_.reason = policy::to_string(policy::Reason::BadRequest);
     rec_.detail = policy::to_string(ct.error);
     message_ = fmt::format("invalid request target: {}", policy::to_string(ct.error));
-    co_return co_await send_error(400, "bad_request", message_, has_body);
+    return reply(400, "bad_request", message_, has_body);
   }
   rec_.path = path_;
   const auto match = engine.match(method_, path_);
   if (match.route < 0) {
     if (match.path_matched) {
       rec_.reason = policy::to_string(policy::Reason::MethodNotAllowed);
-      co_return co_await send_error(405, error_code_for(405), "the method is not allowed on this path",
+      return reply(405, error_code_for(405), "the method is not allowed on this path",
                                     has_body, {}, match.allow);
     }
     rec_.reason = policy::to_string(policy::Reason::NoRoute);
-    co_return co_await send_error(404, error_code_for(404), "no route matches this path", has_body);
+    return reply(404, error_code_for(404), "no route matches this path", has_body);
   }
   rec_.route = match.route;
 
@@ -408,24 +451,23 @@ asio::awaitable<Next> Session::handle_request() {
     switch (decision.reason) {
       case policy::Reason::MissingToken:
       case policy::Reason::WrongScheme:
-        co_return co_await send_error(401, "unauthorized", "a bearer token is required", has_body,
+        return reply(401, "unauthorized", "a bearer token is required", has_body,
                                       kBearerChallenge);
       case policy::Reason::InvalidToken:
-        co_return co_await send_error(401, "invalid_token", "the bearer token is invalid", has_body,
+        return reply(401, "invalid_token", "the bearer token is invalid", has_body,
                                       kInvalidTokenChallenge);
       case policy::Reason::InsufficientScope:
-        // Built into a member first: GCC mis-handles (double-destroys) class
-        // temporaries from ?: inside a co_await expression.
+        // In a member: the reply is sent after this function returns.
         if (decision.missing.empty()) {
           message_ = "the token lacks a requirement of this route";
         } else {
           message_ = fmt::format("the token lacks {}", decision.missing);
         }
-        co_return co_await send_error(403, "insufficient_scope", message_, has_body,
+        return reply(403, "insufficient_scope", message_, has_body,
                                       kInsufficientScopeChallenge);
       default: {
         const int status = policy::status_for(decision.reason);
-        co_return co_await send_error(status, error_code_for(status), "the request was denied", has_body);
+        return reply(status, error_code_for(status), "the request was denied", has_body);
       }
     }
   }
@@ -436,7 +478,7 @@ asio::awaitable<Next> Session::handle_request() {
                                  : -1;
   if (upstream_index < 0) {
     rec_.reason = "no_upstream";
-    co_return co_await send_error(502, error_code_for(502), "the route has no upstream", has_body);
+    return reply(502, error_code_for(502), "the route has no upstream", has_body);
   }
   UpstreamPool& pool = snap_->pools[static_cast<std::size_t>(upstream_index)];
   rec_.upstream = pool.name();
@@ -487,8 +529,8 @@ asio::awaitable<Next> Session::handle_request() {
   }
   up_head_.append("\r\n");
 
-  if (pool.https()) co_return co_await forward<TlsStream>(pool, has_body, expect_continue, websocket);
-  co_return co_await forward<tcp::socket>(pool, has_body, expect_continue, websocket);
+  forwarding_ = Forwarding{&pool, has_body, expect_continue, websocket};
+  return Next::Proceed;
 }
 
 template <class Stream>
@@ -496,7 +538,6 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
                                        bool websocket) {
   const conf::Limits& limits = snap_->engine->config().limits;
   const bool retryable = !has_body && is_idempotent(parser_->get().method());
-  const bool chunked_in = parser_->chunked();
 
   std::unique_ptr<UpstreamConn> conn;
   Deadline& up_deadline = handle_.upstream;
@@ -525,7 +566,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       const error_code ec = co_await pool.connect(*conn, up_deadline, limits.upstream_connect_timeout);
       if (ec) {
         tls_failure_ = conn->tls ? tls_verify_error(conn->tls->native_handle()) : std::string();
-        co_return co_await upstream_failure(ec, true, has_body);
+        co_return upstream_failure(ec, true, has_body);
       }
     }
     const bool may_retry = pooled && retryable && attempt == 0;
@@ -545,54 +586,13 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
           pool.drop_idle_since(*conn);
           continue;
         }
-        co_return co_await upstream_failure(ec, false, has_body);
+        co_return upstream_failure(ec, false, has_body);
       }
       head_sent = true;
     }
     if (has_body) {
-      if (expect_continue) {
-        // Only now, after authorization: an unauthorized client never sees a 100.
-        handle_.client.arm(limits.idle_timeout);
-        auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(kContinue), kNoThrow);
-        handle_.client.disarm();
-        if (ec) co_return Next::Close;
-      }
-      auto& body = parser_->get().body();
-      char* buf = body_buffer();
-      do {
-        body.data = buf;
-        body.size = kBodyChunk;
-        handle_.client.arm(limits.idle_timeout);
-        auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kNoThrow);
-        handle_.client.disarm();
-        ec = handle_.client.why(ec);
-        if (ec == http::error::need_buffer) ec = {};
-        if (ec) {
-          if (ec == http::error::body_limit) {
-            rec_.reason = "body_too_large";
-            co_return co_await send_error(413, error_code_for(413), "the request body is too large", true);
-          }
-          if (ec == beast::error::timeout || ec == http::error::partial_message ||
-              ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
-              ec == asio::error::eof) {
-            rec_.reason = "client_aborted";
-            rec_.status = 499;  // nginx's code for "client went away"
-            co_return Next::Close;
-          }
-          rec_.reason = "bad_framing";
-          message_ = fmt::format("malformed request body: {}", ec.message());
-          co_return co_await send_error(400, "bad_request", message_, true);
-        }
-        const std::size_t got = kBodyChunk - body.size;
-        rec_.bytes_in += got;
-        BodyFrame frame(chunked_in, std::string_view(buf, got), parser_->is_done());
-        up_deadline.arm(limits.upstream_timeout);
-        auto [wec, wn] = co_await asio::async_write(
-            up, frame.buffers(head_sent ? std::string_view{} : std::string_view(up_head_)), kNoThrow);
-        up_deadline.disarm();
-        if (wec) co_return co_await upstream_failure(up_deadline.why(wec), false, true);
-        head_sent = true;
-      } while (!parser_->is_done());
+      const Next sent = co_await send_request_body(up, expect_continue, head_sent);
+      if (sent != Next::Proceed) co_return sent;
     }
 
     // The response head; 1xx other than 101 are consumed here (the gateway already
@@ -602,7 +602,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
       if (interim > kMaxInterimResponses) {
         rec_.reason = "upstream_bad_response";
         w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
-        co_return co_await send_error(502, error_code_for(502), "the upstream sent too many 1xx responses", true);
+        co_return reply(502, error_code_for(502), "the upstream sent too many 1xx responses", true);
       }
       res_parser_.emplace(http::response_header<Fields>(Fields(&arena_)));
       res_parser_->body_limit(boost::none);
@@ -619,7 +619,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
           retry = true;
           break;
         }
-        co_return co_await upstream_failure(ec, false, !parser_->is_done());
+        co_return upstream_failure(ec, false, !parser_->is_done());
       }
       const unsigned status = res_parser_->get().result_int();
       if (status >= 200 || status == 101) break;
@@ -628,6 +628,70 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     break;
   }
 
+  co_return co_await relay_response<Stream>(pool, conn, websocket);
+}
+
+// The request body, client to upstream, piece by piece (bounded memory), after a
+// 100 Continue when the client asked for one. Proceed when all of it was sent.
+template <class Stream>
+asio::awaitable<Next> Session::send_request_body(Stream& up, bool expect_continue, bool head_sent) {
+  const conf::Limits& limits = snap_->engine->config().limits;
+  const bool chunked_in = parser_->chunked();
+  Deadline& up_deadline = handle_.upstream;
+  if (expect_continue) {
+    // Only now, after authorization: an unauthorized client never sees a 100.
+    handle_.client.arm(limits.idle_timeout);
+    auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(kContinue), kNoThrow);
+    handle_.client.disarm();
+    if (ec) co_return Next::Close;
+  }
+  auto& body = parser_->get().body();
+  char* buf = body_buffer();
+  do {
+    body.data = buf;
+    body.size = kBodyChunk;
+    handle_.client.arm(limits.idle_timeout);
+    auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kNoThrow);
+    handle_.client.disarm();
+    ec = handle_.client.why(ec);
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      if (ec == http::error::body_limit) {
+        rec_.reason = "body_too_large";
+        co_return reply(413, error_code_for(413), "the request body is too large", true);
+      }
+      if (ec == beast::error::timeout || ec == http::error::partial_message ||
+          ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
+          ec == asio::error::eof) {
+        rec_.reason = "client_aborted";
+        rec_.status = 499;  // nginx's code for "client went away"
+        co_return Next::Close;
+      }
+      rec_.reason = "bad_framing";
+      message_ = fmt::format("malformed request body: {}", ec.message());
+      co_return reply(400, "bad_request", message_, true);
+    }
+    const std::size_t got = kBodyChunk - body.size;
+    rec_.bytes_in += got;
+    BodyFrame frame(chunked_in, std::string_view(buf, got), parser_->is_done());
+    up_deadline.arm(limits.upstream_timeout);
+    auto [wec, wn] = co_await asio::async_write(
+        up, frame.buffers(head_sent ? std::string_view{} : std::string_view(up_head_)), kNoThrow);
+    up_deadline.disarm();
+    if (wec) co_return upstream_failure(up_deadline.why(wec), false, true);
+    head_sent = true;
+  } while (!parser_->is_done());
+  co_return Next::Proceed;
+}
+
+// The upstream's response (its head is in res_parser_), upstream to client; a
+// 101 to a WebSocket request becomes a tunnel. conn goes back to the pool when it
+// can serve another request.
+template <class Stream>
+asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_ptr<UpstreamConn>& conn,
+                                              bool websocket) {
+  const conf::Limits& limits = snap_->engine->config().limits;
+  Deadline& up_deadline = handle_.upstream;
   auto& res = res_parser_->get();
   const int status = static_cast<int>(res.result_int());
   rec_.status = status;
@@ -635,7 +699,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     if (!websocket) {
       rec_.reason = "upstream_bad_response";
       w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
-      co_return co_await send_error(502, error_code_for(502), "the upstream switched protocols unasked", true);
+      co_return reply(502, error_code_for(502), "the upstream switched protocols unasked", true);
     }
     co_return co_await tunnel<Stream>(*conn);
   }
@@ -826,7 +890,7 @@ void Session::finish_head(bool keep_alive) {
   down_head_.append("\r\n");
 }
 
-asio::awaitable<Next> Session::upstream_failure(const error_code& ec, bool connect, bool close) {
+Next Session::upstream_failure(const error_code& ec, bool connect, bool close) {
   const bool timeout = !connect && ec == beast::error::timeout;
   rec_.detail = {};
   if (connect && !tls_failure_.empty()) {
@@ -836,7 +900,7 @@ asio::awaitable<Next> Session::upstream_failure(const error_code& ec, bool conne
     w_.metrics().count_upstream_error(UpstreamErrorKind::TlsVerify);
     log_line(LogLevel::Warn,
              fmt::format("upstream {}: TLS certificate verification failed: {}", rec_.upstream, tls_failure_));
-    co_return co_await send_error(502, error_code_for(502), "the upstream is unreachable", close);
+    return reply(502, error_code_for(502), "the upstream is unreachable", close);
   }
   rec_.reason = connect ? "upstream_connect_failed" : (timeout ? "upstream_timeout" : "upstream_failed");
   w_.metrics().count_upstream_error(connect   ? UpstreamErrorKind::ConnectFailed
@@ -845,25 +909,25 @@ asio::awaitable<Next> Session::upstream_failure(const error_code& ec, bool conne
   log_line(LogLevel::Warn, fmt::format("upstream {}: {}: {}", rec_.upstream,
                                        connect ? "connect failed" : "request failed", ec.message()));
   if (timeout) {
-    co_return co_await send_error(504, error_code_for(504), "the upstream did not answer in time", close);
+    return reply(504, error_code_for(504), "the upstream did not answer in time", close);
   }
-  co_return co_await send_error(502, error_code_for(502),
+  return reply(502, error_code_for(502),
                                 connect ? "the upstream is unreachable" : "the upstream connection failed",
                                 close);
 }
 
-asio::awaitable<Next> Session::send_error(int status, std::string_view code, std::string_view message,
-                                          bool close, std::string_view challenge, std::string_view allow) {
+asio::awaitable<Next> Session::send_reply() {
+  const Reply& r = reply_;
   if (request_id_.empty()) w_.make_request_id(request_id_);
-  rec_.status = status;
-  if (rec_.reason.empty()) rec_.reason = code;
-  close = close || !client_keep_alive_ || w_.shared().stopping.load(std::memory_order_relaxed);
+  rec_.status = r.status;
+  if (rec_.reason.empty()) rec_.reason = r.code;
+  const bool close = r.close || !client_keep_alive_ || w_.shared().stopping.load(std::memory_order_relaxed);
 
-  begin_head(status, http::obsolete_reason(static_cast<http::status>(status)));
+  begin_head(r.status, http::obsolete_reason(static_cast<http::status>(r.status)));
   append_field(down_head_, "Content-Type", "application/json");
-  if (!challenge.empty()) append_field(down_head_, "WWW-Authenticate", challenge);
-  if (!allow.empty()) append_field(down_head_, "Allow", allow);
-  const std::string body = error_body(code, message);
+  if (!r.challenge.empty()) append_field(down_head_, "WWW-Authenticate", r.challenge);
+  if (!r.allow.empty()) append_field(down_head_, "Allow", r.allow);
+  const std::string body = error_body(r.code, r.message);
   append_content_length(down_head_, body.size());
   finish_head(!close);
   if (!is_head_) down_head_.append(body);

@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <ctime>
 #include <system_error>
 #include <fmt/format.h>
@@ -68,6 +69,19 @@ void append_json_string(std::string& out, std::string_view text) {
 namespace {
 
 // Appends `"key":` then the value as a JSON string, or null when it is empty.
+void append_uint(std::string& out, std::uint64_t value) {
+  char digits[24];
+  out.append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
+}
+
+void append_uint_member(std::string& out, std::string_view key, std::uint64_t value) {
+  out += '"';
+  out.append(key);
+  out.append("\":");
+  append_uint(out, value);
+  out += ',';
+}
+
 void append_json_member(std::string& out, std::string_view key, std::string_view value, bool null_if_empty) {
   out += '"';
   out.append(key);
@@ -170,21 +184,15 @@ std::string_view AccessLog::now_rfc3339() {
   return {time_buf_, time_len_ + 5};
 }
 
-void AccessLog::write(const AccessRecord& r) {
-  if (!log_enabled(LogLevel::Info)) return;
-  if (g_format == LogFormat::Text) {
-    write_text(r);
-    return;
-  }
-  std::string& out = pending_;
+void append_access_json(std::string& out, const AccessRecord& r, std::string_view time) {
   out += '{';
-  append_json_member(out, "time", now_rfc3339(), false);
+  append_json_member(out, "time", time, false);
   append_json_member(out, "request_id", r.request_id, false);
   append_json_member(out, "client", r.client, false);
   append_json_member(out, "method", r.method, false);
   append_json_member(out, "path", r.path, false);
   if (r.route >= 0) {
-    fmt::format_to(std::back_inserter(out), "\"route\":{},", r.route);
+    append_uint_member(out, "route", static_cast<std::uint64_t>(r.route));
   } else {
     out.append("\"route\":null,");
   }
@@ -193,8 +201,27 @@ void AccessLog::write(const AccessRecord& r) {
   append_json_member(out, "reason", r.reason, false);
   if (!r.detail.empty()) append_json_member(out, "detail", r.detail, false);
   append_json_member(out, "upstream", r.upstream, true);
-  fmt::format_to(std::back_inserter(out), "\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{:.3f}}}\n",
-                 r.status, r.bytes_in, r.bytes_out, std::chrono::duration<double, std::milli>(r.duration).count());
+  append_uint_member(out, "status", static_cast<std::uint64_t>(r.status));
+  append_uint_member(out, "bytes_in", r.bytes_in);
+  append_uint_member(out, "bytes_out", r.bytes_out);
+  // Milliseconds with three decimals, rounded to the microsecond.
+  const auto micros = static_cast<std::uint64_t>((std::max<std::int64_t>(r.duration.count(), 0) + 500) / 1000);
+  out.append("\"duration_ms\":");
+  append_uint(out, micros / 1000);
+  const auto frac = micros % 1000;
+  const char decimals[4] = {'.', static_cast<char>('0' + frac / 100), static_cast<char>('0' + frac / 10 % 10),
+                            static_cast<char>('0' + frac % 10)};
+  out.append(decimals, sizeof decimals);
+  out.append("}\n");
+}
+
+void AccessLog::write(const AccessRecord& r) {
+  if (!log_enabled(LogLevel::Info)) return;
+  if (g_format == LogFormat::Text) {
+    write_text(r);
+    return;
+  }
+  append_access_json(pending_, r, now_rfc3339());
   schedule_flush();
 }
 

@@ -121,6 +121,9 @@ class AccessLog {
   std::size_t time_len_ = 0;
 };
 
+// Appends one access-log line: a JSON object (SPEC §6) and a newline.
+void append_access_json(std::string& out, const AccessRecord& record, std::string_view time);
+
 // Appends `text` as a JSON string: quotes, backslashes and control characters
 // escaped (RFC 8259 §7); other bytes as they are.
 void append_json_string(std::string& out, std::string_view text);

@@ -508,14 +508,7 @@ Next Session::route_request(std::size_t head_end) {
                                        config.identity.forward_authorization,
                                        {"Host", "Expect", "Content-Length", "X-Forwarded-For", "X-Forwarded-Proto",
                                         "X-Forwarded-Host", "X-Request-Id"}});
-  if (entry) {
-    append_field(up_head_, snap_->h_subject, token_->record.id);
-    append_field(up_head_, snap_->h_name, entry->name);
-    append_field(up_head_, snap_->h_roles, entry->roles);
-    append_field(up_head_, snap_->h_groups, entry->groups);
-    append_field(up_head_, snap_->h_permissions, entry->permissions);
-    append_field(up_head_, snap_->h_licenses, entry->licenses);
-  }
+  if (entry) up_head_.append(entry->identity_fields);
   append_field(up_head_, "X-Forwarded-For", client_);
   append_field(up_head_, "X-Forwarded-Proto", w_.shared().tls_listener ? "https" : "http");
   append_field(up_head_, "X-Forwarded-Host", req[http::field::host]);

@@ -145,11 +145,13 @@ const TokenEntry& Worker::token_entry(const std::shared_ptr<const store::StoredT
     e.engine_version = snapshot.version;
     e.rights = snapshot.engine->effective_rights(
         policy::Grants{rec.roles, rec.groups, rec.permissions, rec.licenses});
-    e.name = sanitize_header_value(rec.name);
-    e.roles = join_names(e.rights.roles);
-    e.groups = join_names(e.rights.groups);
-    e.permissions = join_names(e.rights.permissions);
-    e.licenses = join_names(e.rights.licenses);
+    e.identity_fields.clear();
+    append_field(e.identity_fields, snapshot.h_subject, rec.id);
+    append_field(e.identity_fields, snapshot.h_name, sanitize_header_value(rec.name));
+    append_field(e.identity_fields, snapshot.h_roles, join_names(e.rights.roles));
+    append_field(e.identity_fields, snapshot.h_groups, join_names(e.rights.groups));
+    append_field(e.identity_fields, snapshot.h_permissions, join_names(e.rights.permissions));
+    append_field(e.identity_fields, snapshot.h_licenses, join_names(e.rights.licenses));
   }
   if (now - e.last_reported >= std::chrono::minutes(1)) {
     e.last_reported = now;

@@ -68,7 +68,6 @@ void append_json_string(std::string& out, std::string_view text) {
 
 namespace {
 
-// Appends `"key":` then the value as a JSON string, or null when it is empty.
 void append_uint(std::string& out, std::uint64_t value) {
   char digits[24];
   out.append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
@@ -82,6 +81,7 @@ void append_uint_member(std::string& out, std::string_view key, std::uint64_t va
   out += ',';
 }
 
+// Appends `"key":` then the value as a JSON string, or null when it is empty.
 void append_json_member(std::string& out, std::string_view key, std::string_view value, bool null_if_empty) {
   out += '"';
   out.append(key);

@@ -148,13 +148,14 @@ class Session {
  public:
   Session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls)
       : w_(worker), stream_(tls ? MaybeTlsStream(std::move(socket), std::move(tls)) : MaybeTlsStream(std::move(socket))) {
-    handle_.socket = &stream_.socket();
-    handle_.client.socket = &stream_.socket();
-    w_.add(&handle_);
-    w_.metrics().connection_opened();
     error_code ec;
     const auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec) client_ = ep.address().to_string();
+    handle_.socket = &stream_.socket();
+    handle_.client.socket = &stream_.socket();
+    // Last: nothing after it may throw, or ~Session would not unregister it.
+    w_.metrics().connection_opened();
+    w_.add(&handle_);
   }
   ~Session() {
     w_.remove(&handle_);
@@ -295,9 +296,10 @@ asio::awaitable<Next> Session::handle_request() {
   // be checked for obs-fold before Beast's parser silently joins folded lines.
   bool got_any = buffer_.size() > 0;
   handle_.idle = !got_any;
-  // idle_timeout until the first byte, then header_timeout for the whole head.
-  bool head_deadline = got_any || first_;
-  handle_.client.arm(head_deadline ? limits.header_timeout : limits.idle_timeout);
+  // Until the first byte: header_timeout on a new connection, idle_timeout between
+  // requests. From the first byte: header_timeout for the rest of the head.
+  bool rearm_at_first_byte = !got_any;
+  handle_.client.arm(got_any || first_ ? limits.header_timeout : limits.idle_timeout);
   first_ = false;
   std::size_t scanned = 0;
   std::size_t head_end = std::string_view::npos;
@@ -314,14 +316,15 @@ asio::awaitable<Next> Session::handle_request() {
       co_return reply(431, error_code_for(431), "the request head is too large", true);
     }
     if (handle_.idle && w_.shared().stopping.load(std::memory_order_relaxed)) co_return Next::Close;
-    if (got_any && !head_deadline) {
-      head_deadline = true;
+    if (got_any && rearm_at_first_byte) {
+      rearm_at_first_byte = false;
       handle_.client.arm(limits.header_timeout);
     }
     auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(16 * 1024), kNoThrow);
+    ec = handle_.client.why(ec);  // a read may complete just before the sweep closed the socket
     if (ec) {
       handle_.idle = false;
-      if (handle_.client.why(ec) == beast::error::timeout && got_any) {
+      if (ec == beast::error::timeout && got_any) {
         rec_.start = std::chrono::steady_clock::now();
         rec_.reason = "header_timeout";
         co_return reply(408, error_code_for(408), "the request head did not arrive in time",

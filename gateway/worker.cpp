@@ -57,13 +57,15 @@ void Worker::add(ConnectionHandle* c) {
 }
 
 asio::awaitable<void> Worker::sweep_deadlines() {
+  // However this coroutine ends (an exception, the context's destruction), the
+  // next connection starts a new sweep.
+  struct Ended {
+    bool& sweeping;
+    ~Ended() { sweeping = false; }
+  } ended{sweeping_};
   asio::steady_timer timer(*context_);
   while (!connections_.empty()) {
-    const conf::Limits& limits = snapshot()->engine->config().limits;
-    const auto shortest = std::min({limits.header_timeout, limits.idle_timeout, limits.upstream_connect_timeout,
-                                    limits.upstream_timeout});
-    timer.expires_after(std::clamp<conf::Duration>(shortest / 20, std::chrono::milliseconds(10),
-                                                   std::chrono::milliseconds(100)));
+    timer.expires_after(sweep_tick_);
     auto [ec] = co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
     if (ec) break;
     const auto now = Deadline::clock::now();
@@ -72,7 +74,6 @@ asio::awaitable<void> Worker::sweep_deadlines() {
       c->upstream.enforce(now);
     }
   }
-  sweeping_ = false;
 }
 
 asio::awaitable<void> Worker::accept_loop() {
@@ -126,6 +127,11 @@ std::shared_ptr<EngineSnapshot> Worker::snapshot() {
   snap->h_groups = prefix + "Groups";
   snap->h_permissions = prefix + "Permissions";
   snap->h_licenses = prefix + "Licenses";
+  const auto& limits = config.limits;
+  const auto shortest = std::min({limits.header_timeout, limits.idle_timeout, limits.upstream_connect_timeout,
+                                  limits.upstream_timeout});
+  sweep_tick_ = std::clamp<conf::Duration>(shortest / 20, std::chrono::milliseconds(10),
+                                           std::chrono::milliseconds(100));
   snap->engine = std::move(engine);
   snap->version = version;
   snapshot_ = std::move(snap);

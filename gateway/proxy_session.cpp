@@ -689,6 +689,14 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
   const conf::Limits& limits = snap_->engine->config().limits;
   Deadline& up_deadline = handle_.upstream;
   auto& res = res_parser_->get();
+  if (res.find(http::field::transfer_encoding) != res.end() && res.find(http::field::content_length) != res.end()) {
+    // RFC 9112 §6.3: framed both ways, the response may be a splitting attempt;
+    // where it ends, and so what answers the connection's next request, cannot be
+    // trusted. Refused, and the connection is closed, not pooled.
+    rec_.reason = "upstream_bad_response";
+    w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
+    co_return reply(502, error_code_for(502), "the upstream's response framing is ambiguous", !parser_->is_done());
+  }
   const int status = static_cast<int>(res.result_int());
   rec_.status = status;
   if (status == 101) {

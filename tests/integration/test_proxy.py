@@ -988,6 +988,33 @@ class FaultyUpstreamTest(unittest.TestCase):
         self.assertEqual(r.body, b"real:/next")
 
 
+    def test_response_with_both_transfer_encoding_and_content_length_is_refused(self):
+        # RFC 9112 §6.3: a response framed both ways is a response-splitting attempt.
+        # Taking the Content-Length and pooling the connection would let the rest
+        # (here a forged response sent a moment later) answer the next request.
+        answered = threading.Event()
+
+        def script(index, head, conn):
+            if b" /first " in head:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello")
+                answered.wait(10)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+                return True
+            body = b"real:" + head.split(b" ")[1]
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            return True
+
+        self.start(script)
+        with self.gw.connect() as c:
+            first = c.request("GET", "/first")
+        answered.set()
+        with self.gw.connect() as c:
+            second = c.request("GET", "/next")
+        self.assertEqual(second.body, b"real:/next", "another request's client got the forged response")
+        self.assertEqual(first.status, 502, first)
+        self.assertEqual(first.json()["error"], "bad_gateway")
+
+
 class LimitsTest(GatewayTestCase):
     limits = {"max_body_bytes": 1024, "max_header_bytes": 4096}
 

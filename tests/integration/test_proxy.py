@@ -933,6 +933,16 @@ class FaultyUpstreamTest(unittest.TestCase):
     """Upstreams that misbehave on a pooled keep-alive connection must not make the
     gateway send a request twice or hand one client's bytes to another."""
 
+    # What a faulty upstream sends later on the connection, hoping it answers the
+    # next request.
+    FORGED = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+
+    @staticmethod
+    def answer_with_target(head, conn):
+        body = b"real:" + head.split(b" ")[1]
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        return True
+
     def start(self, script):
         self.upstream = ScriptedUpstream(script)
         self.addCleanup(self.upstream.stop)
@@ -970,12 +980,10 @@ class FaultyUpstreamTest(unittest.TestCase):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n")
                 # A faulty upstream sends the body anyway, after the head went out.
                 stray.wait(10)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+                conn.sendall(self.FORGED)
                 sent.set()
                 return True
-            body = b"real:" + head.split(b" ")[1]
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            return True
+            return self.answer_with_target(head, conn)
 
         self.start(script)
         with self.gw.connect() as c:
@@ -987,7 +995,6 @@ class FaultyUpstreamTest(unittest.TestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.body, b"real:/next")
 
-
     def test_response_with_both_transfer_encoding_and_content_length_is_refused(self):
         # RFC 9112 §6.3: a response framed both ways is a response-splitting attempt.
         # Taking the Content-Length and pooling the connection would let the rest
@@ -998,11 +1005,9 @@ class FaultyUpstreamTest(unittest.TestCase):
             if b" /first " in head:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello")
                 answered.wait(10)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+                conn.sendall(self.FORGED)
                 return True
-            body = b"real:" + head.split(b" ")[1]
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            return True
+            return self.answer_with_target(head, conn)
 
         self.start(script)
         with self.gw.connect() as c:

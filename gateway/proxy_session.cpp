@@ -220,6 +220,9 @@ class Session {
   asio::awaitable<error_code> read_response_head(Stream& up, beast::flat_buffer& buffer);
   template <class Stream>
   asio::awaitable<error_code> read_response_body(Stream& up, beast::flat_buffer& buffer);
+  // The part of read_response_body that needs no I/O: the result when the bytes
+  // already in `buffer` settle it (a piece, the end, an error), else nullopt.
+  std::optional<error_code> response_body_from_buffer(beast::flat_buffer& buffer);
   // The response head in down_head_: status line, X-Request-Id, then the caller's
   // fields; finish_head adds Connection as the client needs it and the blank line.
   void begin_head(int status, std::string_view reason);
@@ -753,9 +756,15 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
       if (!res_parser_->is_done()) {
         body.data = buf;
         body.size = kBodyChunk;
-        up_deadline.arm(limits.upstream_timeout);
-        const error_code ec = up_deadline.why(co_await read_response_body(stream_of<Stream>(*conn), conn->buffer));
-        up_deadline.disarm();
+        // A small body usually arrived with the head: no coroutine, no I/O for it.
+        error_code ec;
+        if (const auto settled = response_body_from_buffer(conn->buffer)) {
+          ec = *settled;
+        } else {
+          up_deadline.arm(limits.upstream_timeout);
+          ec = up_deadline.why(co_await read_response_body(stream_of<Stream>(*conn), conn->buffer));
+          up_deadline.disarm();
+        }
         if (ec) {
           // Never let a truncated body look complete: drop the client connection.
           rec_.reason = ec == beast::error::timeout ? "upstream_timeout" : "upstream_aborted";
@@ -846,21 +855,26 @@ asio::awaitable<error_code> Session::read_response_head(Stream& up, beast::flat_
   }
 }
 
-template <class Stream>
-asio::awaitable<error_code> Session::read_response_body(Stream& up, beast::flat_buffer& buffer) {
+std::optional<error_code> Session::response_body_from_buffer(beast::flat_buffer& buffer) {
   auto& body = res_parser_->get().body();
   const std::size_t room = body.size;
+  while (buffer.size() > 0) {
+    error_code ec;
+    const std::size_t used = res_parser_->put(buffer.data(), ec);
+    buffer.consume(used);
+    if (ec == http::error::need_buffer) return error_code{};  // the piece is full
+    if (ec && ec != http::error::need_more) return ec;
+    if (body.size != room || res_parser_->is_done()) return error_code{};
+    if (ec || used == 0) break;  // the rest needs more bytes; else it was framing only (a chunk header)
+  }
+  if (res_parser_->is_done()) return error_code{};
+  return std::nullopt;
+}
+
+template <class Stream>
+asio::awaitable<error_code> Session::read_response_body(Stream& up, beast::flat_buffer& buffer) {
   for (;;) {
-    if (buffer.size() > 0) {
-      error_code ec;
-      const std::size_t used = res_parser_->put(buffer.data(), ec);
-      buffer.consume(used);
-      if (ec == http::error::need_buffer) co_return error_code{};  // the piece is full
-      if (ec && ec != http::error::need_more) co_return ec;
-      if (body.size != room || res_parser_->is_done()) co_return error_code{};
-      if (!ec && used > 0) continue;  // parsed framing only (a chunk header): parse on
-    }
-    if (res_parser_->is_done()) co_return error_code{};
+    if (const auto settled = response_body_from_buffer(buffer)) co_return *settled;
     auto [ec, n] = co_await up.async_read_some(buffer.prepare(kBodyChunk), kNoThrow);
     if (ec == asio::error::eof) {
       // The end of a body delimited by the close, or a truncation (partial_message).

@@ -2,7 +2,9 @@
 // framing, canonicalise, route, authenticate, authorize, then stream the request
 // to a pooled upstream connection and the response back; repeat for keep-alive.
 // Requests on one connection are handled strictly in order. Nothing throws: all
-// I/O goes through as_tuple error codes.
+// I/O goes through as_tuple error codes. Timeouts: every read and write is
+// bracketed by arm()/disarm() of the client's or the upstream's Deadline
+// (deadline.hpp), which the worker's sweep enforces.
 #include <fmt/format.h>
 
 #include <boost/asio/as_tuple.hpp>

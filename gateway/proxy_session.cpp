@@ -986,7 +986,8 @@ asio::awaitable<void> Session::linger_close() {
 
 }  // namespace
 
-asio::awaitable<void> run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls) {
+asio::awaitable<void> run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls,
+                                  [[maybe_unused]] ConnectionSlot slot) {  // released with this frame
   try {
     Session session(worker, std::move(socket), std::move(tls));
     co_await session.run();

@@ -135,7 +135,6 @@ int serve(const ServeOptions& options) {
 
   unsigned n = config->workers != 0 ? config->workers : std::thread::hardware_concurrency();
   if (n == 0) n = 1;
-  const std::size_t per_worker = (config->limits.max_connections + n - 1) / n;
 
   Metrics metrics(n);
   metrics.set_route_names(route_names(*config));
@@ -176,8 +175,7 @@ int serve(const ServeOptions& options) {
   LogWriter log_writer(n);
   std::vector<std::unique_ptr<Worker>> workers;
   for (unsigned i = 0; i < n; ++i) {
-    workers.push_back(std::make_unique<Worker>(shared, std::max<std::size_t>(per_worker, 1), metrics.shard(i),
-                                               log_writer.outbox(i)));
+    workers.push_back(std::make_unique<Worker>(shared, metrics.shard(i), log_writer.outbox(i)));
     error_code ec;
     if (!bind_acceptor(workers.back()->acceptor(), *endpoint, ec)) {
       fail_line(fmt::format("cannot listen on {}: {}", config->listen.to_string(), ec.message()));

@@ -10,6 +10,8 @@
 #include <chrono>
 #include <tuple>
 
+#include <fmt/format.h>
+
 #include "gateway/framing.hpp"
 
 namespace tokengate::gateway {
@@ -17,15 +19,13 @@ namespace tokengate::gateway {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-Worker::Worker(SharedState& shared, std::size_t max_connections, MetricsShard& metrics,
-               LogWriter::Outbox& log)
+Worker::Worker(SharedState& shared, MetricsShard& metrics, LogWriter::Outbox& log)
     : shared_(shared),
       context_(std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO)),
       acceptor_(std::in_place, *context_),
       replica_(shared.directory.make_replica()),
       log_(*context_, log),
       metrics_(metrics),
-      max_connections_(max_connections),
       rng_(std::random_device{}()) {}
 
 Worker::~Worker() {
@@ -87,12 +87,23 @@ asio::awaitable<void> Worker::accept_loop() {
       co_await timer.async_wait(token);
       continue;
     }
-    if (connections_.size() >= max_connections_ || shared_.stopping.load(std::memory_order_relaxed)) {
-      boost::system::error_code ignored;
+    boost::system::error_code ignored;
+    if (shared_.stopping.load(std::memory_order_relaxed)) {
       socket.close(ignored);
       continue;
     }
-    boost::system::error_code ignored;
+    const std::size_t limit = snapshot()->engine->config().limits.max_connections;
+    const std::size_t open = shared_.open_connections.fetch_add(1, std::memory_order_relaxed);
+    ConnectionSlot slot(shared_.open_connections);  // owns the count just added
+    if (open >= limit) {
+      socket.close(ignored);  // the slot's destructor gives the count back
+      const auto now = std::chrono::steady_clock::now();
+      if (now - full_warned_ >= std::chrono::seconds(10)) {
+        full_warned_ = now;
+        log_line(LogLevel::Warn, fmt::format("max_connections ({}) reached: new connections are closed", limit));
+      }
+      continue;
+    }
     socket.set_option(tcp::no_delay(true), ignored);
     std::shared_ptr<ssl::context> tls;
     if (shared_.tls_listener) {
@@ -101,7 +112,8 @@ asio::awaitable<void> Worker::accept_loop() {
       }
       tls = listener_tls_;
     }
-    asio::co_spawn(*context_, run_session(*this, std::move(socket), std::move(tls)), asio::detached);
+    asio::co_spawn(*context_, run_session(*this, std::move(socket), std::move(tls), std::move(slot)),
+                   asio::detached);
   }
 }
 

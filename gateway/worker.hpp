@@ -59,6 +59,10 @@ struct SharedState {
   EngineHolder engines;
   store::TokenDirectory& directory;
   std::atomic<bool> stopping{false};  // set by SIGTERM/SIGINT; /readyz answers 503 from then on
+  // Client connections open on all workers, against limits.max_connections: one
+  // count for the gateway (an atomic add per connection, never per request), so the
+  // limit is exact however the kernel spreads connections, and follows a reload.
+  std::atomic<std::size_t> open_connections{0};
   bool tls_listener = false;
   TlsHolder listener_tls;  // the public listener's context when tls_listener
 };
@@ -87,7 +91,7 @@ struct TokenEntry {
 
 class Worker {
  public:
-  Worker(SharedState& shared, std::size_t max_connections, MetricsShard& metrics, LogWriter::Outbox& log);
+  Worker(SharedState& shared, MetricsShard& metrics, LogWriter::Outbox& log);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -149,7 +153,7 @@ class Worker {
   boost::unordered_flat_map<const store::StoredToken*, TokenEntry> tokens_;
   AccessLog log_;
   MetricsShard& metrics_;
-  std::size_t max_connections_;
+  std::chrono::steady_clock::time_point full_warned_{};  // last "max_connections reached" warning
   std::unordered_set<ConnectionHandle*> connections_;
   bool sweeping_ = false;
   conf::Duration sweep_tick_ = std::chrono::milliseconds(100);  // set with each snapshot
@@ -158,9 +162,24 @@ class Worker {
   std::vector<std::pair<std::string, store::TimePoint>> uses_;
 };
 
+// One counted client connection (SharedState::open_connections), released when
+// this is destroyed: with the session's coroutine frame, whether or not it ran.
+class ConnectionSlot {
+ public:
+  explicit ConnectionSlot(std::atomic<std::size_t>& count) noexcept : count_(&count) {}
+  ConnectionSlot(ConnectionSlot&& other) noexcept : count_(std::exchange(other.count_, nullptr)) {}
+  ConnectionSlot& operator=(ConnectionSlot&&) = delete;
+  ~ConnectionSlot() {
+    if (count_) count_->fetch_sub(1, std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<std::size_t>* count_;
+};
+
 // The per-connection coroutine (proxy_session.cpp). Never throws.
 // tls: the listener's server context, or null for plain HTTP.
 boost::asio::awaitable<void> run_session(Worker& worker, boost::asio::ip::tcp::socket socket,
-                                         std::shared_ptr<ssl::context> tls);
+                                         std::shared_ptr<ssl::context> tls, ConnectionSlot slot);
 
 }  // namespace tokengate::gateway

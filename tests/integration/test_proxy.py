@@ -1061,6 +1061,74 @@ class LimitsTest(GatewayTestCase):
         self.assertEqual(r.status, 200, r)
 
 
+class MaxConnectionsTest(unittest.TestCase):
+    """limits.max_connections counts client connections on all workers together
+    (the kernel spreads connections over the workers unevenly), and a reload
+    changes it for new connections. Over the limit, a connection is closed at once."""
+
+    def body(self, limit):
+        return ("limits:\n  max_connections: %d\n" % limit
+                + "upstreams:\n  echo: { url: http://127.0.0.1:%d }\n" % self.upstream.port
+                + harness.DEFAULT_ROLES
+                + "routes:\n  - path: /**\n    upstream: echo\n    public: true\n")
+
+    def setUp(self):
+        self.upstream = harness.start_upstream()
+        self.addCleanup(self.upstream.stop)
+        self.gw = harness.Gateway(self.body(2), workers=2)
+        self.gw.start()
+        self.addCleanup(self.gw.stop)
+        self.held = []
+        self.addCleanup(lambda: [c.close() for c in self.held])
+
+    def hold(self):
+        """A new connection that got a response (so the gateway counts it), kept open."""
+        c = self.gw.connect()
+        self.held.append(c)
+        r = c.request("GET", "/held")
+        self.assertEqual(r.status, 200, r)
+
+    def refused(self):
+        with self.gw.connect() as c:
+            try:
+                c.send(harness.build_request("GET", "/over", []))
+            except OSError:
+                return True
+            return c.is_closed(5.0)
+
+    def served(self):
+        try:
+            with self.gw.connect() as c:
+                return c.request("GET", "/again").status == 200
+        except (OSError, harness.ConnectionClosed):
+            return False
+
+    def reload(self, limit):
+        start = len(self.gw.log_lines())
+        self.gw.write_config(self.body(limit))
+        line = self.gw.wait_log(lambda l: "config reloaded" in l, timeout=10.0, start=start)
+        self.assertIsNotNone(line, self.gw.process.stderr_text())
+
+    def test_limit_counts_the_connections_of_all_workers(self):
+        self.hold()
+        self.hold()
+        for _ in range(6):
+            self.assertTrue(self.refused(), "a third connection was served with max_connections 2")
+        self.held.pop(0).close()
+        self.assertTrue(harness.wait_until(self.served, timeout=10), "no connection served after one closed")
+        self.assertTrue(self.gw.wait_log(lambda l: "max_connections (2) reached" in l, timeout=5))
+
+    def test_reload_changes_the_limit(self):
+        self.hold()
+        self.reload(1)
+        for _ in range(4):
+            self.assertTrue(self.refused(), "a second connection was served after a reload to max_connections 1")
+        self.reload(3)
+        self.hold()
+        self.hold()
+        self.assertTrue(self.refused())
+
+
 class SlowClientTest(GatewayTestCase):
     """Slow-loris and idle connections are cut by header_timeout and idle_timeout."""
     limits = {"header_timeout": "1s", "idle_timeout": "1s"}

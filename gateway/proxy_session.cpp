@@ -814,7 +814,7 @@ asio::awaitable<Next> Session::tunnel(UpstreamConn& conn) {
   append_field(down_head_, "Connection", "Upgrade");
   down_head_.append("\r\n");
   // The handshake's leftovers go out under upstream_timeout; the tunnel itself has
-  // no deadline (a WebSocket may be quiet for long), as with nginx's proxy_read_timeout off.
+  // no deadline (a WebSocket may stay quiet for hours; either side closing ends it).
   const auto timeout = snap_->engine->config().limits.upstream_timeout;
   handle_.client.arm(timeout);
   handle_.upstream.arm(timeout);

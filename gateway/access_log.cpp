@@ -1,4 +1,4 @@
-// Access log lines (Boost.JSON) batched per worker; see access_log.hpp.
+// Access-log and event lines (JSON written directly) batched per worker; see access_log.hpp.
 #include "gateway/access_log.hpp"
 
 #include <sys/eventfd.h>
@@ -7,13 +7,13 @@
 #include <boost/asio/post.hpp>
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <ctime>
 #include <system_error>
 #include <fmt/format.h>
 
-namespace tokengate::gateway {
+#include "gateway/framing.hpp"
 
+namespace tokengate::gateway {
 
 void write_stderr(std::string_view text) {
   while (!text.empty()) {
@@ -27,7 +27,10 @@ void write_stderr(std::string_view text) {
 }
 
 namespace {
+
+// Set once by set_log_options before the workers start.
 LogFormat g_format = LogFormat::Json;
+LogLevel g_level = LogLevel::Info;
 
 }  // namespace
 
@@ -68,16 +71,11 @@ void append_json_string(std::string& out, std::string_view text) {
 
 namespace {
 
-void append_uint(std::string& out, std::uint64_t value) {
-  char digits[24];
-  out.append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
-}
-
 void append_uint_member(std::string& out, std::string_view key, std::uint64_t value) {
   out += '"';
   out.append(key);
   out.append("\":");
-  append_uint(out, value);
+  append_decimal(out, value);
   out += ',';
 }
 
@@ -93,7 +91,6 @@ void append_json_member(std::string& out, std::string_view key, std::string_view
   }
   out += ',';
 }
-LogLevel g_level = LogLevel::Info;
 
 constexpr std::string_view level_name(LogLevel level) noexcept {
   switch (level) {
@@ -207,7 +204,7 @@ void append_access_json(std::string& out, const AccessRecord& r, std::string_vie
   // Milliseconds with three decimals, rounded to the microsecond.
   const auto micros = static_cast<std::uint64_t>((std::max<std::int64_t>(r.duration.count(), 0) + 500) / 1000);
   out.append("\"duration_ms\":");
-  append_uint(out, micros / 1000);
+  append_decimal(out, micros / 1000);
   const auto frac = micros % 1000;
   const char decimals[4] = {'.', static_cast<char>('0' + frac / 100), static_cast<char>('0' + frac / 10 % 10),
                             static_cast<char>('0' + frac % 10)};

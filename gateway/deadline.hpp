@@ -50,4 +50,21 @@ struct Deadline {
   }
 };
 
+// Disarms a deadline and forgets its socket when the scope ends, however it ends
+// (a co_return on any path, the coroutine frame destroyed at shutdown): the sweep
+// must never act on a socket that went back to a pool or was destroyed.
+class DeadlineScope {
+ public:
+  explicit DeadlineScope(Deadline& deadline) noexcept : deadline_(deadline) {}
+  DeadlineScope(const DeadlineScope&) = delete;
+  DeadlineScope& operator=(const DeadlineScope&) = delete;
+  ~DeadlineScope() {
+    deadline_.disarm();
+    deadline_.socket = nullptr;
+  }
+
+ private:
+  Deadline& deadline_;
+};
+
 }  // namespace tokengate::gateway

@@ -2,6 +2,7 @@
 #include "gateway/framing.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 
 namespace tokengate::gateway {
@@ -170,6 +171,11 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
   out.append(": ");
   out.append(value);
   out.append("\r\n");
+}
+
+void append_decimal(std::string& out, std::uint64_t value) {
+  char digits[24];
+  out.append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
 }
 
 namespace {

@@ -5,6 +5,7 @@
 
 #include <boost/beast/http/fields.hpp>
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
 #include <memory_resource>
 #include <string>
@@ -78,6 +79,8 @@ void append_forwarded_fields(std::string& out, const Fields& fields,
                              const StripOptions& options);
 // Appends "name: value\r\n".
 void append_field(std::string& out, std::string_view name, std::string_view value);
+// Appends `value` in decimal (no allocation beyond the string's growth).
+void append_decimal(std::string& out, std::uint64_t value);
 
 // "a,b,c" of sorted names (the caller's vectors are already sorted and unique).
 std::string join_names(const std::vector<std::string>& names);

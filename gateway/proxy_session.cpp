@@ -75,12 +75,6 @@ bool is_stale_connection_error(const error_code& ec) noexcept {
          ec == asio::ssl::error::stream_truncated;
 }
 
-void append_decimal(std::string& out, std::uint64_t value) {
-  char digits[24];
-  const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
-  out.append(digits, end);
-}
-
 void append_content_length(std::string& out, std::uint64_t length) {
   out.append("Content-Length: ");
   append_decimal(out, length);
@@ -153,7 +147,6 @@ class Session {
     error_code ec;
     const auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec) client_ = ep.address().to_string();
-    handle_.socket = &stream_.socket();
     handle_.client.socket = &stream_.socket();
     // Last: nothing after it may throw, or ~Session would not unregister it.
     w_.metrics().connection_opened();
@@ -238,6 +231,12 @@ class Session {
   }
   asio::awaitable<Next> send_reply();
   Next upstream_failure(const error_code& ec, bool connect, bool close);
+  // 502 for a response the gateway will not relay (counted as bad_response).
+  Next bad_upstream_response(std::string_view message, bool close) {
+    rec_.reason = "upstream_bad_response";
+    w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
+    return reply(502, error_code_for(502), message, close);
+  }
   asio::awaitable<void> linger_close();
 
   void release_request_memory() {
@@ -258,8 +257,6 @@ class Session {
   std::string client_;
   std::string method_;
   std::string path_;
-  std::string target_;
-  std::string forwarded_host_;
   std::string request_id_;
   std::string tls_failure_;  // why the upstream's certificate was refused, if it was
   std::string message_;  // error message under construction (see the 403 case)
@@ -542,14 +539,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
 
   std::unique_ptr<UpstreamConn> conn;
   Deadline& up_deadline = handle_.upstream;
-  // The sweep must never see a socket that went back to the pool or was closed.
-  struct Unwatch {
-    Deadline& deadline;
-    ~Unwatch() {
-      deadline.disarm();
-      deadline.socket = nullptr;
-    }
-  } unwatch{up_deadline};
+  const DeadlineScope up_scope(up_deadline);  // after conn: released before it
   for (int attempt = 0;; ++attempt) {
     up_deadline.socket = nullptr;
     // A retry always gets a new connection: the other pooled ones may have been
@@ -601,9 +591,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     bool retry = false;
     for (int interim = 0;; ++interim) {
       if (interim > kMaxInterimResponses) {
-        rec_.reason = "upstream_bad_response";
-        w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
-        co_return reply(502, error_code_for(502), "the upstream sent too many 1xx responses", true);
+        co_return bad_upstream_response("the upstream sent too many 1xx responses", true);
       }
       res_parser_.emplace(http::response_header<Fields>(Fields(&arena_)));
       res_parser_->body_limit(boost::none);
@@ -698,18 +686,12 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
     // RFC 9112 §6.3: framed both ways, the response may be a splitting attempt;
     // where it ends, and so what answers the connection's next request, cannot be
     // trusted. Refused, and the connection is closed, not pooled.
-    rec_.reason = "upstream_bad_response";
-    w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
-    co_return reply(502, error_code_for(502), "the upstream's response framing is ambiguous", !parser_->is_done());
+    co_return bad_upstream_response("the upstream's response framing is ambiguous", !parser_->is_done());
   }
   const int status = static_cast<int>(res.result_int());
   rec_.status = status;
   if (status == 101) {
-    if (!websocket) {
-      rec_.reason = "upstream_bad_response";
-      w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
-      co_return reply(502, error_code_for(502), "the upstream switched protocols unasked", true);
-    }
+    if (!websocket) co_return bad_upstream_response("the upstream switched protocols unasked", true);
     co_return co_await tunnel<Stream>(*conn);
   }
 

@@ -100,21 +100,18 @@ asio::awaitable<error_code> UpstreamPool::connect(UpstreamConn& conn, Deadline& 
     conn.plain = std::make_unique<tcp::socket>(executor);
   }
   tcp::socket& socket = conn.socket();
+  const DeadlineScope scope(deadline);
   deadline.socket = &socket;
   deadline.arm(timeout);
   {
     auto [ec, endpoint] = co_await asio::async_connect(socket, endpoints_, token);
-    if (ec) {
-      deadline.disarm();
-      co_return deadline.why(ec);
-    }
+    if (ec) co_return deadline.why(ec);
   }
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   if (conn.tls) {
     // SNI and RFC 6125 host name check against the name in the upstream URL.
     if (!SSL_set_tlsext_host_name(conn.tls->native_handle(), host_.c_str())) {
-      deadline.disarm();
       co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
     }
     // OpenSSL's own check (not a verify callback) so a mismatch is recorded as
@@ -124,15 +121,10 @@ asio::awaitable<error_code> UpstreamPool::connect(UpstreamConn& conn, Deadline& 
     asio::ip::make_address(host_, ip_ec);
     const int set = ip_ec ? SSL_set1_host(ssl, host_.c_str())
                           : X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host_.c_str());
-    if (set != 1) {
-      deadline.disarm();
-      co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
-    }
+    if (set != 1) co_return error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
     auto [ec] = co_await conn.tls->async_handshake(asio::ssl::stream_base::client, token);
-    deadline.disarm();
     co_return deadline.why(ec);
   }
-  deadline.disarm();
   co_return error_code{};
 }
 

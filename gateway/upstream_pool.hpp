@@ -63,8 +63,9 @@ class UpstreamPool {
   void drop_idle_since(const UpstreamConn& dead);
 
   // Resolves (once, then cached), connects with TCP_NODELAY and, for https, does
-  // the verified TLS handshake, within `timeout` enforced through `deadline`
-  // (the session's upstream one: left disarmed, watching conn's socket). Never throws.
+  // the verified TLS handshake, within `timeout` enforced through `deadline` (the
+  // session's upstream one, which it leaves disarmed and watching nothing). Never
+  // throws.
   boost::asio::awaitable<boost::system::error_code> connect(UpstreamConn& conn, Deadline& deadline,
                                                             conf::Duration timeout);
 

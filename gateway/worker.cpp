@@ -40,7 +40,7 @@ void Worker::stop() {
   boost::system::error_code ignored;
   acceptor_->close(ignored);
   for (auto* c : connections_) {
-    if (c->idle) c->socket->close(ignored);
+    if (c->idle) c->client.socket->close(ignored);
   }
   if (snapshot_) {
     for (auto& pool : snapshot_->pools) pool.clear();

@@ -125,9 +125,8 @@ class Worker {
   // enforce their deadlines: the client socket's, and the upstream socket's while
   // the connection uses one.
   struct ConnectionHandle {
-    boost::asio::ip::tcp::socket* socket = nullptr;
     bool idle = false;
-    Deadline client;
+    Deadline client;  // its socket is the client connection's
     Deadline upstream;
   };
   void add(ConnectionHandle* c);

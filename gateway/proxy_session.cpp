@@ -290,9 +290,7 @@ class Session {
 
 asio::awaitable<Next> Session::handle_request() {
   snap_ = w_.snapshot();
-  const policy::Engine& engine = *snap_->engine;
-  const conf::Config& config = engine.config();
-  const conf::Limits& limits = config.limits;
+  const conf::Limits& limits = snap_->engine->config().limits;
 
   // 1. The request head. Our own loop (not async_read_header) so the raw bytes can
   // be checked for obs-fold before Beast's parser silently joins folded lines.

@@ -9,7 +9,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -21,6 +20,7 @@
 #include <tuple>
 
 #include "gateway/access_log.hpp"
+#include "gateway/contain.hpp"
 #include "gateway/error_response.hpp"
 
 namespace tokengate::gateway {
@@ -155,7 +155,7 @@ struct AdminServer::Impl {
       }
       std::string client = peer_of(socket);
       asio::co_spawn(context, session(beast::tcp_stream(std::move(socket)), api, false, std::move(client)),
-                     asio::detached);
+                     ContainExceptions{"admin connection"});
     }
   }
 
@@ -168,7 +168,7 @@ struct AdminServer::Impl {
         continue;
       }
       asio::co_spawn(context, session(beast::basic_stream<local>(std::move(socket)), api, true, "unix"),
-                     asio::detached);
+                     ContainExceptions{"admin connection"});
     }
   }
 
@@ -265,19 +265,13 @@ std::optional<std::uint16_t> AdminServer::tcp_port() const {
 bool AdminServer::has_socket() const { return impl_->unix_acceptor.is_open(); }
 
 void AdminServer::start() {
-  if (impl_->tcp_acceptor.is_open()) asio::co_spawn(impl_->context, impl_->accept_tcp(), asio::detached);
-  if (impl_->unix_acceptor.is_open()) asio::co_spawn(impl_->context, impl_->accept_unix(), asio::detached);
-  impl_->thread = std::thread([this] {
-    for (;;) {
-      try {
-        impl_->context.run();
-        break;
-      } catch (const std::exception& e) {
-        // One catch-all at the boundary: a bug in one session must not end the admin API.
-        write_stderr(fmt::format("tokengate: admin session failed: {}\n", e.what()));
-      }
-    }
-  });
+  if (impl_->tcp_acceptor.is_open()) {
+    asio::co_spawn(impl_->context, impl_->accept_tcp(), ContainExceptions{"admin accept loop"});
+  }
+  if (impl_->unix_acceptor.is_open()) {
+    asio::co_spawn(impl_->context, impl_->accept_unix(), ContainExceptions{"admin socket accept loop"});
+  }
+  impl_->thread = std::thread([this] { run_contained(impl_->context, "admin listener"); });
 }
 
 void AdminServer::stop() {

@@ -50,6 +50,12 @@ std::string_view to_string(FramingError error) noexcept {
       return "repeated authorization";
     case FramingError::ObsFold:
       return "obs-fold";
+    case FramingError::BadHost:
+      return "invalid host";
+    case FramingError::TransferEncodingOnHttp10:
+      return "transfer-encoding on HTTP/1.0";
+    case FramingError::UnderscoreFramingField:
+      return "framing field spelled with underscore";
   }
   return "invalid framing";
 }
@@ -66,7 +72,69 @@ bool istarts_with_ascii(std::string_view text, std::string_view prefix) noexcept
   return text.size() >= prefix.size() && iequals_ascii(text.substr(0, prefix.size()), prefix);
 }
 
-FramingError validate_request_framing(const Fields& fields) noexcept {
+namespace {
+
+// CGI-style upstreams (PHP, Django, WSGI) read `X_Auth_Subject` and `X-Auth-Subject`
+// (or `X_Forwarded_For` and `X-Forwarded-For`) as the same variable, so where the
+// gateway owns a name, '_' counts as '-'.
+char fold_cgi(char c) noexcept {
+  if (c == '_') return '-';
+  return lower_ascii(c);
+}
+
+bool has_identity_prefix(std::string_view name, std::string_view prefix) noexcept {
+  if (prefix.empty() || name.size() < prefix.size()) return false;
+  for (std::size_t i = 0; i < prefix.size(); ++i) {
+    if (fold_cgi(name[i]) != fold_cgi(prefix[i])) return false;
+  }
+  return true;
+}
+
+bool same_cgi_name(std::string_view a, std::string_view b) noexcept {
+  return a.size() == b.size() && has_identity_prefix(a, b);
+}
+
+// The hop-by-hop names Beast does not know as such: their '_' spellings, Proxy-*
+// and Proxy itself (httpoxy: CGI-style apps read it as HTTP_PROXY).
+bool is_hop_by_hop_spelling(std::string_view name) noexcept {
+  return has_identity_prefix(name, "proxy-") || iequals_ascii(name, "proxy") || same_cgi_name(name, "keep-alive") ||
+         same_cgi_name(name, "transfer-encoding");
+}
+
+bool is_host_byte(char c) noexcept {
+  // RFC 3986 unreserved, pct-encoded's '%', and sub-delims except ',' (a list).
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c != '\0' && std::strchr("-._~%!$&'()*+;=", c) != nullptr);
+}
+
+}  // namespace
+
+bool is_valid_host(std::string_view value) noexcept {
+  std::size_t i = 0;
+  if (!value.empty() && value.front() == '[') {
+    // IP-literal: hex digits, ':' and '.' (IPv6, IPv4-mapped) up to ']'.
+    const auto close = value.find(']');
+    if (close == std::string_view::npos || close < 3) return false;
+    for (char c : value.substr(1, close - 1)) {
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' || c == '.')) {
+        return false;
+      }
+    }
+    i = close + 1;
+  } else {
+    while (i < value.size() && is_host_byte(value[i])) ++i;
+  }
+  if (i == value.size()) return true;
+  if (value[i] != ':') return false;
+  const std::string_view port = value.substr(i + 1);
+  if (port.size() > 5) return false;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+FramingError validate_request_framing(const Fields& fields, unsigned version) noexcept {
   int hosts = 0, lengths = 0, encodings = 0, authorizations = 0;
   for (const auto& f : fields) {
     const std::string_view value = f.value();
@@ -74,6 +142,7 @@ FramingError validate_request_framing(const Fields& fields) noexcept {
     switch (f.name()) {
       case http::field::host:
         ++hosts;
+        if (!is_valid_host(value)) return FramingError::BadHost;
         break;
       case http::field::authorization:
         ++authorizations;
@@ -91,10 +160,18 @@ FramingError validate_request_framing(const Fields& fields) noexcept {
         ++encodings;
         if (!iequals_ascii(trim_ows(value), "chunked")) return FramingError::BadTransferEncoding;
         break;
+      case http::field::unknown:
+        // Beast knows the '-' spellings only; an upstream that folds '_' would
+        // frame the body by a field the gateway never saw as framing.
+        if (same_cgi_name(f.name_string(), "content-length") || same_cgi_name(f.name_string(), "transfer-encoding")) {
+          return FramingError::UnderscoreFramingField;
+        }
+        break;
       default:
         break;
     }
   }
+  if (encodings > 0 && version < 11) return FramingError::TransferEncodingOnHttp10;
   if (lengths > 0 && encodings > 0) return FramingError::ContentLengthWithTransferEncoding;
   if (lengths > 1) return FramingError::BadContentLength;
   if (encodings > 1) return FramingError::BadTransferEncoding;
@@ -141,30 +218,6 @@ bool is_valid_request_id(std::string_view id) noexcept {
   }
   return true;
 }
-
-namespace {
-
-// CGI-style upstreams (PHP, Django, WSGI) read `X_Auth_Subject` and `X-Auth-Subject`
-// (or `X_Forwarded_For` and `X-Forwarded-For`) as the same variable, so where the
-// gateway owns a name, '_' counts as '-'.
-char fold_cgi(char c) noexcept {
-  if (c == '_') return '-';
-  return lower_ascii(c);
-}
-
-bool has_identity_prefix(std::string_view name, std::string_view prefix) noexcept {
-  if (prefix.empty() || name.size() < prefix.size()) return false;
-  for (std::size_t i = 0; i < prefix.size(); ++i) {
-    if (fold_cgi(name[i]) != fold_cgi(prefix[i])) return false;
-  }
-  return true;
-}
-
-bool same_cgi_name(std::string_view a, std::string_view b) noexcept {
-  return a.size() == b.size() && has_identity_prefix(a, b);
-}
-
-}  // namespace
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
   out.append(name);
@@ -214,7 +267,7 @@ void append_forwarded_fields(std::string& out, const Fields& fields, const Strip
       default: {
         const std::string_view name = field.name_string();
         drop = (field.name() == http::field::authorization && !options.keep_authorization) ||
-               istarts_with_ascii(name, "proxy-") || has_identity_prefix(name, options.identity_prefix) ||
+               is_hop_by_hop_spelling(name) || has_identity_prefix(name, options.identity_prefix) ||
                std::any_of(options.own.begin(), options.own.end(),
                            [&](std::string_view own) { return same_cgi_name(name, own); }) ||
                // A header named in Connection is hop-by-hop, Authorization included.
@@ -224,6 +277,42 @@ void append_forwarded_fields(std::string& out, const Fields& fields, const Strip
     }
     if (!drop) append_field(out, field.name_string(), field.value());
   }
+}
+
+void append_upstream_head(std::string& out, const Fields& fields, const UpstreamRequest& r) {
+  out.append(r.method);
+  out += ' ';
+  if (r.asterisk) {
+    out += '*';
+  } else {
+    out.append(r.base_path);
+    out.append(r.path);
+    if (r.has_query) {
+      out += '?';
+      out.append(r.query);
+    }
+  }
+  out.append(" HTTP/1.1\r\n");
+  append_field(out, "Host", r.upstream_host);
+  append_forwarded_fields(out, fields,
+                          StripOptions{r.identity_prefix, r.websocket, r.forward_authorization,
+                                       {"Host", "Expect", "Content-Length", "X-Forwarded-For", "X-Forwarded-Proto",
+                                        "X-Forwarded-Host", "X-Request-Id"}});
+  out.append(r.identity_fields);
+  append_field(out, "X-Forwarded-For", r.client_address);
+  append_field(out, "X-Forwarded-Proto", r.https ? "https" : "http");
+  append_field(out, "X-Forwarded-Host", fields[http::field::host]);
+  append_field(out, "X-Request-Id", r.request_id);
+  if (r.websocket) append_field(out, "Connection", "Upgrade");
+  if (r.chunked) {
+    append_field(out, "Transfer-Encoding", "chunked");
+  } else if (r.content_length) {
+    // 0 too: some upstreams want a length on every POST.
+    out.append("Content-Length: ");
+    append_decimal(out, *r.content_length);
+    out.append("\r\n");
+  }
+  out.append("\r\n");
 }
 
 std::string join_names(const std::vector<std::string>& names) {

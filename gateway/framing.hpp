@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory_resource>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,13 +30,21 @@ enum class FramingError {
   RepeatedHost,
   RepeatedAuthorization,
   ObsFold,
+  BadHost,                      // not one host[:port] (RFC 9112 §3.2), e.g. "a, b"
+  TransferEncodingOnHttp10,     // RFC 9112 §6.1: an HTTP/1.0 peer cannot frame chunks
+  UnderscoreFramingField,       // "Content_Length", "Transfer_Encoding": folded by some upstreams
 };
 std::string_view to_string(FramingError error) noexcept;
 
 // Checks the parsed request head. Beast's parser is lenient (it accepts
 // "Transfer-Encoding: gzip, chunked" next to nothing, joins obs-folds, accepts
-// "Content-Length: 5, 5"), so the gateway decides on its own.
-FramingError validate_request_framing(const Fields& fields) noexcept;
+// "Content-Length: 5, 5"), so the gateway decides on its own. `version` is the
+// request line's, 10 or 11.
+FramingError validate_request_framing(const Fields& fields, unsigned version) noexcept;
+
+// True for a Host value that is one uri-host with an optional port (empty too:
+// RFC 9112 §3.2 allows it when the target has no authority).
+bool is_valid_host(std::string_view value) noexcept;
 
 // Position just past the "\r\n\r\n" that ends a message head in `data`, or npos.
 // `from` lets the caller resume a search after a short read.
@@ -71,12 +80,38 @@ struct StripOptions {
 };
 // Appends "Name: value\r\n" for every field of `fields` that may be forwarded,
 // leaving out hop-by-hop fields (Connection and the fields it names, Keep-Alive, TE,
-// Trailer, Transfer-Encoding, Upgrade unless kept, Proxy-*), fields starting with the
+// Trailer, Transfer-Encoding, Upgrade unless kept, Proxy-* and Proxy itself, each
+// also spelled with '_' for '-'), fields starting with the
 // identity prefix, Authorization unless kept, and the caller's own fields. The caller
 // appends its own fields afterwards, so a name listed in Connection can never remove
 // them. Writes into a reused buffer: nothing is allocated once it has grown.
 void append_forwarded_fields(std::string& out, const Fields& fields,
                              const StripOptions& options);
+// What the gateway decided about a request, for writing its upstream head.
+struct UpstreamRequest {
+  std::string_view method;
+  std::string_view base_path;  // the upstream URL's path prefix
+  std::string_view path;       // canonical
+  bool asterisk = false;       // OPTIONS *
+  bool has_query = false;
+  std::string_view query;      // as received
+  std::string_view upstream_host;
+  std::string_view identity_prefix;
+  bool forward_authorization = false;
+  bool websocket = false;
+  std::string_view identity_fields;  // rendered "X-Auth-...: ...\r\n" lines, empty when anonymous
+  std::string_view client_address;
+  bool https = false;  // the client connection
+  std::string_view request_id;
+  bool chunked = false;  // the request body is chunked (re-framed by the gateway)
+  std::optional<std::uint64_t> content_length;
+};
+// Appends the complete request head sent upstream: request line, Host, the
+// client's fields that may be forwarded (append_forwarded_fields), then the
+// gateway's own fields last, so nothing the client names in Connection can remove
+// them, and framing from what the gateway parsed, never from the client's fields.
+void append_upstream_head(std::string& out, const Fields& fields, const UpstreamRequest& request);
+
 // Appends "name: value\r\n".
 void append_field(std::string& out, std::string_view name, std::string_view value);
 // Appends `value` in decimal (no allocation beyond the string's growth).

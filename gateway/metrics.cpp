@@ -1,6 +1,8 @@
 // Per-worker metric shards and their Prometheus text rendering; see metrics.hpp.
 #include "gateway/metrics.hpp"
 
+#include "gateway/contain.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -236,6 +238,9 @@ std::string Metrics::render_prometheus() const {
   header("tokengate_token_cache_misses_total", "counter", "Verified tokens whose rights had to be computed.");
   fmt::format_to(std::back_inserter(out), "tokengate_token_cache_misses_total {}\n", misses);
 
+  header("tokengate_internal_errors_total", "counter",
+         "Unexpected errors contained to one connection or task (each is logged).");
+  fmt::format_to(std::back_inserter(out), "tokengate_internal_errors_total {}\n", internal_errors());
   header("tokengate_config_reloads_total", "counter", "Configuration reloads by result.");
   fmt::format_to(std::back_inserter(out), "tokengate_config_reloads_total{{result=\"ok\"}} {}\n",
                  reloads_ok_.load(std::memory_order_relaxed));

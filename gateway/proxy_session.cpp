@@ -18,6 +18,7 @@
 #include <array>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 #include <memory_resource>
 #include <optional>
 #include <string>
@@ -25,6 +26,7 @@
 #include "gateway/access_log.hpp"
 #include "gateway/error_response.hpp"
 #include "gateway/framing.hpp"
+#include "gateway/http/body_decoder.hpp"
 #include "gateway/tls.hpp"
 #include "gateway/worker.hpp"
 #include "policy/canonical_path.hpp"
@@ -37,6 +39,8 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
+using http1::BodyDecoder;
+using http1::BodyError;
 
 namespace {
 
@@ -73,6 +77,38 @@ bool is_stale_connection_error(const error_code& ec) noexcept {
   return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
          ec == asio::error::broken_pipe || ec == asio::error::connection_aborted ||
          ec == asio::ssl::error::stream_truncated;
+}
+
+// Beast's field list throws std::length_error for a name or value over 64 KiB;
+// as a parse result that is a head over the size limit.
+template <class Parser>
+std::size_t put_head(Parser& parser, asio::const_buffer bytes, error_code& ec) {
+  try {
+    return parser.put(bytes, ec);
+  } catch (const std::length_error&) {
+    ec = http::error::header_limit;
+    return 0;
+  }
+}
+
+// Moves the body bytes buffered in `in` through `body` into `out` (at most `room`
+// bytes), consuming the framing as it goes. Returns the bytes written to `out`.
+std::size_t decode_buffered(BodyDecoder& body, beast::flat_buffer& in, char* out, std::size_t room,
+                            BodyError& error) noexcept {
+  std::size_t got = 0;
+  error = BodyError::None;
+  while (got < room && in.size() > 0 && !body.done()) {
+    const std::string_view bytes(static_cast<const char*>(in.data().data()), std::min(in.size(), room - got));
+    const auto step = body.next(bytes);
+    if (step.error != BodyError::None) {
+      error = step.error;
+      return got;
+    }
+    std::memcpy(out + got, step.data.data(), step.data.size());
+    got += step.data.size();
+    in.consume(step.consumed);
+  }
+  return got;
 }
 
 void append_content_length(std::string& out, std::uint64_t length) {
@@ -207,17 +243,10 @@ class Session {
   asio::awaitable<Next> relay_response(UpstreamPool& pool, std::unique_ptr<UpstreamConn>& conn, bool websocket);
   template <class Stream>
   asio::awaitable<Next> tunnel(UpstreamConn& up);
-  // The upstream's response head into res_parser_, then body pieces into the
-  // parser's buffer_body: parsed straight from `buffer` when it holds the bytes
-  // (a small response usually arrives whole with its head), reading the socket
-  // only when it does not.
+  // The upstream's response head into res_parser_ (the body is decoded by a
+  // BodyDecoder from the same buffer).
   template <class Stream>
   asio::awaitable<error_code> read_response_head(Stream& up, beast::flat_buffer& buffer);
-  template <class Stream>
-  asio::awaitable<error_code> read_response_body(Stream& up, beast::flat_buffer& buffer);
-  // The part of read_response_body that needs no I/O: the result when the bytes
-  // already in `buffer` settle it (a piece, the end, an error), else nullopt.
-  std::optional<error_code> response_body_from_buffer(beast::flat_buffer& buffer);
   // The response head in down_head_: status line, X-Request-Id, then the caller's
   // fields; finish_head adds Connection as the client needs it and the blank line.
   void begin_head(int status, std::string_view reason);
@@ -230,6 +259,9 @@ class Session {
     return Next::Reply;
   }
   asio::awaitable<Next> send_reply();
+  // 400 (431 when the limit on extensions and trailers was hit) for a request body
+  // whose framing is broken; the connection is closed.
+  Next bad_request_body(BodyError error);
   Next upstream_failure(const error_code& ec, bool connect, bool close);
   // 502 for a response the gateway will not relay (counted as bad_response).
   Next bad_upstream_response(std::string_view message, bool close) {
@@ -267,8 +299,10 @@ class Session {
   // allocation per header line once a connection's first requests have run.
   alignas(std::max_align_t) std::byte arena_buffer_[4096];
   std::pmr::monotonic_buffer_resource arena_{arena_buffer_, sizeof arena_buffer_};
-  std::optional<http::request_parser<http::buffer_body, std::pmr::polymorphic_allocator<char>>> parser_;
-  std::optional<http::response_parser<http::buffer_body, std::pmr::polymorphic_allocator<char>>> res_parser_;
+  // Heads only: bodies go through body_ / a BodyDecoder of the response.
+  std::optional<http::request_parser<http::empty_body, std::pmr::polymorphic_allocator<char>>> parser_;
+  std::optional<http::response_parser<http::empty_body, std::pmr::polymorphic_allocator<char>>> res_parser_;
+  BodyDecoder body_ = BodyDecoder::with_length(0);  // the current request's body
   std::shared_ptr<EngineSnapshot> snap_;
   std::shared_ptr<const store::StoredToken> token_;  // keeps the logged token id alive
   AccessRecord rec_;
@@ -369,7 +403,7 @@ Next Session::route_request(std::size_t head_end) {
   parser_->header_limit(static_cast<std::uint32_t>(std::max<std::size_t>(head_end, limits.max_header_bytes)));
   parser_->body_limit(limits.max_body_bytes);
   error_code ec;
-  const std::size_t used = parser_->put(asio::buffer(data.data(), head_end), ec);
+  const std::size_t used = put_head(*parser_, asio::buffer(data.data(), head_end), ec);
   if (ec == http::error::header_limit) {
     rec_.reason = "header_too_large";
     return reply(431, error_code_for(431), "the request head is too large", true);
@@ -395,14 +429,30 @@ Next Session::route_request(std::size_t head_end) {
   } else {
     w_.make_request_id(request_id_);
   }
-  if (const auto fe = validate_request_framing(req); fe != FramingError::None) {
+  if (const auto fe = validate_request_framing(req, req.version()); fe != FramingError::None) {
     rec_.reason = "bad_framing";
     rec_.detail = to_string(fe);
     message_ = fmt::format("ambiguous request: {}", to_string(fe));
     return reply(400, "bad_request", message_, true);
   }
   client_keep_alive_ = parser_->keep_alive();
-  const bool has_body = !parser_->is_done();
+  if (parser_->chunked()) {
+    body_ = BodyDecoder::chunked(limits.max_header_bytes);
+  } else {
+    body_ = BodyDecoder::with_length(parser_->content_length().value_or(0));
+  }
+  const bool has_body = !body_.done();
+  // Body bytes that came with the head are checked before anything is forwarded:
+  // a request refused for its body never reaches the upstream at all.
+  if (has_body && buffer_.size() > 0) {
+    BodyDecoder ahead = body_;
+    std::string_view rest(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    while (!rest.empty() && !ahead.done()) {
+      const auto step = ahead.next(rest);
+      if (step.error != BodyError::None) return bad_request_body(step.error);
+      rest.remove_prefix(step.consumed);
+    }
+  }
 
   // 2. Canonical path and route.
   const auto ct = policy::canonicalize_target(method_, req.target(), path_);
@@ -492,38 +542,26 @@ Next Session::route_request(std::size_t head_end) {
   const bool websocket = parser_->upgrade() && iequals_ascii(req[http::field::upgrade], "websocket");
   const bool expect_continue = has_body && iequals_ascii(req[http::field::expect], "100-continue");
   up_head_.clear();
-  up_head_.append(method_);
-  up_head_ += ' ';
-  if (ct.asterisk) {
-    up_head_ += '*';
-  } else {
-    up_head_.append(pool.base_path());
-    up_head_.append(path_);
-    if (ct.has_query) {
-      up_head_ += '?';
-      up_head_.append(ct.query);
-    }
-  }
-  up_head_.append(" HTTP/1.1\r\n");
-  append_field(up_head_, "Host", pool.host_header());
-  append_forwarded_fields(up_head_, req,
-                          StripOptions{config.identity.header_prefix, websocket,
-                                       config.identity.forward_authorization,
-                                       {"Host", "Expect", "Content-Length", "X-Forwarded-For", "X-Forwarded-Proto",
-                                        "X-Forwarded-Host", "X-Request-Id"}});
-  if (entry) up_head_.append(entry->identity_fields);
-  append_field(up_head_, "X-Forwarded-For", client_);
-  append_field(up_head_, "X-Forwarded-Proto", w_.shared().tls_listener ? "https" : "http");
-  append_field(up_head_, "X-Forwarded-Host", req[http::field::host]);
-  append_field(up_head_, "X-Request-Id", request_id_);
-  if (websocket) append_field(up_head_, "Connection", "Upgrade");
-  // Framing is re-established from what the parser saw, never from client fields.
-  if (parser_->chunked()) {
-    append_field(up_head_, "Transfer-Encoding", "chunked");
-  } else if (const auto length = parser_->content_length()) {
-    append_content_length(up_head_, *length);  // 0 too: some upstreams want a length on every POST
-  }
-  up_head_.append("\r\n");
+  append_upstream_head(up_head_, req,
+                       UpstreamRequest{.method = method_,
+                                       .base_path = pool.base_path(),
+                                       .path = path_,
+                                       .asterisk = ct.asterisk,
+                                       .has_query = ct.has_query,
+                                       .query = ct.query,
+                                       .upstream_host = pool.host_header(),
+                                       .identity_prefix = config.identity.header_prefix,
+                                       .forward_authorization = config.identity.forward_authorization,
+                                       .websocket = websocket,
+                                       .identity_fields = entry ? std::string_view(entry->identity_fields)
+                                                                : std::string_view{},
+                                       .client_address = client_,
+                                       .https = w_.shared().tls_listener,
+                                       .request_id = request_id_,
+                                       .chunked = body_.is_chunked(),
+                                       .content_length = parser_->content_length()
+                                                             ? std::optional<std::uint64_t>(*parser_->content_length())
+                                                             : std::nullopt});
 
   forwarding_ = Forwarding{&pool, has_body, expect_continue, websocket};
   return Next::Proceed;
@@ -543,9 +581,10 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     // A retry always gets a new connection: the other pooled ones may have been
     // closed by the upstream just like the first.
     conn = attempt == 0 ? pool.take() : nullptr;
-    // A non-retryable request must not land on a connection the upstream already
-    // closed: check idle ones cheaply first.
-    while (conn && (!retryable || conn->check_before_reuse) && !idle_connection_alive(*conn)) {
+    // Nothing may have arrived on an idle connection since its last response: bytes
+    // there would answer this request (a desynchronised or misbehaving upstream),
+    // and a close means the request must not be sent on it. One non-blocking peek.
+    while (conn && !idle_connection_alive(*conn)) {
       pool.drop_idle_since(*conn);
       conn = pool.take();
     }
@@ -606,7 +645,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
           retry = true;
           break;
         }
-        co_return upstream_failure(ec, false, !parser_->is_done());
+        co_return upstream_failure(ec, false, !body_.done());
       }
       const unsigned status = res_parser_->get().result_int();
       if (status >= 200 || status == 101) break;
@@ -620,10 +659,12 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
 
 // The request body, client to upstream, piece by piece (bounded memory), after a
 // 100 Continue when the client asked for one. Proceed when all of it was sent.
+// The body is decoded (body_) and re-framed, so nothing but well-formed data and
+// the gateway's own framing reaches the upstream; after a bad byte the upstream
+// connection is dropped with its request incomplete.
 template <class Stream>
 asio::awaitable<Next> Session::send_request_body(Stream& up, bool expect_continue, bool head_sent) {
   const conf::Limits& limits = snap_->engine->config().limits;
-  const bool chunked_in = parser_->chunked();
   Deadline& up_deadline = handle_.upstream;
   if (expect_continue) {
     // Only now, after authorization: an unauthorized client never sees a 100.
@@ -632,43 +673,49 @@ asio::awaitable<Next> Session::send_request_body(Stream& up, bool expect_continu
     handle_.client.disarm();
     if (ec) co_return Next::Close;
   }
-  auto& body = parser_->get().body();
   char* buf = body_buffer();
-  do {
-    body.data = buf;
-    body.size = kBodyChunk;
-    handle_.client.arm(limits.idle_timeout);
-    auto [ec, n] = co_await http::async_read_some(stream_, buffer_, *parser_, kNoThrow);
-    handle_.client.disarm();
-    ec = handle_.client.why(ec);
-    if (ec == http::error::need_buffer) ec = {};
-    if (ec) {
-      if (ec == http::error::body_limit) {
-        rec_.reason = "body_too_large";
-        co_return reply(413, error_code_for(413), "the request body is too large", true);
-      }
-      if (ec == beast::error::timeout || ec == http::error::partial_message ||
-          ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
-          ec == asio::error::eof) {
-        rec_.reason = "client_aborted";
-        rec_.status = 499;  // nginx's code for "client went away"
-        co_return Next::Close;
-      }
-      rec_.reason = "bad_framing";
-      message_ = fmt::format("malformed request body: {}", ec.message());
-      co_return reply(400, "bad_request", message_, true);
+  for (;;) {
+    BodyError error;
+    const std::size_t got = decode_buffered(body_, buffer_, buf, kBodyChunk, error);
+    if (error != BodyError::None) co_return bad_request_body(error);
+    if (body_.body_bytes() > limits.max_body_bytes) {
+      rec_.reason = "body_too_large";
+      co_return reply(413, error_code_for(413), "the request body is too large", true);
     }
-    const std::size_t got = kBodyChunk - body.size;
     rec_.bytes_in += got;
-    BodyFrame frame(chunked_in, std::string_view(buf, got), parser_->is_done());
-    up_deadline.arm(limits.upstream_timeout);
-    auto [wec, wn] = co_await asio::async_write(
-        up, frame.buffers(head_sent ? std::string_view{} : std::string_view(up_head_)), kNoThrow);
-    up_deadline.disarm();
-    if (wec) co_return upstream_failure(up_deadline.why(wec), false, true);
-    head_sent = true;
-  } while (!parser_->is_done());
-  co_return Next::Proceed;
+    const bool done = body_.done();
+    BodyFrame frame(body_.is_chunked(), std::string_view(buf, got), done);
+    const auto buffers = frame.buffers(head_sent ? std::string_view{} : std::string_view(up_head_));
+    if (asio::buffer_size(buffers) > 0) {
+      up_deadline.arm(limits.upstream_timeout);
+      auto [wec, wn] = co_await asio::async_write(up, buffers, kNoThrow);
+      up_deadline.disarm();
+      if (wec) co_return upstream_failure(up_deadline.why(wec), false, true);
+      head_sent = true;
+    }
+    if (done) co_return Next::Proceed;
+    if (got == kBodyChunk && buffer_.size() > 0) continue;  // more is buffered already
+    handle_.client.arm(limits.idle_timeout);
+    auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(kBodyChunk), kNoThrow);
+    handle_.client.disarm();
+    if (handle_.client.why(ec)) {
+      rec_.reason = "client_aborted";
+      rec_.status = 499;  // nginx's code for "client went away"
+      co_return Next::Close;
+    }
+    buffer_.commit(n);
+  }
+}
+
+Next Session::bad_request_body(BodyError error) {
+  rec_.detail = http1::to_string(error);
+  if (error == BodyError::MetadataTooLarge) {
+    rec_.reason = "header_too_large";
+    return reply(431, error_code_for(431), "the chunk extensions or trailers are too large", true);
+  }
+  rec_.reason = "bad_framing";
+  message_ = fmt::format("malformed request body: {}", http1::to_string(error));
+  return reply(400, "bad_request", message_, true);
 }
 
 // The upstream's response (its head is in res_parser_), upstream to client; a
@@ -684,7 +731,7 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
     // RFC 9112 §6.3: framed both ways, the response may be a splitting attempt;
     // where it ends, and so what answers the connection's next request, cannot be
     // trusted. Refused, and the connection is closed, not pooled.
-    co_return bad_upstream_response("the upstream's response framing is ambiguous", !parser_->is_done());
+    co_return bad_upstream_response("the upstream's response framing is ambiguous", !body_.done());
   }
   const int status = static_cast<int>(res.result_int());
   rec_.status = status;
@@ -715,12 +762,16 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
     keep_alive = false;  // HTTP/1.0 client: the body ends when we close
   }
   finish_head(keep_alive);
+  BodyDecoder body = header_only                ? BodyDecoder::with_length(0)
+                     : res_parser_->chunked()   ? BodyDecoder::chunked(limits.max_header_bytes)
+                     : upstream_length          ? BodyDecoder::with_length(*upstream_length)
+                                                : BodyDecoder::until_close();
 
   // When body bytes are already buffered, the head goes out with the first body
   // write (one send instead of two); otherwise the head is sent at once so a slow
   // body does not hold it back.
   bool head_sent = false;
-  if (header_only || !(conn->buffer.size() > 0 || res_parser_->is_done())) {
+  if (header_only || !(conn->buffer.size() > 0 || body.done())) {
     handle_.client.arm(limits.upstream_timeout);
     auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(down_head_), kNoThrow);
     handle_.client.disarm();
@@ -731,33 +782,44 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
     head_sent = true;
   }
   if (!header_only) {
-    auto& body = res.body();
     char* buf = body_buffer();
     for (;;) {
-      std::size_t got = 0;
-      if (!res_parser_->is_done()) {
-        body.data = buf;
-        body.size = kBodyChunk;
-        // A small body usually arrived with the head: no coroutine, no I/O for it.
-        error_code ec;
-        if (const auto settled = response_body_from_buffer(conn->buffer)) {
-          ec = *settled;
-        } else {
-          up_deadline.arm(limits.upstream_timeout);
-          ec = up_deadline.why(co_await read_response_body(stream_of<Stream>(*conn), conn->buffer));
-          up_deadline.disarm();
-        }
-        if (ec) {
-          // Never let a truncated body look complete: drop the client connection.
+      // A small body usually arrived with the head: no I/O for it.
+      BodyError error;
+      std::size_t got = decode_buffered(body, conn->buffer, buf, kBodyChunk, error);
+      if (error == BodyError::None && got == 0 && !body.done()) {
+        up_deadline.arm(limits.upstream_timeout);
+        auto [ec, n] = co_await stream_of<Stream>(*conn).async_read_some(conn->buffer.prepare(kBodyChunk), kNoThrow);
+        up_deadline.disarm();
+        ec = up_deadline.why(ec);
+        // The end of a body delimited by the close, or a truncation. A TLS
+        // connection cut without close_notify (stream_truncated) is never an end:
+        // an attacker on the path could forge it.
+        if (ec == asio::error::eof) {
+          error = body.end_of_stream();
+        } else if (ec) {
           rec_.reason = ec == beast::error::timeout ? "upstream_timeout" : "upstream_aborted";
           w_.metrics().count_upstream_error(ec == beast::error::timeout ? UpstreamErrorKind::Timeout
                                                                         : UpstreamErrorKind::Aborted);
           rec_.detail = "response truncated";
-          co_return Next::Close;
+          if (!head_sent) co_return upstream_failure(ec, false, true);
+          co_return Next::Close;  // never let a truncated body look complete
+        } else {
+          conn->buffer.commit(n);
+          continue;
         }
-        got = kBodyChunk - body.size;
       }
-      const bool done = res_parser_->is_done();
+      if (error != BodyError::None) {
+        if (!head_sent) {
+          rec_.detail = http1::to_string(error);
+          co_return bad_upstream_response("the upstream's response body is malformed", true);
+        }
+        rec_.reason = "upstream_bad_response";
+        rec_.detail = http1::to_string(error);
+        w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
+        co_return Next::Close;  // the client sees the body cut short, never a wrong end
+      }
+      const bool done = body.done();
       BodyFrame frame(chunked_out, std::string_view(buf, got), done);
       const auto buffers = frame.buffers(head_sent ? std::string_view{} : std::string_view(down_head_));
       if (asio::buffer_size(buffers) > 0) {
@@ -775,11 +837,8 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
     }
   }
 
-  if (upstream_keep_alive && res_parser_->is_done() && conn->buffer.size() == 0) {
-    // A faulty upstream may still send a body after a HEAD, 204 or 304 head: such a
-    // connection is peeked before reuse, so stray bytes never answer the next request.
-    conn->check_before_reuse = header_only;
-    pool.give_back(std::move(conn));
+  if (upstream_keep_alive && body.done() && conn->buffer.size() == 0) {
+    pool.give_back(std::move(conn));  // peeked before its next use (forward)
   }
   co_return keep_alive ? Next::KeepAlive : Next::Close;
 }
@@ -827,45 +886,11 @@ asio::awaitable<error_code> Session::read_response_head(Stream& up, beast::flat_
     if (buffer.size() > 0) {
       // The parser stops after the head (it is not eager) and enforces header_limit.
       error_code ec;
-      buffer.consume(res_parser_->put(buffer.data(), ec));
+      buffer.consume(put_head(*res_parser_, buffer.data(), ec));
       if (res_parser_->is_header_done()) co_return error_code{};
       if (ec != http::error::need_more) co_return ec;
     }
     auto [ec, n] = co_await up.async_read_some(buffer.prepare(16 * 1024), kNoThrow);
-    if (ec) co_return ec;
-    buffer.commit(n);
-  }
-}
-
-std::optional<error_code> Session::response_body_from_buffer(beast::flat_buffer& buffer) {
-  auto& body = res_parser_->get().body();
-  const std::size_t room = body.size;
-  while (buffer.size() > 0) {
-    error_code ec;
-    const std::size_t used = res_parser_->put(buffer.data(), ec);
-    buffer.consume(used);
-    if (ec == http::error::need_buffer) return error_code{};  // the piece is full
-    if (ec && ec != http::error::need_more) return ec;
-    if (body.size != room || res_parser_->is_done()) return error_code{};
-    if (ec || used == 0) break;  // the rest needs more bytes; else it was framing only (a chunk header)
-  }
-  if (res_parser_->is_done()) return error_code{};
-  return std::nullopt;
-}
-
-template <class Stream>
-asio::awaitable<error_code> Session::read_response_body(Stream& up, beast::flat_buffer& buffer) {
-  for (;;) {
-    if (const auto settled = response_body_from_buffer(buffer)) co_return *settled;
-    auto [ec, n] = co_await up.async_read_some(buffer.prepare(kBodyChunk), kNoThrow);
-    if (ec == asio::error::eof) {
-      // The end of a body delimited by the close, or a truncation (partial_message).
-      // A TLS connection cut without close_notify (stream_truncated) is never an
-      // end: an attacker on the path could forge it.
-      error_code eof_ec;
-      res_parser_->put_eof(eof_ec);
-      co_return eof_ec ? eof_ec : (res_parser_->is_done() ? error_code{} : ec);
-    }
     if (ec) co_return ec;
     buffer.commit(n);
   }

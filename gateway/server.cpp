@@ -21,6 +21,7 @@
 
 #include "conf/config.hpp"
 #include "gateway/access_log.hpp"
+#include "gateway/contain.hpp"
 #include "gateway/admin_server.hpp"
 #include "gateway/last_used.hpp"
 #include "gateway/metrics.hpp"
@@ -218,7 +219,7 @@ int serve(const ServeOptions& options) {
   for (auto& w : workers) {
     threads.emplace_back([&main_context, &running, worker = w.get()] {
       worker->start();
-      worker->context().run();
+      run_contained(worker->context(), "worker");
       worker->log().flush();
       asio::post(main_context, [&main_context, &running] {
         if (--running == 0) main_context.stop();

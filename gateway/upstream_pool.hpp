@@ -27,7 +27,6 @@ struct UpstreamConn {
   std::unique_ptr<TlsStream> tls;
   boost::beast::flat_buffer buffer;  // bytes read from the upstream not yet parsed
   std::chrono::steady_clock::time_point idle_since{};  // set when parked in the pool
-  bool check_before_reuse = false;  // the last response had no body (see forward)
 
   boost::asio::ip::tcp::socket& socket() noexcept { return tls ? boost::beast::get_lowest_layer(*tls) : *plain; }
 };

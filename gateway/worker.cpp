@@ -3,7 +3,6 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <algorithm>
@@ -12,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "gateway/contain.hpp"
 #include "gateway/framing.hpp"
 
 namespace tokengate::gateway {
@@ -34,7 +34,13 @@ Worker::~Worker() {
   context_.reset();
 }
 
-void Worker::start() { asio::co_spawn(*context_, accept_loop(), asio::detached); }
+void Worker::start() {
+  asio::co_spawn(*context_, accept_loop(), [this](std::exception_ptr error) {
+    if (!error) return;
+    report_escaped_exception("accept loop", error);
+    if (acceptor_->is_open()) start();  // keep accepting
+  });
+}
 
 void Worker::stop() {
   boost::system::error_code ignored;
@@ -52,7 +58,7 @@ void Worker::add(ConnectionHandle* c) {
   connections_.insert(c);
   if (!sweeping_) {
     sweeping_ = true;
-    asio::co_spawn(*context_, sweep_deadlines(), asio::detached);
+    asio::co_spawn(*context_, sweep_deadlines(), ContainExceptions{"deadline sweep"});
   }
 }
 
@@ -113,7 +119,7 @@ asio::awaitable<void> Worker::accept_loop() {
       tls = listener_tls_;
     }
     asio::co_spawn(*context_, run_session(*this, std::move(socket), std::move(tls), std::move(slot)),
-                   asio::detached);
+                   ContainExceptions{"connection"});
   }
 }
 

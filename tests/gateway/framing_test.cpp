@@ -76,7 +76,7 @@ TEST_CASE("validate_request_framing") {
     CAPTURE(c.what);
     Fields f;
     for (const auto& [name, value] : c.fields) f.insert(name, value);
-    CHECK(validate_request_framing(f) == c.expected);
+    CHECK(validate_request_framing(f, 11) == c.expected);
   }
 }
 

@@ -1,0 +1,226 @@
+// HTTP/1.1 body framing (see body_decoder.hpp).
+#include "gateway/http/body_decoder.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace tokengate::gateway::http1 {
+
+namespace {
+
+constexpr std::uint8_t kMaxSizeDigits = 16;  // 64 bits of hex; longer spellings are refused
+
+int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// RFC 9110 §5.6.2 tchar.
+bool is_tchar(unsigned char c) noexcept {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != 0;
+}
+
+// Visible characters, space, tab and obs-text: what a field value or a chunk
+// extension may hold (quoted strings included). CR, LF, NUL, other controls and DEL
+// may not.
+bool is_value_byte(unsigned char c) noexcept { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+
+bool is_framing_name(std::string_view folded) noexcept {
+  return folded == "content-length" || folded == "transfer-encoding" || folded == "host";
+}
+
+}  // namespace
+
+std::string_view to_string(BodyError error) noexcept {
+  switch (error) {
+    case BodyError::None:
+      return "none";
+    case BodyError::BadChunkSize:
+      return "invalid chunk size";
+    case BodyError::BadChunkExtension:
+      return "invalid chunk extension";
+    case BodyError::BadChunkEnd:
+      return "chunk data not followed by CRLF";
+    case BodyError::BadTrailer:
+      return "invalid trailer field";
+    case BodyError::FramingTrailer:
+      return "framing field in trailers";
+    case BodyError::MetadataTooLarge:
+      return "chunk extensions and trailers too large";
+    case BodyError::Truncated:
+      return "body truncated";
+  }
+  return "invalid body";
+}
+
+BodyDecoder BodyDecoder::with_length(std::uint64_t length) noexcept {
+  BodyDecoder d;
+  d.remaining_ = length;
+  d.state_ = length == 0 ? State::Done : State::Data;
+  return d;
+}
+
+BodyDecoder BodyDecoder::chunked(std::size_t max_metadata_bytes) noexcept {
+  BodyDecoder d;
+  d.chunked_ = true;
+  d.max_metadata_bytes_ = max_metadata_bytes;
+  d.state_ = State::Size;
+  return d;
+}
+
+BodyDecoder BodyDecoder::until_close() noexcept {
+  BodyDecoder d;
+  d.state_ = State::UntilClose;
+  return d;
+}
+
+BodyDecoder::Step BodyDecoder::fail(std::size_t consumed, BodyError error) noexcept {
+  // Stays failed: a caller that ignored the error cannot decode past it.
+  state_ = State::Done;
+  remaining_ = 0;
+  return Step{consumed, {}, error};
+}
+
+BodyError BodyDecoder::end_of_stream() noexcept {
+  if (state_ == State::UntilClose) state_ = State::Done;
+  return state_ == State::Done ? BodyError::None : BodyError::Truncated;
+}
+
+BodyDecoder::Step BodyDecoder::next(std::string_view input) noexcept {
+  std::size_t i = 0;
+  while (i < input.size()) {
+    const auto c = static_cast<unsigned char>(input[i]);
+    switch (state_) {
+      case State::Done:
+        return Step{i, {}, BodyError::None};
+
+      case State::UntilClose:
+      case State::Data: {
+        const std::size_t available = input.size() - i;
+        const std::size_t take = state_ == State::UntilClose
+                                     ? available
+                                     : static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, available));
+        const std::string_view data = input.substr(i, take);
+        body_bytes_ += take;
+        if (state_ == State::Data) {
+          remaining_ -= take;
+          if (remaining_ == 0) state_ = chunked_ ? State::DataCr : State::Done;
+        }
+        return Step{i + take, data, BodyError::None};
+      }
+
+      case State::Size: {
+        const int v = hex_value(static_cast<char>(c));
+        if (v >= 0) {
+          if (++size_digits_ > kMaxSizeDigits) return fail(i, BodyError::BadChunkSize);
+          remaining_ = (remaining_ << 4) | static_cast<std::uint64_t>(v);
+          break;
+        }
+        if (size_digits_ == 0) return fail(i, BodyError::BadChunkSize);
+        if (c == '\r') {
+          state_ = State::SizeLf;
+        } else if (c == ';') {
+          if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
+          state_ = State::Extension;
+        } else if (c == ' ' || c == '\t') {
+          state_ = State::SizeSpace;
+        } else {
+          return fail(i, BodyError::BadChunkSize);
+        }
+        break;
+      }
+
+      case State::SizeSpace:
+        // RFC 9112 §7.1.1 allows whitespace before an extension's ';', nowhere else.
+        if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
+        if (c == ';') {
+          state_ = State::Extension;
+        } else if (c != ' ' && c != '\t') {
+          return fail(i, BodyError::BadChunkSize);
+        }
+        break;
+
+      case State::Extension:
+        if (c == '\r') {
+          state_ = State::SizeLf;
+          break;
+        }
+        if (!is_value_byte(c)) return fail(i, BodyError::BadChunkExtension);
+        if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
+        break;
+
+      case State::SizeLf:
+        if (c != '\n') return fail(i, BodyError::BadChunkSize);
+        size_digits_ = 0;
+        state_ = remaining_ == 0 ? State::TrailerStart : State::Data;
+        break;
+
+      case State::DataCr:
+        if (c != '\r') return fail(i, BodyError::BadChunkEnd);
+        state_ = State::DataLf;
+        break;
+
+      case State::DataLf:
+        if (c != '\n') return fail(i, BodyError::BadChunkEnd);
+        state_ = State::Size;
+        break;
+
+      case State::TrailerStart:
+        if (c == '\r') {
+          state_ = State::FinalLf;
+          break;
+        }
+        // A line starting with whitespace would be an obs-fold.
+        name_len_ = 0;
+        name_overflow_ = false;
+        state_ = State::TrailerName;
+        [[fallthrough]];
+
+      case State::TrailerName:
+        if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
+        if (c == ':') {
+          if (name_len_ == 0) return fail(i, BodyError::BadTrailer);
+          if (!name_overflow_ && is_framing_name(std::string_view(name_, name_len_))) {
+            return fail(i, BodyError::FramingTrailer);
+          }
+          state_ = State::TrailerValue;
+          break;
+        }
+        if (!is_tchar(c)) return fail(i, BodyError::BadTrailer);
+        if (name_len_ < sizeof name_) {
+          const char lower = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : static_cast<char>(c);
+          name_[name_len_++] = lower == '_' ? '-' : lower;
+        } else {
+          name_overflow_ = true;
+        }
+        break;
+
+      case State::TrailerValue:
+        if (c == '\r') {
+          state_ = State::TrailerLf;
+          break;
+        }
+        if (!is_value_byte(c)) return fail(i, BodyError::BadTrailer);
+        if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
+        break;
+
+      case State::TrailerLf:
+        if (c != '\n') return fail(i, BodyError::BadTrailer);
+        if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
+        state_ = State::TrailerStart;
+        break;
+
+      case State::FinalLf:
+        if (c != '\n') return fail(i, BodyError::BadTrailer);
+        state_ = State::Done;
+        return Step{i + 1, {}, BodyError::None};
+    }
+    ++i;
+  }
+  return Step{i, {}, BodyError::None};
+}
+
+}  // namespace tokengate::gateway::http1

@@ -186,7 +186,7 @@ class Loader {
       fail(root, fmt::format("expected a mapping at the top level, got {}", node_kind(root)));
     auto top = fields(root, "",
                       {"listen", "tls", "workers", "admin", "store", "tokens", "limits", "identity",
-                       "upstreams", "roles", "groups", "licenses", "routes"});
+                       "paths", "upstreams", "roles", "groups", "licenses", "routes"});
     std::map<std::string, const Field*> by_key;
     for (const auto& f : top) by_key[f.key] = &f;
     auto get = [&](const char* key) -> const Field* {
@@ -205,6 +205,7 @@ class Loader {
     if (auto f = get("tokens")) load_tokens(*f);
     if (auto f = get("limits")) load_limits(*f);
     if (auto f = get("identity")) load_identity(*f);
+    if (auto f = get("paths")) load_paths(*f);
     if (auto f = get("upstreams")) load_upstreams(*f);
     if (auto f = get("roles")) load_roles(*f);
     if (auto f = get("licenses")) load_licenses(*f);
@@ -471,6 +472,35 @@ class Loader {
         config_.identity.header_prefix = prefix;
       } else {
         config_.identity.forward_authorization = boolean(f);
+      }
+    }
+  }
+
+  void load_paths(const Field& section) {
+    expect_map(section);
+    for (const auto& f : fields(section.value, section.path, {"allow"})) {
+      expect_sequence(f);
+      static constexpr std::string_view kKinds[] = {"semicolon", "encoded_percent", "trailing_dot"};
+      std::vector<std::string> seen;
+      for (const auto& item : f.value) {
+        if (!item.IsScalar()) fail(item, fmt::format("{}: expected a name, got {}", f.path, node_kind(item)));
+        const std::string& kind = item.Scalar();
+        if (std::find(seen.begin(), seen.end(), kind) != seen.end()) {
+          fail(item, fmt::format("{}: duplicate '{}'", f.path, kind));
+        }
+        seen.push_back(kind);
+        auto& allow = config_.paths;
+        if (kind == "semicolon") {
+          allow.allow_semicolon = true;
+        } else if (kind == "encoded_percent") {
+          allow.allow_encoded_percent = true;
+        } else if (kind == "trailing_dot") {
+          allow.allow_trailing_dot = true;
+        } else {
+          fail(item,
+               fmt::format("{}: unknown value '{}' (expected semicolon, encoded_percent or trailing_dot){}",
+                           f.path, kind, did_you_mean(kind, kKinds)));
+        }
       }
     }
   }

@@ -77,6 +77,15 @@ struct IdentityConfig {
   bool forward_authorization = false;
 };
 
+// `paths.allow`: request-target spellings that are refused by default because some
+// backends resolve them to another path than the one authorized; a deployment whose
+// backends need one of them turns it back on.
+struct PathsConfig {
+  bool allow_semicolon = false;        // "semicolon"
+  bool allow_encoded_percent = false;  // "encoded_percent"
+  bool allow_trailing_dot = false;     // "trailing_dot"
+};
+
 struct Upstream {
   std::string name;
   std::string url;     // as written
@@ -136,6 +145,7 @@ struct Config {
   TokensConfig tokens;
   Limits limits;
   IdentityConfig identity;
+  PathsConfig paths;
   std::vector<Upstream> upstreams;  // file order
   std::vector<Role> roles;          // file order
   std::vector<Group> groups;        // file order

@@ -9,6 +9,8 @@
 // - The query is split off at the first '?' and kept as a view of the input; it is
 //   not decoded or checked for escapes, but '#', control characters and bytes
 //   >= 0x80 are refused anywhere in the target.
+// - Only a raw ';' is an alias: "%3B" stays encoded, and servlet containers split
+//   path parameters off before decoding, so to them it is part of the name.
 #include "policy/canonical_path.hpp"
 
 #include "policy/char_class.hpp"
@@ -37,11 +39,18 @@ std::string_view to_string(PathError error) noexcept {
       return "encoded separator";
     case PathError::AboveRoot:
       return "above root";
+    case PathError::SemicolonInPath:
+      return "semicolon_in_path";
+    case PathError::EncodedPercent:
+      return "encoded_percent";
+    case PathError::TrailingDot:
+      return "trailing_dot";
   }
   return "unknown";
 }
 
-CanonicalTarget canonicalize_target(std::string_view method, std::string_view target, std::string& path) {
+CanonicalTarget canonicalize_target(std::string_view method, std::string_view target, std::string& path,
+                                    CanonicalOptions options) {
   CanonicalTarget result;
   path.clear();
   auto fail = [&](PathError error) {
@@ -87,6 +96,7 @@ CanonicalTarget canonicalize_target(std::string_view method, std::string_view ta
     for (; i < raw.size() && raw[i] != '/'; ++i) {
       const auto c = static_cast<unsigned char>(raw[i]);
       if (c == '\\') return fail(PathError::Backslash);
+      if (c == ';' && !options.allow_semicolon) return fail(PathError::SemicolonInPath);
       if (c != '%') {
         path.push_back(static_cast<char>(c));
         continue;
@@ -98,6 +108,7 @@ CanonicalTarget canonicalize_target(std::string_view method, std::string_view ta
       const auto value = static_cast<unsigned char>(hi * 16 + lo);
       if (value == 0) return fail(PathError::NulByte);
       if (value == '/' || value == '\\') return fail(PathError::EncodedSeparator);
+      if (value == '%' && !options.allow_encoded_percent) return fail(PathError::EncodedPercent);
       if (detail::is_unreserved(value)) {
         path.push_back(static_cast<char>(value));
       } else {
@@ -120,6 +131,8 @@ CanonicalTarget canonicalize_target(std::string_view method, std::string_view ta
       path.resize(path.rfind('/', seg_start - 2) + 1);
       last_was_plain = false;
     } else {
+      // Checked on the decoded segment, so "%2E" counts as the dot it stands for.
+      if (seg.back() == '.' && !options.allow_trailing_dot) return fail(PathError::TrailingDot);
       path.push_back('/');
       last_was_plain = true;
     }

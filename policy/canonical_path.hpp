@@ -19,8 +19,21 @@ enum class PathError {
   Backslash,        // raw '\'
   EncodedSeparator, // %2F or %5C, any case
   AboveRoot,        // '..' climbing above '/'
+  // Spellings that some backends read as a different path than RFC 3986 does;
+  // refused unless CanonicalOptions allows them.
+  SemicolonInPath,  // raw ';' in the path (servlet path parameters)
+  EncodedPercent,   // %25, any case (a second decoding would change the path)
+  TrailingDot,      // a segment other than "." and ".." ending in '.' (dropped by Windows servers)
 };
 std::string_view to_string(PathError error) noexcept;  // "fragment", "encoded separator", ...
+
+// Which of the refusable spellings a deployment accepts (config `paths.allow`).
+// Plain flags: canonicalisation runs per request and must not allocate.
+struct CanonicalOptions {
+  bool allow_semicolon = false;
+  bool allow_encoded_percent = false;
+  bool allow_trailing_dot = false;
+};
 
 struct CanonicalTarget {
   PathError error = PathError::None;
@@ -32,8 +45,9 @@ struct CanonicalTarget {
 // Canonicalises `target` (the request-target of the request line) into `path`
 // (cleared first; reuse the buffer across requests to avoid allocation).
 // A trailing slash is kept ("/api/" stays "/api/", "/a/b/.." is "/a/"); for
-// "OPTIONS *" path is "*". On error `path` is left empty.
-CanonicalTarget canonicalize_target(std::string_view method, std::string_view target,
-                                    std::string& path);
+// "OPTIONS *" path is "*". On error `path` is left empty. The default options
+// refuse every alias spelling.
+CanonicalTarget canonicalize_target(std::string_view method, std::string_view target, std::string& path,
+                                    CanonicalOptions options = {});
 
 }  // namespace tokengate::policy

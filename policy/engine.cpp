@@ -287,7 +287,10 @@ int status_for(Reason reason) noexcept {
 }
 
 Engine::Engine(std::shared_ptr<const conf::Config> config)
-    : config_(std::move(config)), impl_(std::make_unique<Impl>()) {}
+    : config_(std::move(config)),
+      canonical_options_{config_->paths.allow_semicolon, config_->paths.allow_encoded_percent,
+                         config_->paths.allow_trailing_dot},
+      impl_(std::make_unique<Impl>()) {}
 
 Engine::~Engine() = default;
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "conf/config.hpp"
+#include "policy/canonical_path.hpp"
 #include "policy/rights.hpp"
 
 namespace tokengate::policy {
@@ -62,6 +63,9 @@ class Engine {
   const conf::Config& config() const noexcept { return *config_; }
   const std::shared_ptr<const conf::Config>& config_ptr() const noexcept { return config_; }
 
+  // What canonicalize_target must accept under this config (`paths.allow`).
+  CanonicalOptions canonical_options() const noexcept { return canonical_options_; }
+
   // First route (file order) whose pattern and method match the canonical path.
   // Does not allocate.
   RouteMatch match(std::string_view method, std::string_view canonical_path) const noexcept;
@@ -80,6 +84,7 @@ class Engine {
   struct Impl;
   explicit Engine(std::shared_ptr<const conf::Config> config);
   std::shared_ptr<const conf::Config> config_;
+  CanonicalOptions canonical_options_;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -100,7 +100,8 @@ int run_explain(const ExplainOptions& options) {
   }
 
   std::string canonical;
-  const auto target = policy::canonicalize_target(options.method, options.path, canonical);
+  const auto target =
+      policy::canonicalize_target(options.method, options.path, canonical, engine->canonical_options());
   policy::Decision decision;
   policy::RouteMatch match;
   std::string detail;

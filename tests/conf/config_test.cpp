@@ -454,6 +454,21 @@ TEST_CASE("one failing case per malformed fragment") {
        "!#$%&'*+-.^_`|~)"},
       {"empty header prefix", "identity:\n  header_prefix: ''\n", 2, 18,
        "identity.header_prefix: '' is not a valid header name prefix (letters, digits and !#$%&'*+-.^_`|~)"},
+      // paths.allow.
+      {"unknown path alias with a hint", "paths:\n  allow: [semicolon, trailing_dots]\n", 2, 22,
+       "paths.allow: unknown value 'trailing_dots' (expected semicolon, encoded_percent or trailing_dot); "
+       "did you mean 'trailing_dot'?"},
+      {"unknown path alias", "paths: { allow: [backslash] }\n", 1, 18,
+       "paths.allow: unknown value 'backslash' (expected semicolon, encoded_percent or trailing_dot)"},
+      {"duplicate path alias", "paths:\n  allow:\n    - semicolon\n    - semicolon\n", 4, 7,
+       "paths.allow: duplicate 'semicolon'"},
+      {"path alias as a mapping", "paths: { allow: [{semicolon: true}] }\n", 1, 18,
+       "paths.allow: expected a name, got a mapping"},
+      {"paths.allow not a list", "paths: { allow: semicolon }\n", 1, 17,
+       "paths.allow: expected a list, got 'semicolon'"},
+      {"unknown paths key", "paths: { alow: [semicolon] }\n", 1, 10,
+       "unknown key 'alow' in paths; did you mean 'allow'?"},
+      {"paths as a list", "paths: [semicolon]\n", 1, 8, "paths: expected a mapping, got a list"},
       // YAML itself.
       {"YAML syntax error", "a: [1,\nb: }\n", 2, 4, "illegal flow end"},
       {"second YAML document", "workers: 1\n---\nworkers: 2\n", 3, 1, "only one YAML document is allowed"},
@@ -472,6 +487,31 @@ TEST_CASE("one failing case per malformed fragment") {
                                          std::to_string(c.column) + ": " + c.message);
     }
   }
+}
+
+TEST_CASE("paths.allow turns each alias spelling back on") {
+  auto none = parse("workers: 1\n");
+  CHECK_FALSE(none->paths.allow_semicolon);
+  CHECK_FALSE(none->paths.allow_encoded_percent);
+  CHECK_FALSE(none->paths.allow_trailing_dot);
+
+  auto empty = parse("paths: { allow: [] }\n");
+  CHECK_FALSE(empty->paths.allow_semicolon);
+  CHECK_FALSE(empty->paths.allow_encoded_percent);
+  CHECK_FALSE(empty->paths.allow_trailing_dot);
+
+  auto one = parse("paths:\n  allow: [encoded_percent]\n");
+  CHECK_FALSE(one->paths.allow_semicolon);
+  CHECK(one->paths.allow_encoded_percent);
+  CHECK_FALSE(one->paths.allow_trailing_dot);
+
+  auto all = parse("paths:\n  allow:\n    - trailing_dot\n    - semicolon\n    - encoded_percent\n");
+  CHECK(all->paths.allow_semicolon);
+  CHECK(all->paths.allow_encoded_percent);
+  CHECK(all->paths.allow_trailing_dot);
+
+  auto no_allow = parse("paths: {}\n");
+  CHECK_FALSE(no_allow->paths.allow_semicolon);
 }
 
 TEST_CASE("an empty document is an error without a position") {

@@ -9,6 +9,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "policy/engine.hpp"
 #include "test_config.hpp"
@@ -50,7 +51,7 @@ const Case kCases[] = {
     {"above root", "GET", "/a/../../b", PathError::AboveRoot, "", "", kRejected},
     {"above root at once", "GET", "/..", PathError::AboveRoot, "", "", kRejected},
     {"encoded above root", "GET", "/%2e%2e/admin", PathError::AboveRoot, "", "", kRejected},
-    {"three dots are a name", "GET", "/public/...", PathError::None, "/public/...", "", kPublic},
+    {"three dots end in a dot", "GET", "/public/...", PathError::TrailingDot, "", "", kRejected},
     // Slashes and dot segments.
     {"double slash", "GET", "//admin", PathError::None, "/admin", "", kAdmin},
     {"many slashes", "GET", "/admin///x//", PathError::None, "/admin/x/", "", kAdmin},
@@ -69,8 +70,19 @@ const Case kCases[] = {
     {"backslash traversal", "GET", "/public\\..\\admin", PathError::Backslash, "", "", kRejected},
     {"fragment", "GET", "/admin#x", PathError::Fragment, "", "", kRejected},
     {"fragment in query", "GET", "/public/a?x#y", PathError::Fragment, "", "", kRejected},
-    {"semicolon is ordinary", "GET", "/admin;x", PathError::None, "/admin;x", "", kNone},
-    {"semicolon in segment", "GET", "/admin/x;y=1", PathError::None, "/admin/x;y=1", "", kAdmin},
+    // Aliases refused by default (see the alias table below for paths.allow).
+    {"semicolon", "GET", "/admin;x", PathError::SemicolonInPath, "", "", kRejected},
+    {"semicolon in segment", "GET", "/admin/x;y=1", PathError::SemicolonInPath, "", "", kRejected},
+    {"semicolon after public", "GET", "/public;/../admin", PathError::SemicolonInPath, "", "", kRejected},
+    {"dotdot semicolon", "GET", "/public/..;/admin/y", PathError::SemicolonInPath, "", "", kRejected},
+    {"semicolon in query", "GET", "/admin/x?a;b", PathError::None, "/admin/x", "a;b", kAdmin},
+    {"encoded semicolon stays encoded", "GET", "/admin/x%3by", PathError::None, "/admin/x%3By", "", kAdmin},
+    {"trailing dot segment", "GET", "/admin./x", PathError::TrailingDot, "", "", kRejected},
+    {"encoded trailing dot", "GET", "/admin%2E/x", PathError::TrailingDot, "", "", kRejected},
+    {"two trailing dots", "GET", "/admin../x", PathError::TrailingDot, "", "", kRejected},
+    {"trailing dot last segment", "GET", "/admin/x.", PathError::TrailingDot, "", "", kRejected},
+    {"inner dot", "GET", "/admin/x.json", PathError::None, "/admin/x.json", "", kAdmin},
+    {"leading dot", "GET", "/admin/.well-known", PathError::None, "/admin/.well-known", "", kAdmin},
     // Escapes.
     {"nul", "GET", "/%00", PathError::NulByte, "", "", kRejected},
     {"bad hex", "GET", "/%zz", PathError::BadEscape, "", "", kRejected},
@@ -81,8 +93,10 @@ const Case kCases[] = {
     {"encoded admin", "GET", "/%61%64%6d%69%6e/x", PathError::None, "/admin/x", "", kAdmin},
     {"tilde decoded", "GET", "/public/%7e", PathError::None, "/public/~", "", kPublic},
     {"reserved kept, hex uppercased", "GET", "/public/%3a", PathError::None, "/public/%3A", "", kPublic},
-    {"percent kept", "GET", "/public/%25", PathError::None, "/public/%25", "", kPublic},
-    {"decoded once", "GET", "/public/%252e%252e", PathError::None, "/public/%252e%252e", "", kPublic},
+    {"encoded percent", "GET", "/public/%25", PathError::EncodedPercent, "", "", kRejected},
+    {"double-encoded letter", "GET", "/%2561dmin", PathError::EncodedPercent, "", "", kRejected},
+    {"double-encoded dots", "GET", "/public/%252e%252e/admin", PathError::EncodedPercent, "", "", kRejected},
+    {"encoded percent in query", "GET", "/public/a?x=%25", PathError::None, "/public/a", "x=%25", kPublic},
     {"decoded dash, then encoded slash", "GET", "/public/a%2db%2Fc", PathError::EncodedSeparator, "", "",
      kRejected},
     {"high escape kept", "GET", "/public/%c3%a9", PathError::None, "/public/%C3%A9", "", kPublic},
@@ -143,6 +157,106 @@ TEST_CASE("canonicalize_target: attack table") {
   }
 }
 
+namespace {
+
+using tokengate::policy::CanonicalOptions;
+
+enum Alias { kSemicolon, kEncodedPercent, kTrailingDot };
+
+bool allows(const CanonicalOptions& o, Alias alias) {
+  switch (alias) {
+    case kSemicolon:
+      return o.allow_semicolon;
+    case kEncodedPercent:
+      return o.allow_encoded_percent;
+    case kTrailingDot:
+      return o.allow_trailing_dot;
+  }
+  return false;
+}
+
+// All eight paths.allow combinations.
+std::vector<CanonicalOptions> every_options() {
+  std::vector<CanonicalOptions> out;
+  for (int bits = 0; bits < 8; ++bits) out.push_back({(bits & 1) != 0, (bits & 2) != 0, (bits & 4) != 0});
+  return out;
+}
+
+struct AliasCase {
+  std::string_view target;
+  Alias alias;            // the one allow entry that makes it acceptable
+  std::string_view path;  // canonical path once allowed
+  std::string_view query;
+};
+
+const AliasCase kAliasCases[] = {
+    {"/api/admin;/x", kSemicolon, "/api/admin;/x", ""},
+    {"/api/x/..;/admin/y", kSemicolon, "/api/x/..;/admin/y", ""},
+    {"/api/x;jsessionid=1?a=b", kSemicolon, "/api/x;jsessionid=1", "a=b"},
+    {"/api/;/x", kSemicolon, "/api/;/x", ""},
+    {"/api/%2561dmin", kEncodedPercent, "/api/%2561dmin", ""},
+    {"/api/100%25", kEncodedPercent, "/api/100%25", ""},
+    {"/api/%252e%252e/admin", kEncodedPercent, "/api/%252e%252e/admin", ""},
+    {"/api/admin./x", kTrailingDot, "/api/admin./x", ""},
+    {"/api/admin%2e/x", kTrailingDot, "/api/admin./x", ""},
+    {"/api/admin.../x", kTrailingDot, "/api/admin.../x", ""},
+    {"/api/x.", kTrailingDot, "/api/x.", ""},
+    {"/api/a./../admin", kTrailingDot, "/api/admin", ""},
+};
+
+PathError error_of(Alias alias) {
+  switch (alias) {
+    case kSemicolon:
+      return PathError::SemicolonInPath;
+    case kEncodedPercent:
+      return PathError::EncodedPercent;
+    case kTrailingDot:
+      return PathError::TrailingDot;
+  }
+  return PathError::None;
+}
+
+}  // namespace
+
+TEST_CASE("canonicalize_target: aliases are refused unless allowed") {
+  const auto engine = Engine::compile(t::make_config({{"/api/**"}}));
+  std::string path;
+  for (const auto& c : kAliasCases) {
+    for (const auto& options : every_options()) {
+      CAPTURE(c.target);
+      CAPTURE(options.allow_semicolon);
+      CAPTURE(options.allow_encoded_percent);
+      CAPTURE(options.allow_trailing_dot);
+      const auto result = canonicalize_target("GET", c.target, path, options);
+      if (!allows(options, c.alias)) {
+        CHECK(result.error == error_of(c.alias));
+        CHECK(path.empty());
+        continue;
+      }
+      REQUIRE(result.error == PathError::None);
+      CHECK(path == c.path);
+      CHECK(result.query == c.query);
+      CHECK(engine->match("GET", path).route == 0);
+    }
+  }
+  // Allowing aliases relaxes nothing else.
+  const CanonicalOptions all{true, true, true};
+  CHECK(canonicalize_target("GET", "/api/%2F", path, all).error == PathError::EncodedSeparator);
+  CHECK(canonicalize_target("GET", "/api/%252F/..;/../../../..", path, all).error == PathError::AboveRoot);
+  CHECK(canonicalize_target("GET", "/api/%", path, all).error == PathError::BadEscape);
+}
+
+TEST_CASE("canonicalize_target: the engine's options follow paths.allow") {
+  auto config = t::make_config({{"/api/**"}});
+  CHECK_FALSE(Engine::compile(config)->canonical_options().allow_semicolon);
+  config->paths.allow_semicolon = true;
+  config->paths.allow_trailing_dot = true;
+  const auto options = Engine::compile(config)->canonical_options();
+  CHECK(options.allow_semicolon);
+  CHECK_FALSE(options.allow_encoded_percent);
+  CHECK(options.allow_trailing_dot);
+}
+
 TEST_CASE("canonicalize_target: OPTIONS *") {
   std::string path = "stale";
   const auto result = canonicalize_target("OPTIONS", "*", path);
@@ -177,12 +291,16 @@ TEST_CASE("canonicalize_target: error names") {
   CHECK(tokengate::policy::to_string(PathError::EncodedSeparator) == "encoded separator");
   CHECK(tokengate::policy::to_string(PathError::AboveRoot) == "above root");
   CHECK(tokengate::policy::to_string(PathError::NotOriginForm) == "not origin form");
+  CHECK(tokengate::policy::to_string(PathError::SemicolonInPath) == "semicolon_in_path");
+  CHECK(tokengate::policy::to_string(PathError::EncodedPercent) == "encoded_percent");
+  CHECK(tokengate::policy::to_string(PathError::TrailingDot) == "trailing_dot");
 }
 
 TEST_CASE("canonicalize_target: properties over generated targets") {
   // Targets built from the pieces attacks are made of; a fixed seed keeps runs
-  // reproducible. Every accepted result must be a fixed point with no dot
-  // segments, no empty inner segments and only canonical escapes.
+  // reproducible. Every accepted result must be a fixed point (under the same
+  // options) with no dot segments, no empty inner segments, only canonical
+  // escapes, and none of the alias spellings the options refuse.
   const char* pieces[] = {"/",   "/",   "/",   ".",   "..",  "%2e", "%2E", "a",   "b",
                           "%41", "%61", "%3a", "%3A", "%25", ";",   "~",   "%7E", "-",
                           "%2d", "%",   "%2",  "%2f", "%5C", "\\",  "?",   "x=1"};
@@ -190,43 +308,51 @@ TEST_CASE("canonicalize_target: properties over generated targets") {
   std::uniform_int_distribution<std::size_t> pick(0, std::size(pieces) - 1);
   std::uniform_int_distribution<int> length(1, 12);
   std::string target, path, again;
-  int accepted = 0;
-  int rejected = 0;
-  for (int n = 0; n < 20000; ++n) {
-    target = "/";
-    for (int k = length(rng); k > 0; --k) target += pieces[pick(rng)];
-    const auto result = canonicalize_target("GET", target, path);
-    if (result.error != PathError::None) {
-      ++rejected;
-      continue;
+  for (const auto& options : every_options()) {
+    CAPTURE(options.allow_semicolon);
+    CAPTURE(options.allow_encoded_percent);
+    CAPTURE(options.allow_trailing_dot);
+    int accepted = 0;
+    int rejected = 0;
+    for (int n = 0; n < 5000; ++n) {
+      target = "/";
+      for (int k = length(rng); k > 0; --k) target += pieces[pick(rng)];
+      const auto result = canonicalize_target("GET", target, path, options);
+      if (result.error != PathError::None) {
+        ++rejected;
+        continue;
+      }
+      ++accepted;
+      INFO(target, " -> ", path);
+      REQUIRE(!path.empty());
+      CHECK(path.front() == '/');
+      CHECK(path.find("//") == std::string::npos);
+      const std::string slashed = path + (path.back() == '/' ? "" : "/");
+      CHECK(slashed.find("/./") == std::string::npos);
+      CHECK(slashed.find("/../") == std::string::npos);
+      CHECK(path.find('?') == std::string::npos);
+      if (!options.allow_semicolon) CHECK(path.find(';') == std::string::npos);
+      if (!options.allow_encoded_percent) CHECK(path.find("%25") == std::string::npos);
+      if (!options.allow_trailing_dot) CHECK(slashed.find("./") == std::string::npos);
+      for (std::size_t i = 0; i < path.size(); ++i) {
+        if (path[i] != '%') continue;
+        REQUIRE(i + 2 < path.size());
+        // Upper-case hex of a byte that must stay encoded (never unreserved, NUL, '/' or '\\').
+        const std::string hex = path.substr(i + 1, 2);
+        const int value = std::stoi(hex, nullptr, 16);
+        CHECK(hex == std::string{"0123456789ABCDEF"[value / 16], "0123456789ABCDEF"[value % 16]});
+        const bool unreserved =
+            std::isalnum(value) || value == '-' || value == '.' || value == '_' || value == '~';
+        CHECK_FALSE(unreserved);
+        CHECK(value != 0);
+        CHECK(value != '/');
+        CHECK(value != '\\');
+      }
+      const auto second = canonicalize_target("GET", path, again, options);
+      CHECK(second.error == PathError::None);
+      CHECK(again == path);
     }
-    ++accepted;
-    INFO(target, " -> ", path);
-    REQUIRE(!path.empty());
-    CHECK(path.front() == '/');
-    CHECK(path.find("//") == std::string::npos);
-    const std::string slashed = path + (path.back() == '/' ? "" : "/");
-    CHECK(slashed.find("/./") == std::string::npos);
-    CHECK(slashed.find("/../") == std::string::npos);
-    CHECK(path.find('?') == std::string::npos);
-    for (std::size_t i = 0; i < path.size(); ++i) {
-      if (path[i] != '%') continue;
-      REQUIRE(i + 2 < path.size());
-      // Upper-case hex of a byte that must stay encoded (never unreserved, NUL, '/' or '\\').
-      const std::string hex = path.substr(i + 1, 2);
-      const int value = std::stoi(hex, nullptr, 16);
-      CHECK(hex == std::string{"0123456789ABCDEF"[value / 16], "0123456789ABCDEF"[value % 16]});
-      const bool unreserved =
-          std::isalnum(value) || value == '-' || value == '.' || value == '_' || value == '~';
-      CHECK_FALSE(unreserved);
-      CHECK(value != 0);
-      CHECK(value != '/');
-      CHECK(value != '\\');
-    }
-    const auto second = canonicalize_target("GET", path, again);
-    CHECK(second.error == PathError::None);
-    CHECK(again == path);
+    CHECK(accepted > 200);
+    CHECK(rejected > 200);
   }
-  CHECK(accepted > 1000);
-  CHECK(rejected > 1000);
 }

@@ -89,22 +89,22 @@ void append_forwarded_fields(std::string& out, const Fields& fields,
                              const StripOptions& options);
 // What the gateway decided about a request, for writing its upstream head.
 struct UpstreamRequest {
-  std::string_view method;
-  std::string_view base_path;  // the upstream URL's path prefix
-  std::string_view path;       // canonical
+  std::string_view method{};
+  std::string_view base_path{};  // the upstream URL's path prefix
+  std::string_view path{};       // canonical
   bool asterisk = false;       // OPTIONS *
   bool has_query = false;
-  std::string_view query;      // as received
-  std::string_view upstream_host;
-  std::string_view identity_prefix;
+  std::string_view query{};      // as received
+  std::string_view upstream_host{};
+  std::string_view identity_prefix{};
   bool forward_authorization = false;
   bool websocket = false;
-  std::string_view identity_fields;  // rendered "X-Auth-...: ...\r\n" lines, empty when anonymous
-  std::string_view client_address;
+  std::string_view identity_fields{};  // rendered "X-Auth-...: ...\r\n" lines, empty when anonymous
+  std::string_view client_address{};
   bool https = false;  // the client connection
-  std::string_view request_id;
+  std::string_view request_id{};
   bool chunked = false;  // the request body is chunked (re-framed by the gateway)
-  std::optional<std::uint64_t> content_length;
+  std::optional<std::uint64_t> content_length{};
 };
 // Appends the complete request head sent upstream: request line, Host, the
 // client's fields that may be forwarded (append_forwarded_fields), then the

@@ -259,7 +259,8 @@ class Session {
     return Next::Reply;
   }
   asio::awaitable<Next> send_reply();
-  // 400 (431 when the limit on extensions and trailers was hit) for a request body
+  // 400 (431 when the limit on extensions and trailers was hit, 413 over the body
+// limit) for a request body
   // whose framing is broken; the connection is closed.
   Next bad_request_body(BodyError error);
   Next upstream_failure(const error_code& ec, bool connect, bool close);
@@ -437,7 +438,7 @@ Next Session::route_request(std::size_t head_end) {
   }
   client_keep_alive_ = parser_->keep_alive();
   if (parser_->chunked()) {
-    body_ = BodyDecoder::chunked(limits.max_header_bytes);
+    body_ = BodyDecoder::chunked(limits.max_header_bytes, limits.max_body_bytes);
   } else {
     body_ = BodyDecoder::with_length(parser_->content_length().value_or(0));
   }
@@ -678,10 +679,6 @@ asio::awaitable<Next> Session::send_request_body(Stream& up, bool expect_continu
     BodyError error;
     const std::size_t got = decode_buffered(body_, buffer_, buf, kBodyChunk, error);
     if (error != BodyError::None) co_return bad_request_body(error);
-    if (body_.body_bytes() > limits.max_body_bytes) {
-      rec_.reason = "body_too_large";
-      co_return reply(413, error_code_for(413), "the request body is too large", true);
-    }
     rec_.bytes_in += got;
     const bool done = body_.done();
     BodyFrame frame(body_.is_chunked(), std::string_view(buf, got), done);
@@ -709,6 +706,10 @@ asio::awaitable<Next> Session::send_request_body(Stream& up, bool expect_continu
 
 Next Session::bad_request_body(BodyError error) {
   rec_.detail = http1::to_string(error);
+  if (error == BodyError::BodyTooLarge) {
+    rec_.reason = "body_too_large";
+    return reply(413, error_code_for(413), "the request body is too large", true);
+  }
   if (error == BodyError::MetadataTooLarge) {
     rec_.reason = "header_too_large";
     return reply(431, error_code_for(431), "the chunk extensions or trailers are too large", true);

@@ -50,6 +50,8 @@ std::string_view to_string(BodyError error) noexcept {
       return "framing field in trailers";
     case BodyError::MetadataTooLarge:
       return "chunk extensions and trailers too large";
+    case BodyError::BodyTooLarge:
+      return "body too large";
     case BodyError::Truncated:
       return "body truncated";
   }
@@ -63,10 +65,11 @@ BodyDecoder BodyDecoder::with_length(std::uint64_t length) noexcept {
   return d;
 }
 
-BodyDecoder BodyDecoder::chunked(std::size_t max_metadata_bytes) noexcept {
+BodyDecoder BodyDecoder::chunked(std::size_t max_metadata_bytes, std::uint64_t max_body_bytes) noexcept {
   BodyDecoder d;
   d.chunked_ = true;
   d.max_metadata_bytes_ = max_metadata_bytes;
+  d.max_body_bytes_ = max_body_bytes;
   d.state_ = State::Size;
   return d;
 }
@@ -82,6 +85,71 @@ BodyDecoder::Step BodyDecoder::fail(std::size_t consumed, BodyError error) noexc
   state_ = State::Done;
   remaining_ = 0;
   return Step{consumed, {}, error};
+}
+
+bool BodyDecoder::can_end_extension() const noexcept {
+  return state_ == State::ExtName || state_ == State::ExtAfterName || state_ == State::ExtToken ||
+         state_ == State::ExtAfterValue;
+}
+
+// One step of the chunk-ext grammar of RFC 9112 §7.1.1:
+//   *( BWS ";" BWS ext-name [ BWS "=" BWS ( token / quoted-string ) ] )
+// (CR, which ends the line, is handled by the caller.)
+bool BodyDecoder::extension_byte(unsigned char c) noexcept {
+  const bool ws = c == ' ' || c == '\t';
+  switch (state_) {
+    case State::SizeSpace:
+      if (c == ';') state_ = State::ExtStart;
+      return ws || c == ';';
+    case State::ExtStart:
+      if (ws) return true;
+      state_ = State::ExtName;
+      return is_tchar(c);
+    case State::ExtName:
+    case State::ExtAfterName:
+      if (state_ == State::ExtName && is_tchar(c)) return true;
+      if (ws) {
+        state_ = State::ExtAfterName;
+      } else if (c == '=') {
+        state_ = State::ExtValueStart;
+      } else if (c == ';') {
+        state_ = State::ExtStart;
+      } else {
+        return false;
+      }
+      return true;
+    case State::ExtValueStart:
+      if (ws) return true;
+      if (c == '"') {
+        state_ = State::ExtQuoted;
+        return true;
+      }
+      state_ = State::ExtToken;
+      return is_tchar(c);
+    case State::ExtToken:
+    case State::ExtAfterValue:
+      if (state_ == State::ExtToken && is_tchar(c)) return true;
+      if (ws) {
+        state_ = State::ExtAfterValue;
+      } else if (c == ';') {
+        state_ = State::ExtStart;
+      } else {
+        return false;
+      }
+      return true;
+    case State::ExtQuoted:
+      if (c == '"') {
+        state_ = State::ExtAfterValue;
+      } else if (c == '\\') {
+        state_ = State::ExtQuotedPair;
+      }
+      return is_value_byte(c);
+    case State::ExtQuotedPair:
+      state_ = State::ExtQuoted;
+      return is_value_byte(c);
+    default:
+      return false;
+  }
 }
 
 BodyError BodyDecoder::end_of_stream() noexcept {
@@ -124,7 +192,7 @@ BodyDecoder::Step BodyDecoder::next(std::string_view input) noexcept {
           state_ = State::SizeLf;
         } else if (c == ';') {
           if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
-          state_ = State::Extension;
+          state_ = State::ExtStart;
         } else if (c == ' ' || c == '\t') {
           state_ = State::SizeSpace;
         } else {
@@ -134,26 +202,27 @@ BodyDecoder::Step BodyDecoder::next(std::string_view input) noexcept {
       }
 
       case State::SizeSpace:
-        // RFC 9112 §7.1.1 allows whitespace before an extension's ';', nowhere else.
-        if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
-        if (c == ';') {
-          state_ = State::Extension;
-        } else if (c != ' ' && c != '\t') {
-          return fail(i, BodyError::BadChunkSize);
-        }
-        break;
-
-      case State::Extension:
-        if (c == '\r') {
+      case State::ExtStart:
+      case State::ExtName:
+      case State::ExtAfterName:
+      case State::ExtValueStart:
+      case State::ExtToken:
+      case State::ExtQuoted:
+      case State::ExtQuotedPair:
+      case State::ExtAfterValue:
+        if (state_ != State::SizeSpace && c == '\r' && can_end_extension()) {
           state_ = State::SizeLf;
           break;
         }
-        if (!is_value_byte(c)) return fail(i, BodyError::BadChunkExtension);
         if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
+        if (!extension_byte(c)) {
+          return fail(i, state_ == State::SizeSpace ? BodyError::BadChunkSize : BodyError::BadChunkExtension);
+        }
         break;
 
       case State::SizeLf:
         if (c != '\n') return fail(i, BodyError::BadChunkSize);
+        if (remaining_ > max_body_bytes_ - body_bytes_) return fail(i, BodyError::BodyTooLarge);
         size_digits_ = 0;
         state_ = remaining_ == 0 ? State::TrailerStart : State::Data;
         break;
@@ -199,12 +268,12 @@ BodyDecoder::Step BodyDecoder::next(std::string_view input) noexcept {
         break;
 
       case State::TrailerValue:
+        if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
         if (c == '\r') {
           state_ = State::TrailerLf;
           break;
         }
         if (!is_value_byte(c)) return fail(i, BodyError::BadTrailer);
-        if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
         break;
 
       case State::TrailerLf:

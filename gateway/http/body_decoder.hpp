@@ -20,11 +20,12 @@ namespace tokengate::gateway::http1 {
 enum class BodyError {
   None,
   BadChunkSize,       // not 1..16 hex digits, or followed by anything but ';' or CRLF
-  BadChunkExtension,  // a control byte or bare CR/LF in an extension
+  BadChunkExtension,  // not `;name[=token|"quoted"]` (RFC 9112 §7.1.1), e.g. an unclosed quote
   BadChunkEnd,        // the chunk's data is not followed by CRLF
   BadTrailer,         // a malformed trailer field line (no colon, space before it, CTL, obs-fold)
   FramingTrailer,     // Content-Length, Transfer-Encoding or Host (any '_' spelling) as a trailer
   MetadataTooLarge,   // chunk extensions and trailers together over the limit
+  BodyTooLarge,       // a chunk size that takes the body over its limit
   Truncated,          // the stream ended before the body did
 };
 std::string_view to_string(BodyError error) noexcept;
@@ -34,8 +35,10 @@ class BodyDecoder {
   // A body of exactly `length` bytes.
   static BodyDecoder with_length(std::uint64_t length) noexcept;
   // A chunked body whose extensions and trailer section may take at most
-  // `max_metadata_bytes` together.
-  static BodyDecoder chunked(std::size_t max_metadata_bytes) noexcept;
+  // `max_metadata_bytes` together, and whose data at most `max_body_bytes` (checked
+  // at each chunk size, before its data arrives).
+  static BodyDecoder chunked(std::size_t max_metadata_bytes,
+                             std::uint64_t max_body_bytes = UINT64_MAX) noexcept;
   // A response body that ends when the upstream closes the connection.
   static BodyDecoder until_close() noexcept;
 
@@ -62,7 +65,14 @@ class BodyDecoder {
   enum class State : std::uint8_t {
     Size,           // hex digits of a chunk size
     SizeSpace,      // whitespace after the size: only ';' may follow
-    Extension,      // after ';' up to CR
+    ExtStart,       // after ';': whitespace, then a name
+    ExtName,
+    ExtAfterName,   // whitespace after a name: '=', ';' or CR
+    ExtValueStart,  // after '=': whitespace, then a token or a quoted string
+    ExtToken,
+    ExtQuoted,
+    ExtQuotedPair,  // after a backslash in a quoted string
+    ExtAfterValue,  // whitespace, then ';' or CR
     SizeLf,         // CR seen at the end of the size line
     Data,           // `remaining_` body bytes to go
     DataCr,         // CRLF after a chunk's data
@@ -79,12 +89,15 @@ class BodyDecoder {
   // Counts one byte of extension or trailer; false when over the limit.
   bool count_metadata() noexcept { return ++metadata_bytes_ <= max_metadata_bytes_; }
   Step fail(std::size_t consumed, BodyError error) noexcept;
+  bool can_end_extension() const noexcept;
+  bool extension_byte(unsigned char c) noexcept;
 
   State state_ = State::Done;
   bool chunked_ = false;
   std::uint8_t size_digits_ = 0;
   std::uint64_t remaining_ = 0;  // of the current chunk or the whole Content-Length body
   std::uint64_t body_bytes_ = 0;
+  std::uint64_t max_body_bytes_ = UINT64_MAX;
   std::size_t metadata_bytes_ = 0;
   std::size_t max_metadata_bytes_ = 0;
   // The trailer field name so far, folded to lower case with '_' as '-', while it

@@ -71,6 +71,27 @@ TEST_CASE("validate_request_framing") {
        {{"Host", "a"}, {"Authorization", "Bearer x"}, {"Authorization", "Bearer y"}},
        FramingError::RepeatedAuthorization},
       {"NUL in value", {{"Host", "a"}, {"X-A", std::string("a\0b", 3)}}, FramingError::BadHeaderValue},
+      {"Transfer_Encoding", {{"Host", "a"}, {"Transfer_Encoding", "chunked"}}, FramingError::UnderscoreFramingField},
+      {"Transfer_Encoding next to Content-Length",
+       {{"Host", "a"}, {"Content-Length", "5"}, {"transfer_encoding", "chunked"}},
+       FramingError::UnderscoreFramingField},
+      {"Content_Length next to chunked",
+       {{"Host", "a"}, {"Transfer-Encoding", "chunked"}, {"Content_Length", "5"}},
+       FramingError::UnderscoreFramingField},
+      {"Content_Length alone", {{"Host", "a"}, {"CONTENT_LENGTH", "5"}}, FramingError::UnderscoreFramingField},
+      {"host list", {{"Host", "a, b"}}, FramingError::BadHost},
+      {"host list no space", {{"Host", "a,b"}}, FramingError::BadHost},
+      {"host with space", {{"Host", "a b"}}, FramingError::BadHost},
+      {"host with userinfo", {{"Host", "user@a"}}, FramingError::BadHost},
+      {"host with path", {{"Host", "a/b"}}, FramingError::BadHost},
+      {"host bad port", {{"Host", "a:80x"}}, FramingError::BadHost},
+      {"host two colons", {{"Host", "a:80:81"}}, FramingError::BadHost},
+      {"host port too long", {{"Host", "a:123456"}}, FramingError::BadHost},
+      {"host unclosed literal", {{"Host", "[::1"}}, FramingError::BadHost},
+      {"host name and port", {{"Host", "api.example.com:8443"}}, FramingError::None},
+      {"host IPv6 literal", {{"Host", "[::1]:8080"}}, FramingError::None},
+      {"host IPv4", {{"Host", "127.0.0.1"}}, FramingError::None},
+      {"host empty", {{"Host", ""}}, FramingError::None},
   };
   for (const auto& c : cases) {
     CAPTURE(c.what);
@@ -78,6 +99,13 @@ TEST_CASE("validate_request_framing") {
     for (const auto& [name, value] : c.fields) f.insert(name, value);
     CHECK(validate_request_framing(f, 11) == c.expected);
   }
+}
+
+TEST_CASE("Transfer-Encoding on an HTTP/1.0 request is refused (RFC 9112 6.1)") {
+  const auto f = make_fields({{"Host", "a"}, {"Transfer-Encoding", "chunked"}});
+  CHECK(validate_request_framing(f, 10) == FramingError::TransferEncodingOnHttp10);
+  CHECK(validate_request_framing(f, 11) == FramingError::None);
+  CHECK(validate_request_framing(make_fields({{"Host", "a"}, {"Content-Length", "1"}}), 10) == FramingError::None);
 }
 
 TEST_CASE("find_head_end resumes across short reads") {
@@ -147,6 +175,18 @@ TEST_CASE("append_forwarded_fields") {
                           {"Accept", "*/*"}});
     CHECK(forwarded_names(f, StripOptions{"X-Auth-"}) == std::vector<std::string>{"Host", "Accept"});
   }
+  SUBCASE("Proxy (httpoxy) and the '_' spellings of hop-by-hop fields go") {
+    auto f = make_fields({{"Host", "a"},
+                          {"Proxy", "http://evil"},
+                          {"proxy", "http://evil"},
+                          {"Proxy_Authorization", "Basic x"},
+                          {"Proxy_Connection", "keep-alive"},
+                          {"Keep_Alive", "1"},
+                          {"Transfer_Encoding", "chunked"},
+                          {"Proxyish", "kept"},
+                          {"X-Proxy", "kept"}});
+    CHECK(forwarded_names(f, StripOptions{"X-Auth-"}) == std::vector<std::string>{"Host", "Proxyish", "X-Proxy"});
+  }
   SUBCASE("every Connection field counts, with any number of names") {
     Fields f;
     f.insert("Host", "a");
@@ -204,6 +244,46 @@ TEST_CASE("append_forwarded_fields") {
                                           {"Host", "X-Forwarded-For", "X-Request-Id", "Content-Length"}}) ==
           std::vector<std::string>{"X_Forwarded_Fo"});
   }
+}
+
+TEST_CASE("append_upstream_head: the gateway's own fields and framing, never the client's") {
+  auto f = make_fields({{"Host", "client.test"},
+                        {"Connection", "X-Forwarded-For, X-Auth-Subject, Content-Length"},
+                        {"X-Forwarded-For", "1.2.3.4"},
+                        {"X_Forwarded_For", "1.2.3.4"},
+                        {"X-Auth-Subject", "spoofed"},
+                        {"Content-Length", "5"},
+                        {"X-Request-Id", "client-id"},
+                        {"Accept", "*/*"}});
+  std::string head;
+  append_upstream_head(head, f,
+                       UpstreamRequest{.method = "POST",
+                                       .base_path = "/base",
+                                       .path = "/api/x",
+                                       .has_query = true,
+                                       .query = "a=1",
+                                       .upstream_host = "127.0.0.1:9000",
+                                       .identity_prefix = "X-Auth-",
+                                       .identity_fields = "X-Auth-Subject: abc\r\n",
+                                       .client_address = "10.0.0.1",
+                                       .request_id = "rid",
+                                       .content_length = 5});
+  CHECK(head ==
+        "POST /base/api/x?a=1 HTTP/1.1\r\n"
+        "Host: 127.0.0.1:9000\r\n"
+        "Accept: */*\r\n"
+        "X-Auth-Subject: abc\r\n"
+        "X-Forwarded-For: 10.0.0.1\r\n"
+        "X-Forwarded-Proto: http\r\n"
+        "X-Forwarded-Host: client.test\r\n"
+        "X-Request-Id: rid\r\n"
+        "Content-Length: 5\r\n"
+        "\r\n");
+  std::string chunked;
+  append_upstream_head(chunked, make_fields({{"Host", "h"}, {"Transfer-Encoding", "chunked"}}),
+                       UpstreamRequest{.method = "PUT", .path = "/", .chunked = true, .content_length = 7});
+  CHECK(chunked.find("Transfer-Encoding: chunked\r\n") != std::string::npos);
+  CHECK(chunked.find("Content-Length") == std::string::npos);
 }
 
 TEST_CASE("join_names and sanitize_header_value") {

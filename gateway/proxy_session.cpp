@@ -456,7 +456,7 @@ Next Session::route_request(std::size_t head_end) {
   }
 
   // 2. Canonical path and route.
-  const auto ct = policy::canonicalize_target(method_, req.target(), path_);
+  const auto ct = policy::canonicalize_target(method_, req.target(), path_, engine.canonical_options());
   if (ct.error != policy::PathError::None) {
     rec_.reason = policy::to_string(policy::Reason::BadRequest);
     rec_.detail = policy::to_string(ct.error);

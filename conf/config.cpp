@@ -3,6 +3,7 @@
 #include "conf/config.hpp"
 
 #include <fmt/format.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -18,6 +19,8 @@
 #include <limits>
 #include <map>
 #include <sstream>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 namespace tokengate::conf {
@@ -55,10 +58,16 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
 // "; did you mean 'x'?" when one candidate is close enough to be a likely typo.
 template <typename Names>
 std::string did_you_mean(std::string_view wrong, const Names& candidates) {
+  // Each distance costs |wrong| x |name|: past a few hundred names (or with a
+  // key of pages of text) a hint is both unlikely to help and slow to find.
+  constexpr std::size_t kMaxCandidates = 512;
+  constexpr std::size_t kMaxLength = 256;
+  if (std::size(candidates) > kMaxCandidates || wrong.size() > kMaxLength) return {};
   std::string_view best;
   std::size_t best_distance = std::numeric_limits<std::size_t>::max();
   for (const auto& c : candidates) {
     std::string_view name = c;
+    if (name.size() > kMaxLength) continue;
     std::size_t d = edit_distance(wrong, name);
     if (d < best_distance) {
       best_distance = d;
@@ -175,6 +184,161 @@ std::string child_path(const std::string& parent, std::string_view key) {
   return parent.empty() ? std::string(key) : fmt::format("{}.{}", parent, key);
 }
 
+// The events of one YAML document, read without building it. yaml-cpp builds an
+// alias as one more reference to the anchored node, so nested aliases make a
+// small tree that is enormous to walk ("billion laughs"), and the loader copies
+// every scalar it reads. This counts the nodes and scalar bytes a walk visits
+// with every alias expanded and gives up past kMaxConfigNodes or
+// kMaxConfigExpandedBytes; it also refuses an alias inside the node it names,
+// whose walk never ends. Linear in the size of the text.
+class DocumentBudget final : public YAML::EventHandler {
+ public:
+  explicit DocumentBudget(const std::string& label) : label_(label) {}
+
+  YAML::Mark start() const { return start_; }
+
+  void OnDocumentStart(const YAML::Mark& mark) override { start_ = mark; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { leaf(mark, anchor, {1, 0}); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                const std::string& value) override {
+    leaf(mark, anchor, {1, value.size()});
+  }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    const auto it = sizes_.find(anchor);
+    // yaml-cpp itself rejects an undefined anchor, so a miss is one still open.
+    if (it == sizes_.end()) {
+      throw ConfigError(label_, to_mark(mark), "an alias cannot refer to a node that contains it");
+    }
+    add(mark, it->second);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    open(mark, anchor);
+  }
+  void OnSequenceEnd() override { close(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    open(mark, anchor);
+  }
+  void OnMapEnd() override { close(); }
+
+ private:
+  struct Size {
+    std::size_t nodes = 0;
+    std::size_t bytes = 0;  // of scalars
+    void operator+=(const Size& other) {
+      nodes += other.nodes;
+      bytes += other.bytes;
+    }
+  };
+  struct Open {
+    YAML::anchor_t anchor;
+    Size size;  // this collection and everything in it so far
+  };
+
+  // `total_` never passes the limits (the throw comes first) and every size is
+  // part of it, so the sums cannot overflow.
+  // A node (or an alias's expansion) inside the innermost open collection.
+  void add(const YAML::Mark& mark, const Size& size) {
+    if (!open_.empty()) open_.back().size += size;
+    count(mark, size);
+  }
+  void count(const YAML::Mark& mark, const Size& size) {
+    total_ += size;
+    if (total_.nodes > kMaxConfigNodes) {
+      throw ConfigError(
+          label_, to_mark(mark),
+          fmt::format("the document expands to more than {} nodes (through aliases?)", kMaxConfigNodes));
+    }
+    if (total_.bytes > kMaxConfigExpandedBytes) {
+      throw ConfigError(label_, to_mark(mark),
+                        fmt::format("the document expands to more than {} bytes of text (through aliases?)",
+                                    kMaxConfigExpandedBytes));
+    }
+  }
+  void leaf(const YAML::Mark& mark, YAML::anchor_t anchor, const Size& size) {
+    add(mark, size);
+    if (anchor != YAML::NullAnchor) sizes_[anchor] = size;
+  }
+  // A collection joins its parent's size when it closes, complete.
+  void open(const YAML::Mark& mark, YAML::anchor_t anchor) {
+    count(mark, {1, 0});
+    open_.push_back({anchor, {1, 0}});
+  }
+  void close() {
+    const Open done = open_.back();
+    open_.pop_back();
+    if (done.anchor != YAML::NullAnchor) sizes_[done.anchor] = done.size;
+    if (!open_.empty()) open_.back().size += done.size;
+  }
+
+  const std::string& label_;
+  YAML::Mark start_;
+  Size total_;
+  std::vector<Open> open_;
+  std::unordered_map<YAML::anchor_t, Size> sizes_;
+};
+
+// Sees where a document starts and nothing else.
+class DocumentStart final : public YAML::EventHandler {
+ public:
+  YAML::Mark mark;
+  void OnDocumentStart(const YAML::Mark& m) override { mark = m; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+  }
+  void OnMapEnd() override {}
+};
+
+// The one document of TEXT, or a null node for an empty file. Never
+// YAML::LoadAll: after a token that starts no node (a lone ',') yaml-cpp 0.7
+// reports an empty document without consuming the token, so LoadAll collects
+// empty documents forever. Here the parser runs a bounded number of times: the
+// first document within DocumentBudget, then up to two more starts, only to
+// tell a second document from such a stuck token.
+YAML::Node read_single_document(const std::string& text, const std::string& label) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentBudget first(label);
+  if (!parser.HandleNextDocument(first)) return YAML::Node();
+  DocumentStart second;
+  if (parser.HandleNextDocument(second)) {
+    DocumentStart third;
+    const bool stuck = parser.HandleNextDocument(third) && third.mark.pos == second.mark.pos;
+    const auto pos = static_cast<std::size_t>(std::max(second.mark.pos, 0));
+    if (stuck && pos < text.size()) {
+      const auto c = static_cast<unsigned char>(text[pos]);
+      throw ConfigError(label, to_mark(second.mark),
+                        c > 0x20 && c < 0x7F
+                            ? fmt::format("syntax error: unexpected '{}'", static_cast<char>(c))
+                            : std::string("syntax error: unexpected character"));
+    }
+    throw ConfigError(label, to_mark(second.mark), "only one YAML document is allowed");
+  }
+  // Built only now that the document is known to be small enough to walk.
+  return YAML::Load(text);
+}
+
+// The names one section defines: in file order for hints, hashed for lookups
+// (a config may reference thousands of names).
+struct DefinedNames {
+  std::vector<std::string> in_order;
+  std::unordered_set<std::string> set;
+
+  void add(const std::string& name) {
+    in_order.push_back(name);
+    set.insert(name);
+  }
+  bool contains(const std::string& name) const { return set.count(name) != 0; }
+};
+
 class Loader {
  public:
   Loader(std::string label, fs::path base_dir, Config& config)
@@ -185,8 +349,8 @@ class Loader {
     if (!root.IsMap())
       fail(root, fmt::format("expected a mapping at the top level, got {}", node_kind(root)));
     auto top = fields(root, "",
-                      {"listen", "tls", "workers", "admin", "store", "tokens", "limits", "identity",
-                       "paths", "upstreams", "roles", "groups", "licenses", "routes"});
+                      {"listen", "tls", "workers", "admin", "store", "tokens", "limits", "identity", "paths",
+                       "upstreams", "roles", "groups", "licenses", "routes"});
     std::map<std::string, const Field*> by_key;
     for (const auto& f : top) by_key[f.key] = &f;
     auto get = [&](const char* key) -> const Field* {
@@ -334,6 +498,7 @@ class Loader {
   std::vector<std::string> names(const Field& f) const {
     expect_sequence(f);
     std::vector<std::string> out;
+    std::unordered_set<std::string> seen;  // lists can be long: no quadratic duplicate check
     for (const auto& item : f.value) {
       if (!item.IsScalar()) fail(item, fmt::format("{}: expected a name, got {}", f.path, node_kind(item)));
       const std::string& name = item.Scalar();
@@ -341,9 +506,7 @@ class Loader {
         fail(item, fmt::format("{}: invalid name '{}' (use 1..128 letters, digits, '.', '_', '-', ':')",
                                f.path, name));
       }
-      if (std::find(out.begin(), out.end(), name) != out.end()) {
-        fail(item, fmt::format("{}: duplicate '{}'", f.path, name));
-      }
+      if (!seen.insert(name).second) fail(item, fmt::format("{}: duplicate '{}'", f.path, name));
       out.push_back(name);
     }
     return out;
@@ -359,32 +522,16 @@ class Loader {
   }
 
   // Checks that every name in LIST (read from F) is one of DEFINED.
-  template <typename Defined>
   void check_references(const Field& f, const std::vector<std::string>& list, std::string_view what,
-                        const Defined& defined) const {
+                        const DefinedNames& defined) const {
     std::size_t i = 0;
     for (const auto& item : f.value) {
       const std::string& name = list[i++];
-      if (std::find(defined.begin(), defined.end(), name) == defined.end()) {
-        fail(item, fmt::format("{}: unknown {} '{}'{}", f.path, what, name, did_you_mean(name, defined)));
+      if (!defined.contains(name)) {
+        fail(item,
+             fmt::format("{}: unknown {} '{}'{}", f.path, what, name, did_you_mean(name, defined.in_order)));
       }
     }
-  }
-
-  std::vector<std::string> role_names() const {
-    std::vector<std::string> out;
-    for (const auto& r : config_.roles) out.push_back(r.name);
-    return out;
-  }
-  std::vector<std::string> group_names() const {
-    std::vector<std::string> out;
-    for (const auto& g : config_.groups) out.push_back(g.name);
-    return out;
-  }
-  std::vector<std::string> upstream_names() const {
-    std::vector<std::string> out;
-    for (const auto& u : config_.upstreams) out.push_back(u.name);
-    return out;
   }
 
   void load_tls(const Field& section) {
@@ -525,6 +672,7 @@ class Loader {
       }
       if (!has_url) fail(entry, "missing required key 'url'");
       if (ca_field && !up.https) fail(*ca_field, "'ca' is only meaningful for https:// upstreams");
+      upstream_names_.add(up.name);
       config_.upstreams.push_back(std::move(up));
     }
   }
@@ -586,15 +734,18 @@ class Loader {
       role.mark = to_mark(entry.key_node.Mark());
       expect_map(entry);
       for (const auto& f : fields(entry.value, entry.path, {"permissions"})) role.permissions = names(f);
+      role_names_.add(role.name);
       config_.roles.push_back(std::move(role));
     }
   }
 
-  void load_licenses(const Field& section) { config_.licenses = names(section); }
+  void load_licenses(const Field& section) {
+    config_.licenses = names(section);
+    for (const auto& license : config_.licenses) license_names_.add(license);
+  }
 
   void load_groups(const Field& section) {
     expect_map(section);
-    auto roles = role_names();
     for (const auto& entry : fields(section.value, section.path, {})) {
       Group group;
       group.name = defined_name(entry, "group");
@@ -603,11 +754,12 @@ class Loader {
       for (const auto& f : fields(entry.value, entry.path, {"roles", "permissions"})) {
         if (f.key == "roles") {
           group.roles = names(f);
-          check_references(f, group.roles, "role", roles);
+          check_references(f, group.roles, "role", role_names_);
         } else {
           group.permissions = names(f);
         }
       }
+      group_names_.add(group.name);
       config_.groups.push_back(std::move(group));
     }
   }
@@ -626,15 +778,15 @@ class Loader {
         empty = empty && block.permissions.empty();
       } else if (k.key == "roles") {
         block.roles = names(k);
-        check_references(k, block.roles, "role", role_names());
+        check_references(k, block.roles, "role", role_names_);
         empty = empty && block.roles.empty();
       } else if (k.key == "groups") {
         block.groups = names(k);
-        check_references(k, block.groups, "group", group_names());
+        check_references(k, block.groups, "group", group_names_);
         empty = empty && block.groups.empty();
       } else if (k.key == "licenses") {
         block.licenses = names(k);
-        check_references(k, block.licenses, "license", config_.licenses);
+        check_references(k, block.licenses, "license", license_names_);
         empty = empty && block.licenses.empty();
       } else {
         expect_sequence(k);
@@ -660,7 +812,6 @@ class Loader {
 
   void load_routes(const Field& section) {
     expect_sequence(section);
-    auto upstreams = upstream_names();
     std::size_t index = 0;
     for (const auto& node : section.value) {
       std::string route_path = fmt::format("{}[{}]", section.path, index++);
@@ -682,9 +833,9 @@ class Loader {
           route.methods = methods(f);
         } else if (f.key == "upstream") {
           route.upstream = string(f);
-          if (std::find(upstreams.begin(), upstreams.end(), route.upstream) == upstreams.end()) {
+          if (!upstream_names_.contains(route.upstream)) {
             fail(f, fmt::format("unknown upstream '{}'{}", route.upstream,
-                                did_you_mean(route.upstream, upstreams)));
+                                did_you_mean(route.upstream, upstream_names_.in_order)));
           }
           has_upstream = true;
         } else if (f.key == "public") {
@@ -715,6 +866,7 @@ class Loader {
     expect_sequence(f);
     if (f.value.size() == 0) fail(f, "empty list (omit 'methods' to allow every method)");
     std::vector<std::string> out;
+    std::unordered_set<std::string> seen;
     for (const auto& item : f.value) {
       std::string m = item.IsScalar() ? item.Scalar() : std::string();
       bool ok = !m.empty() && std::all_of(m.begin(), m.end(),
@@ -723,8 +875,7 @@ class Loader {
         fail(item, fmt::format("{}: invalid method {} (expected an upper-case HTTP method such as GET)",
                                f.path, node_kind(item)));
       }
-      if (std::find(out.begin(), out.end(), m) != out.end())
-        fail(item, fmt::format("{}: duplicate method '{}'", f.path, m));
+      if (!seen.insert(m).second) fail(item, fmt::format("{}: duplicate method '{}'", f.path, m));
       out.push_back(std::move(m));
     }
     return out;
@@ -733,6 +884,11 @@ class Loader {
   std::string label_;
   fs::path base_dir_;
   Config& config_;
+  // Filled as their sections load (load() orders definitions before references).
+  DefinedNames upstream_names_;
+  DefinedNames role_names_;
+  DefinedNames group_names_;
+  DefinedNames license_names_;
 };
 
 }  // namespace
@@ -780,14 +936,12 @@ std::shared_ptr<const Config> parse_config(std::string_view yaml, const std::fil
   fs::path absolute = fs::absolute(file, ec);
   if (ec) throw ConfigError(label, {}, fmt::format("cannot resolve path: {}", ec.message()));
   config->file = absolute.lexically_normal();
+  if (yaml.size() > kMaxConfigBytes) {
+    throw ConfigError(label, {}, fmt::format("the configuration is larger than {} bytes", kMaxConfigBytes));
+  }
   YAML::Node root;
   try {
-    // LoadAll, not Load: Load silently ignores every document after the first.
-    std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
-    if (documents.size() > 1) {
-      throw ConfigError(label, to_mark(documents[1].Mark()), "only one YAML document is allowed");
-    }
-    if (!documents.empty()) root = documents.front();
+    root = read_single_document(std::string(yaml), label);
   } catch (const YAML::Exception& e) {
     throw ConfigError(label, to_mark(e.mark), e.msg);
   }
@@ -807,11 +961,14 @@ std::shared_ptr<const Config> load_config(const std::filesystem::path& file) {
   if (fs::is_directory(file, ec)) throw ConfigError(label, {}, "cannot read configuration: is a directory");
   std::ifstream in(file, std::ios::binary);
   if (!in) throw ConfigError(label, {}, fmt::format("cannot read configuration: {}", std::strerror(errno)));
-  std::ostringstream text;
-  text << in.rdbuf();
+  // One byte past the limit is enough to refuse the file: never read all of a
+  // huge file (or a device that never ends) into memory.
+  std::string text(kMaxConfigBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
   if (in.bad())
     throw ConfigError(label, {}, fmt::format("cannot read configuration: {}", std::strerror(errno)));
-  return parse_config(text.str(), file);
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  return parse_config(text, file);
 }
 
 std::optional<Duration> parse_duration(std::string_view text) {

@@ -158,12 +158,21 @@ struct Config {
   bool has_license(std::string_view name) const noexcept;
 };
 
+// What one configuration may cost to load, whatever its content: the file size,
+// and the number of YAML nodes and of scalar bytes a walk of the document visits
+// once every alias is expanded (aliases share nodes, so a small file can describe
+// an enormous tree). Far above any real configuration.
+inline constexpr std::size_t kMaxConfigBytes = std::size_t{1} << 20;
+inline constexpr std::size_t kMaxConfigNodes = 1'000'000;
+inline constexpr std::size_t kMaxConfigExpandedBytes = std::size_t{32} << 20;
+
 // Reads and validates FILE. Throws ConfigError (file:line:col: message) on any
 // error, including an unreadable file. Relative paths in the file are resolved
 // against the file's directory.
 std::shared_ptr<const Config> load_config(const std::filesystem::path& file);
 
 // Same, from text; `file` is used for messages and for resolving relative paths.
+// The text must hold exactly one YAML document.
 std::shared_ptr<const Config> parse_config(std::string_view yaml, const std::filesystem::path& file);
 
 // "500ms", "10s", "5m", "2h", "30d" (a bare "0" is zero). nullopt if malformed.

@@ -3,9 +3,14 @@
 #include "conf/config.hpp"
 
 #include <doctest/doctest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -56,6 +61,55 @@ struct BadCase {
   int column;
   std::string message;  // the whole message after "FILE:LINE:COL: "
 };
+
+// Runs `load` in a child process that SIGALRM ends after `seconds`, so a loader
+// that loops (or allocates without end) fails the test instead of hanging it.
+// Returns the ConfigError text the child got, "accepted", or "killed by signal N"
+// (SIGALRM: over time; SIGKILL/SIGSEGV: over the memory limit).
+std::string outcome_in_child(const std::function<void()>& load, unsigned seconds = 10) {
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    ::alarm(seconds);
+#if !defined(__SANITIZE_ADDRESS__)
+    // Bounded memory too, should the loader grow instead of looping (the
+    // sanitizer's shadow memory needs far more address space than this).
+    const rlimit limit{std::size_t{2} << 30, std::size_t{2} << 30};
+    ::setrlimit(RLIMIT_AS, &limit);
+#endif
+    std::string result = "accepted";
+    try {
+      load();
+    } catch (const ConfigError& e) {
+      result = e.what();
+    } catch (const std::exception& e) {
+      result = std::string("other exception: ") + e.what();
+    }
+    const ssize_t n = ::write(fds[1], result.data(), result.size());
+    ::_exit(n == static_cast<ssize_t>(result.size()) ? 0 : 3);
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return out;
+}
+
+std::string parse_outcome(const std::string& yaml, unsigned seconds = 10) {
+  return outcome_in_child([&] { parse(yaml); }, seconds);
+}
+
+// The error text for `yaml` at LINE:COL.
+std::string error_at(int line, int column, const std::string& message) {
+  return kFake.string() + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + message;
+}
 
 }  // namespace
 
@@ -471,7 +525,12 @@ TEST_CASE("one failing case per malformed fragment") {
       {"paths as a list", "paths: [semicolon]\n", 1, 8, "paths: expected a mapping, got a list"},
       // YAML itself.
       {"YAML syntax error", "a: [1,\nb: }\n", 2, 4, "illegal flow end"},
-      {"second YAML document", "workers: 1\n---\nworkers: 2\n", 3, 1, "only one YAML document is allowed"},
+      {"second YAML document", "workers: 1\n---\nworkers: 2\n", 2, 1, "only one YAML document is allowed"},
+      {"document after an end marker", "workers: 1\n...\nworkers: 2\n", 3, 1,
+       "only one YAML document is allowed"},
+      {"empty second document", "workers: 1\n---\n", 2, 1, "only one YAML document is allowed"},
+      {"alias inside its own anchor", "routes: &r [*r]\n", 1, 13,
+       "an alias cannot refer to a node that contains it"},
   };
   for (const auto& c : cases) {
     CAPTURE(c.name);
@@ -512,6 +571,95 @@ TEST_CASE("paths.allow turns each alias spelling back on") {
 
   auto no_allow = parse("paths: {}\n");
   CHECK_FALSE(no_allow->paths.allow_semicolon);
+}
+
+TEST_CASE("a stray token is a syntax error, not an endless stream of empty documents") {
+  // yaml-cpp 0.7 reads a lone ',' as an empty document without consuming it;
+  // YAML::LoadAll looped on it forever, allocating.
+  CHECK(parse_outcome(",") == error_at(1, 1, "syntax error: unexpected ','"));
+  CHECK(parse_outcome(",\n,\n") == error_at(1, 1, "syntax error: unexpected ','"));
+  CHECK(parse_outcome("workers: 1\n,\n") == error_at(2, 1, "end of map not found"));
+  CHECK(parse_outcome("- a\n,\n") == error_at(2, 1, "syntax error: unexpected ','"));
+  CHECK(parse_outcome("workers: 1\n--- ,\n") == error_at(2, 1, "only one YAML document is allowed"));
+}
+
+TEST_CASE("a configuration over 1 MiB is refused, read or given as text") {
+  const std::string body = "workers: 1\n";
+  std::string padded = body + "#" + std::string(kMaxConfigBytes - body.size() - 2, 'x') + "\n";
+  REQUIRE(padded.size() == kMaxConfigBytes);
+  CHECK(parse(padded)->workers == 1);  // exactly at the limit
+  padded.insert(padded.size() - 1, "x");
+  CHECK(parse_outcome(padded) == kFake.string() + ": the configuration is larger than 1048576 bytes");
+
+  TempDir dir;
+  const fs::path big = dir.write("big.yaml", padded);
+  try {
+    load_config(big);
+    FAIL("accepted");
+  } catch (const ConfigError& e) {
+    CHECK(std::string(e.what()) == big.string() + ": the configuration is larger than 1048576 bytes");
+  }
+  // A device that never ends is read only up to the limit.
+  CHECK(outcome_in_child([] { load_config("/dev/zero"); }) ==
+        "/dev/zero: the configuration is larger than 1048576 bytes");
+}
+
+TEST_CASE("aliases cannot make the document expensive to walk") {
+  SUBCASE("billion laughs: nested aliases") {
+    std::string yaml = "licenses: &a [x, x, x, x, x, x, x, x, x, x]\n";
+    std::string previous = "a";
+    for (char c = 'b'; c <= 'i'; ++c) {
+      yaml += std::string("x") + c + ": &" + c + " [";
+      for (int i = 0; i < 10; ++i) yaml += (i ? ", *" : "*") + previous;
+      yaml += "]\n";
+      previous = std::string(1, c);
+    }
+    const std::string outcome = parse_outcome(yaml);
+    INFO(outcome);
+    CHECK(outcome.find("the document expands to more than 1000000 nodes (through aliases?)") !=
+          std::string::npos);
+    CHECK(outcome.rfind(kFake.string() + ":6:", 0) == 0);  // at the alias that crosses the limit
+  }
+  SUBCASE("one route repeated by alias, each with a long permission list") {
+    // Walked for real by the loader: 20000 routes of 1000 permissions each.
+    std::string yaml = kBase + "routes:\n  - &r {path: /a, upstream: app, require: {permissions: [";
+    for (int i = 0; i < 1000; ++i) yaml += (i ? ", p" : "p") + std::to_string(i);
+    yaml += "]}}\n";
+    for (int i = 0; i < 20000; ++i) yaml += "  - *r\n";
+    const std::string outcome = parse_outcome(yaml);
+    INFO(outcome);
+    CHECK(outcome.find(": the document expands to more than 1000000 nodes (through aliases?)") !=
+          std::string::npos);
+  }
+  SUBCASE("one long scalar repeated by alias") {
+    std::string yaml =
+        kBase + "routes:\n  - &r {upstream: app, path: /" + std::string(64 * 1024, 'a') + "}\n";
+    for (int i = 0; i < 600; ++i) yaml += "  - *r\n";
+    const std::string outcome = parse_outcome(yaml);
+    INFO(outcome);
+    CHECK(outcome.find(": the document expands to more than 33554432 bytes of text (through aliases?)") !=
+          std::string::npos);
+  }
+  SUBCASE("aliases within the limits still load") {
+    const auto c = parse(kBase +
+                         "routes:\n  - &r {path: /a, upstream: app, require: {permissions: &p [a, b]}}\n"
+                         "  - *r\n  - {path: /b, upstream: app, require: {permissions: *p}}\n");
+    REQUIRE(c->routes.size() == 3);
+    CHECK(c->routes[1].path == "/a");
+    CHECK(c->routes[2].require->all_of.permissions == std::vector<std::string>{"a", "b"});
+  }
+}
+
+TEST_CASE("long lists load in linear time") {
+  // Duplicate and reference checks used to compare every pair.
+  std::string yaml = "roles:\n";
+  for (int i = 0; i < 20000; ++i) yaml += "  r" + std::to_string(i) + ": {}\n";
+  yaml += "groups:\n  g:\n    roles: [";
+  for (int i = 0; i < 20000; ++i) yaml += (i ? ", r" : "r") + std::to_string(i);
+  yaml += "]\n    permissions: [";
+  for (int i = 0; i < 20000; ++i) yaml += (i ? ", p" : "p") + std::to_string(i);
+  yaml += "]\n";
+  CHECK(parse_outcome(yaml, 20) == "accepted");
 }
 
 TEST_CASE("an empty document is an error without a position") {

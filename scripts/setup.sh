@@ -7,6 +7,7 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   librocksdb-dev libyaml-cpp-dev libssl-dev zlib1g-dev
   libfmt-dev libcli11-dev doctest-dev
+  clang-14 libclang-rt-14-dev
 )
 # --- web console browser test: Debian's chromium (and node, when the machine has none)
 packages+=(chromium)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds, runs every test in a
-# release build and again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# release build and again under AddressSanitizer + UndefinedBehaviorSanitizer,
+# then every fuzz harness for TOKENGATE_FUZZ_SECONDS (default 30) each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -13,3 +14,5 @@ for kind in release asan; do
   echo "== $kind tests" >&2
   ctest --test-dir "$dir" --output-on-failure -j "$(nproc)" --timeout 900
 done
+echo "== fuzz" >&2
+scripts/fuzz.sh "${TOKENGATE_FUZZ_SECONDS:-30}"

@@ -47,10 +47,12 @@ AdminResponse json_response(int status, const json::value& body) {
   return r;
 }
 
+// Messages are built from fixed text plus printable_utf8 fragments; the second
+// pass is a guarantee for text from elsewhere (store errors), not a cut.
 AdminResponse error_response(int status, std::string_view message) {
   AdminResponse r;
   r.status = status;
-  r.body = error_body(error_code_for(status), message);
+  r.body = error_body(error_code_for(status), printable_utf8(message, message.size()));
   return r;
 }
 
@@ -86,11 +88,7 @@ void check_fields(const json::object& o, std::initializer_list<std::string_view>
     if (std::find(read_only.begin(), read_only.end(), key) != read_only.end()) {
       throw HttpError{400, fmt::format("field '{}' cannot be changed", key)};
     }
-    std::string shown(key.substr(0, 64));
-    for (auto& c : shown) {
-      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-    }
-    throw HttpError{400, fmt::format("unknown field '{}'", shown)};
+    throw HttpError{400, fmt::format("unknown field '{}'", printable_utf8(key, 64))};
   }
 }
 
@@ -165,6 +163,55 @@ struct AdminApi::Caller {
   policy::Rights rights;
   std::optional<store::TimePoint> expires_at;
 };
+
+namespace {
+
+// Length of the well-formed UTF-8 sequence at the start of `s` (RFC 3629: no
+// overlong forms, surrogates or code points past U+10FFFF), 0 if there is none.
+std::size_t utf8_sequence(std::string_view s) noexcept {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  const auto in = [&](std::size_t i, unsigned lo, unsigned hi) {
+    return i < s.size() && byte(i) >= lo && byte(i) <= hi;
+  };
+  const unsigned b = byte(0);
+  if (b < 0x80) return 1;
+  if (b >= 0xC2 && b <= 0xDF) return in(1, 0x80, 0xBF) ? 2 : 0;
+  if (b >= 0xE0 && b <= 0xEF) {
+    // The second byte's range excludes overlongs (E0) and surrogates (ED).
+    const unsigned lo = b == 0xE0 ? 0xA0 : 0x80;
+    const unsigned hi = b == 0xED ? 0x9F : 0xBF;
+    return in(1, lo, hi) && in(2, 0x80, 0xBF) ? 3 : 0;
+  }
+  if (b >= 0xF0 && b <= 0xF4) {
+    const unsigned lo = b == 0xF0 ? 0x90 : 0x80;
+    const unsigned hi = b == 0xF4 ? 0x8F : 0xBF;
+    return in(1, lo, hi) && in(2, 0x80, 0xBF) && in(3, 0x80, 0xBF) ? 4 : 0;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string printable_utf8(std::string_view text, std::size_t max_chars) {
+  std::string out;
+  out.reserve(std::min(text.size(), max_chars * 3));
+  std::size_t chars = 0;
+  for (std::size_t i = 0; i < text.size() && chars < max_chars; ++chars) {
+    const std::size_t n = utf8_sequence(text.substr(i));
+    const auto b = static_cast<unsigned char>(text[i]);
+    if (n == 0) {
+      out += "\xEF\xBF\xBD";  // U+FFFD REPLACEMENT CHARACTER
+      i += 1;
+    } else if (b < 0x20 || b == 0x7F || (b == 0xC2 && static_cast<unsigned char>(text[i + 1]) < 0xA0)) {
+      out += '?';  // C0 and C1 controls, DEL: nothing a log viewer or terminal should act on
+      i += n;
+    } else {
+      out.append(text.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
+}
 
 AdminApi::AdminApi(store::TokenStore& store, EngineSource engine, AdminHooks hooks)
     : store_(store), engine_(std::move(engine)), hooks_(std::move(hooks)) {
@@ -244,7 +291,7 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
 
   // Everything below needs a caller.
   const bool known = path == "/v1/config" || path == "/v1/tokens" || path.starts_with("/v1/tokens/");
-  if (!known) throw HttpError{404, fmt::format("no admin endpoint {}", path.substr(0, 200))};
+  if (!known) throw HttpError{404, fmt::format("no admin endpoint {}", printable_utf8(path, 200))};
 
   Caller caller;
   if (request.trusted) {
@@ -315,7 +362,7 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
     need_write();
     return tokens_rotate(request, caller, id);
   }
-  if (!tail.empty()) throw HttpError{404, fmt::format("no admin endpoint {}", path.substr(0, 200))};
+  if (!tail.empty()) throw HttpError{404, fmt::format("no admin endpoint {}", printable_utf8(path, 200))};
   if (method == "GET" || method == "HEAD") return tokens_get(id);
   if (method == "PATCH") {
     need_write();
@@ -344,12 +391,8 @@ void check_grants(const policy::Rights& caller, const std::vector<std::string>& 
                    const std::vector<std::string>& held) {
     for (const auto& name : wanted) {
       if (!contains(held, name)) {
-        std::string shown = name.substr(0, 128);
-        for (auto& c : shown) {
-          if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-        }
-        throw HttpError{403,
-                        fmt::format("the caller does not hold {} '{}' and cannot {} it", kind, shown, verb)};
+        throw HttpError{403, fmt::format("the caller does not hold {} '{}' and cannot {} it", kind,
+                                         printable_utf8(name, 128), verb)};
       }
     }
   };
@@ -388,11 +431,8 @@ AdminResponse AdminApi::tokens_list(std::string_view query) {
     if (key == "q") {
       q = lower(p.has_value ? p.value.decode() : std::string());
     } else {
-      std::string shown = key.substr(0, 64);
-      for (auto& c : shown) {
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-      }
-      throw HttpError{400, fmt::format("unknown query parameter '{}'", shown)};
+      // Percent-decoded: any bytes at all.
+      throw HttpError{400, fmt::format("unknown query parameter '{}'", printable_utf8(key, 64))};
     }
   }
   json::array out;

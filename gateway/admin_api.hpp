@@ -25,6 +25,11 @@ inline constexpr std::string_view kAdminPermission = "tokengate.admin";
 inline constexpr std::string_view kTokensReadPermission = "tokengate.tokens.read";
 inline constexpr std::string_view kTokensWritePermission = "tokengate.tokens.write";
 
+// Client-supplied text as it may appear in an error message: well-formed UTF-8
+// (each byte of an invalid sequence becomes U+FFFD), control characters as '?',
+// and at most `max_chars` characters, cut between characters, never inside one.
+std::string printable_utf8(std::string_view text, std::size_t max_chars);
+
 struct AdminRequest {
   std::string method;                        // "GET", "POST", ...
   std::string target;                        // origin-form: "/v1/tokens?q=ci"

@@ -374,3 +374,152 @@ TEST_CASE("create: a retried Idempotency-Key is 409 naming the first token, per 
   CHECK(f.api->handle(r).status == 400);
   CHECK(f.token_store->list().size() == 2);
 }
+
+namespace {
+
+// Independent of the code under test: RFC 3629 well-formedness, byte by byte.
+bool valid_utf8(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    std::size_t n = 0;
+    unsigned cp = 0;
+    if (b < 0x80) {
+      n = 1;
+      cp = b;
+    } else if ((b & 0xE0) == 0xC0) {
+      n = 2;
+      cp = b & 0x1F;
+    } else if ((b & 0xF0) == 0xE0) {
+      n = 3;
+      cp = b & 0x0F;
+    } else if ((b & 0xF8) == 0xF0) {
+      n = 4;
+      cp = b & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n > s.size()) return false;
+    for (std::size_t k = 1; k < n; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (c & 0x3F);
+    }
+    const unsigned min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n;
+  }
+  return true;
+}
+
+std::size_t utf8_chars(std::string_view s) {
+  std::size_t n = 0;
+  for (const char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
+// An error body must be JSON (Boost.JSON refuses invalid UTF-8 while parsing)
+// whose message is well-formed UTF-8; returns the message.
+std::string checked_message(const AdminResponse& r) {
+  INFO(r.status, " ", r.body);
+  REQUIRE(r.status >= 400);
+  CHECK(valid_utf8(r.body));
+  boost::system::error_code ec;
+  const json::value v = json::parse(r.body, ec);
+  REQUIRE_FALSE(ec);
+  const std::string m(v.at("message").as_string());
+  CHECK(valid_utf8(m));
+  return m;
+}
+
+const std::string kE = "\xC3\xA9";  // é, two bytes
+
+}  // namespace
+
+TEST_CASE("printable_utf8: whole characters, replacements, controls") {
+  using gateway::printable_utf8;
+  CHECK(printable_utf8("plain", 64) == "plain");
+  CHECK(printable_utf8("abc", 2) == "ab");
+  CHECK(printable_utf8(std::string(63, 'a') + kE + "b", 64) ==
+        std::string(63, 'a') + kE);  // not cut inside é
+  CHECK(printable_utf8(kE + kE + kE, 2) == kE + kE);
+  CHECK(printable_utf8("\xE2\x82\xAC\xF0\x9F\x98\x80", 8) ==
+        "\xE2\x82\xAC\xF0\x9F\x98\x80");  // € and an emoji
+  const std::string fffd = "\xEF\xBF\xBD";
+  CHECK(printable_utf8("a\xFF"
+                       "b",
+                       64) == "a" + fffd + "b");
+  CHECK(printable_utf8("\xC3", 64) == fffd);                                   // truncated sequence
+  CHECK(printable_utf8("\xC0\x80", 64) == fffd + fffd);                        // overlong NUL
+  CHECK(printable_utf8("\xE0\x80\xAF", 64) == fffd + fffd + fffd);             // overlong '/'
+  CHECK(printable_utf8("\xED\xA0\x80", 64) == fffd + fffd + fffd);             // surrogate
+  CHECK(printable_utf8("\xF4\x90\x80\x80", 64) == fffd + fffd + fffd + fffd);  // past U+10FFFF
+  CHECK(printable_utf8("\xC3\xA9\xA9", 64) == kE + fffd);                      // stray continuation
+  CHECK(printable_utf8("a\nb\x7F"
+                       "c\x01",
+                       64) == "a?b?c?");
+  CHECK(printable_utf8("\xC2\x85"
+                       "x\xC2\xA0",
+                       64) == "?x\xC2\xA0");                // C1 control NEL; NBSP is text
+  CHECK(printable_utf8("\xFF\xFF\xFF", 2) == fffd + fffd);  // the limit counts replacements
+  for (int b = 0; b < 256; ++b) {
+    const std::string one(1, static_cast<char>(b));
+    CHECK(valid_utf8(printable_utf8(one + kE + one, 3)));
+  }
+}
+
+TEST_CASE("admin API error bodies are valid UTF-8 JSON whatever the input") {
+  Fixture f;
+  const std::string soon = store::format_rfc3339(store::system_now() + std::chrono::hours(24));
+
+  SUBCASE("an unknown field cut after 64 characters, not inside one") {
+    // 63 ASCII bytes then é: a 64-byte cut ends inside it.
+    const auto m =
+        checked_message(f.trusted("POST", "/v1/tokens", R"({")" + std::string(63, 'k') + kE + R"(":1})"));
+    CHECK(m == "unknown field '" + std::string(63, 'k') + kE + "'");
+    const std::string long_key = [&] {
+      std::string k;
+      for (int i = 0; i < 100; ++i) k += kE;
+      return k;
+    }();
+    const auto m2 = checked_message(f.trusted("POST", "/v1/tokens", "{\"" + long_key + "\":1}"));
+    CHECK(utf8_chars(m2) == std::string_view("unknown field ''").size() + 64);
+  }
+  SUBCASE("a percent-decoded query key: cut and invalid bytes") {
+    auto m = checked_message(f.trusted("GET", "/v1/tokens?" + std::string(63, 'q') + "%C3%A9%C3%A9=1"));
+    CHECK(m == "unknown query parameter '" + std::string(63, 'q') + kE + "'");
+    m = checked_message(f.trusted("GET", "/v1/tokens?%FF%FE%C0%AF%ED%A0%80=1"));
+    CHECK(m.find("\xEF\xBF\xBD") != std::string::npos);
+    m = checked_message(f.trusted("GET", "/v1/tokens?a%00%0Ab%1B=1"));
+    CHECK(m == "unknown query parameter 'a??b?'");
+  }
+  SUBCASE("a name the caller does not hold, cut after 128 characters") {
+    auto [writer, writer_id] =
+        f.make(R"({"name":"w","roles":["reader"],"permissions":["tokengate.tokens.write"],"expires_at":")" +
+               soon + "\"}");
+    (void)writer_id;
+    const std::string name = std::string(127, 'p') + kE + "x";
+    const auto m = checked_message(
+        f.call("POST", "/v1/tokens",
+               R"({"name":"z","permissions":[")" + name + R"("],"expires_at":")" + soon + "\"}", writer));
+    CHECK(m ==
+          "the caller does not hold permission '" + std::string(127, 'p') + kE + "' and cannot grant it");
+  }
+  SUBCASE("every error of a batch of hostile requests") {
+    const std::vector<std::pair<std::string, std::string>> requests = {
+        {"/v1/tokens", "{\"\xC3\xA9\":1}"},
+        {"/v1/tokens", "{\"name\":\"" + std::string(200, 'n') + kE + "\",\"expires_at\":\"" + soon + "\"}"},
+        {"/v1/tokens", "{\"name\":\"a\",\"roles\":[\"" + std::string(300, 'r') + kE +
+                           "\"],\"expires_at\":\"" + soon + "\"}"},
+        {"/v1/tokens",
+         "{\"name\":\"a\",\"permissions\":[\"a b" + kE + "\"],\"expires_at\":\"" + soon + "\"}"},
+        {"/v1/tokens", "\xFF\xFE"},
+        {"/v1/tokens", "{\"name\":\"\xC3\"}"},
+    };
+    for (const auto& [target, body] : requests) {
+      CAPTURE(body);
+      checked_message(f.trusted("POST", target, body));
+    }
+    checked_message(f.trusted("GET", "/v1/tokens/%C3%A9%C3"));
+    checked_message(f.trusted("GET", "/v1/" + std::string(199, 'x') + "%C3%A9"));
+  }
+}

@@ -8,17 +8,26 @@ cd "$(dirname "$0")/.."
 usage() {
   cat <<'EOF'
 usage: bench/run.sh [--rounds N] [--duration D] [--connections N] [--tokens N] [--spread N] [--quick]
+                    [--baseline BIN] [--million | --startup N] [--startup-only]
   --rounds N       alternating rounds per scenario, medians reported (default 3)
   --duration D     wrk duration per run (default 10s)
   --connections N  wrk keep-alive connections (default 64)
   --tokens N       tokens in the store (default 100000)
   --spread N       distinct valid tokens the "spread" scenario cycles through (default 10000, at most --tokens)
   --quick          --rounds 1 --duration 3s --tokens 2000 --spread 2000 (a smoke run)
+  --baseline BIN   a second tokengate binary (e.g. the previous commit's build), run as the
+                   proxy "tokengate-baseline" in the same rounds on a copy of the same store;
+                   the report adds the ratios tokengate/tokengate-baseline
+  --million        start-up scenario: tokengate (workers: 2) on a store of 1,000,000 tokens;
+                   time to "listening on", to the first authenticated 200, RSS after start
+  --startup N      the start-up scenario with N tokens instead of 1,000,000
+  --startup-only   run only the start-up scenario (needs --million or --startup N)
 environment: TOKENGATE_BIN (default build/gateway/tokengate), BENCH_KEEP=1 keeps the work dir
 EOF
 }
 
 rounds=3 duration=10s connections=64 store_tokens=100000 spread=10000
+baseline="" startup_tokens=0 startup_only=0
 while (($#)); do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -27,17 +36,29 @@ while (($#)); do
     --tokens) store_tokens=$2; shift 2 ;;
     --spread) spread=$2; shift 2 ;;
     --quick) rounds=1 duration=3s store_tokens=2000 spread=2000; shift ;;
+    --baseline) baseline=$2; shift 2 ;;
+    --million) startup_tokens=1000000; shift ;;
+    --startup) startup_tokens=$2; shift 2 ;;
+    --startup-only) startup_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
 done
 ((spread <= store_tokens)) || spread=$store_tokens
+if ((startup_only && startup_tokens <= 0)); then
+  echo "bench: --startup-only needs --million or --startup N" >&2; exit 2
+fi
 
 tokengate=$(realpath "${TOKENGATE_BIN:-build/gateway/tokengate}")
 seed_tokens=$(realpath "$(dirname "$tokengate")/../bench/seed_tokens")
-for tool in "$tokengate" "$seed_tokens" nginx haproxy wrk python3 curl; do
+if [[ -n $baseline ]]; then
+  [[ -x $baseline ]] || { echo "bench: --baseline $baseline is not an executable" >&2; exit 1; }
+  baseline=$(realpath "$baseline")
+fi
+for tool in "$tokengate" "$seed_tokens" nginx haproxy wrk python3 curl getconf; do
   command -v "$tool" >/dev/null || { echo "bench: missing $tool (run scripts/setup.sh --bench and scripts/build.sh)" >&2; exit 1; }
 done
+clk_tck=$(getconf CLK_TCK)
 
 work=$(mktemp -d /tmp/tokengate-bench.XXXXXX)
 chmod 755 "$work"  # nginx workers (user nobody) read the map files
@@ -51,6 +72,61 @@ trap cleanup EXIT
 log() { echo "bench: $*" >&2; }
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# A process tree's resources: `cpu PID` prints utime+stime(+cutime+cstime) in clock
+# ticks summed over PID and every descendant (nginx master + worker; tokengate's threads are in its own
+# stat), `rss PID` the sum of their VmRSS in KiB. Descendants are found by walking the
+# ppid field of every /proc/*/stat.
+cat >"$work/proctree.py" <<'EOF'
+import os, sys
+
+def stats():
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                text = f.read()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+        # ppid; utime+stime (14, 15) and cutime+cstime (16, 17: children it has reaped,
+        # e.g. an nginx worker that was replaced; a child's time moves there when it exits)
+        out[int(d)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
+    return out
+
+def tree(root, st):
+    kids = {}
+    for pid, (ppid, _) in st.items():
+        kids.setdefault(ppid, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in st:
+            found.append(pid)
+            todo.extend(kids.get(pid, []))
+    return found
+
+what, root = sys.argv[1], int(sys.argv[2])
+st = stats()
+pids = tree(root, st)
+if not pids:
+    sys.exit("bench: process %d is gone" % root)
+if what == "cpu":
+    print(sum(st[p][1] for p in pids))
+else:
+    kib = 0
+    for p in pids:
+        try:
+            with open("/proc/%d/status" % p) as f:
+                kib += next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), 0)
+        except OSError:
+            pass
+    print(kib, len(pids))
+EOF
+tree_cpu() { python3 "$work/proctree.py" cpu "$1"; }  # pid -> clock ticks
+tree_rss() { python3 "$work/proctree.py" rss "$1"; }  # pid -> "KiB processes"
 
 # Waits (bounded) until something accepts connections on 127.0.0.1:$1.
 wait_port() {
@@ -94,6 +170,122 @@ nginx -p "$work/backend" -c "$work/backend/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 wait_port "$backend_port"
 
+# ---------------------------------------------------------------- start-up scenario (--million)
+# tokengate with `workers: 2` on a store of $startup_tokens tokens: time from process
+# start to its "listening on" line and to the first 200 for a valid token, and the RSS
+# of its process tree right after that 200. Each binary (and --baseline's) is started
+# $rounds times, alternating, one at a time on the same store; medians reported.
+startup_scenario() {
+  local dir="$work/startup"
+  mkdir -p "$dir/store"
+  cat >"$dir/tokengate.yaml" <<EOF
+listen: 127.0.0.1:0
+workers: 2
+store:
+  path: $dir/store/tokens
+  key_file: $dir/store/tokengate.key
+upstreams:
+  backend:
+    url: http://127.0.0.1:$backend_port
+routes:
+  - path: /**
+    upstream: backend
+EOF
+  log "start-up scenario: creating $startup_tokens tokens (bench/seed_tokens, one synced write each; about 4 minutes per million on an idle 2-core VM)"
+  local seed_start=$SECONDS
+  "$seed_tokens" --config "$dir/tokengate.yaml" --count "$startup_tokens" >"$dir/tokens.txt"
+  local seeded=$((SECONDS - seed_start))
+  local created
+  created=$(grep -c '^tg_' "$dir/tokens.txt" || true)
+  ((created == startup_tokens)) || { echo "bench: token create failed ($created of $startup_tokens)" >&2; exit 1; }
+  tail -n 1 "$dir/tokens.txt" >"$dir/token.txt"
+  rm -f "$dir/tokens.txt"
+  cat >"$dir/startup.py" <<'EOF'
+# startup.py BIN CONFIG TOKEN-FILE LOG PROCTREE: one start, prints "listen_ms first_ok_ms rss_kib"
+import http.client, re, signal, subprocess, sys, time
+binary, config, token_file, log_path, proctree = sys.argv[1:6]
+token = open(token_file).read().strip()
+with open(log_path, "wb") as log:
+    t0 = time.monotonic()
+    proc = subprocess.Popen([binary, "serve", "--config", config], stdout=subprocess.DEVNULL, stderr=log)
+try:
+    deadline = t0 + 600
+    port = None
+    while port is None:
+        m = re.search(rb"listening on [^ \n]*:(\d+)", open(log_path, "rb").read())
+        if m:
+            port = int(m.group(1))
+            listen = time.monotonic() - t0
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit("bench: %s did not start: %s" % (binary, open(log_path).read()[-2000:]))
+        time.sleep(0.002)
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/bench", headers={"Authorization": "Bearer " + token})
+            status = c.getresponse().status
+            c.close()
+        except OSError:
+            status = None
+        if status == 200:
+            first_ok = time.monotonic() - t0
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit("bench: %s never answered 200 (last status %s)" % (binary, status))
+        time.sleep(0.002)
+    rss = subprocess.run([sys.executable, proctree, "rss", str(proc.pid)], capture_output=True, text=True,
+                         check=True).stdout.split()[0]
+    print("%.1f %.1f %s" % (listen * 1000, first_ok * 1000, rss))
+finally:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+EOF
+  local bins=(tokengate) round name bin listen_ms ok_ms rss_kib
+  [[ -z $baseline ]] || bins+=(tokengate-baseline)
+  : >"$dir/results.tsv"
+  for ((round = 1; round <= rounds; round++)); do
+    local order=("${bins[@]}")
+    ((round % 2)) || order=("${bins[@]:1}" "${bins[0]}")
+    for name in "${order[@]}"; do
+      bin=$tokengate
+      [[ $name == tokengate ]] || bin=$baseline
+      read -r listen_ms ok_ms rss_kib < <(python3 "$dir/startup.py" "$bin" "$dir/tokengate.yaml" "$dir/token.txt" \
+        "$dir/$name-$round.log" "$work/proctree.py") || true
+      [[ -n ${rss_kib:-} ]] || { echo "bench: start-up of $name failed (log: $dir/$name-$round.log)" >&2; exit 1; }
+      printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$listen_ms" "$ok_ms" "$rss_kib" >>"$dir/results.tsv"
+      log "start-up $name round $round: listening after $listen_ms ms, first 200 after $ok_ms ms, RSS $((rss_kib / 1024)) MiB"
+    done
+  done
+  python3 - "$dir/results.tsv" "$startup_tokens" "$seeded" "$rounds" <<'EOF'
+import statistics, sys
+from collections import OrderedDict
+runs = OrderedDict()
+for line in open(sys.argv[1]):
+    name, _round, listen, ok, rss = line.split()
+    runs.setdefault(name, []).append((float(listen), float(ok), int(rss) / 1024))
+print()
+print("start-up: %s tokens in the store (seeded in %s s), workers: 2, %s start(s) per binary, medians"
+      % (format(int(sys.argv[2]), ","), sys.argv[3], sys.argv[4]))
+print("%-28s %14s %14s %18s" % ("binary", "listening ms", "first 200 ms", "RSS after MiB"))
+med = {}
+for name, rs in runs.items():
+    med[name] = [statistics.median(r[i] for r in rs) for i in range(3)]
+    print("%-28s %14.0f %14.0f %18.1f" % (name, *med[name]))
+if "tokengate-baseline" in med:
+    print("%-28s %14.2f %14.2f %18.2f" % ("tokengate/tokengate-baseline",
+          *(a / b if b else float("nan") for a, b in zip(med["tokengate"], med["tokengate-baseline"]))))
+EOF
+}
+if ((startup_only)); then
+  startup_scenario
+  exit 0
+fi
+
 # ---------------------------------------------------------------- tokengate store and tokens
 tg_config() {  # dir workers
   mkdir -p "$1"
@@ -114,6 +306,7 @@ EOF
 mkdir -p "$work/store"
 tg_config "$work/tg1" 1
 tg_config "$work/tg2" 2
+[[ -z $baseline ]] || tg_config "$work/tg3" 1
 
 log "creating $store_tokens tokens (bench/seed_tokens: the CLI's TokenManager, one synced write each)"
 "$seed_tokens" --config "$work/tg1/tokengate.yaml" --count "$store_tokens" >"$work/tokens.txt"
@@ -144,6 +337,11 @@ EOF
 # gateway locks its store.
 cp -a "$work/store" "$work/store2"
 sed -i "s#$work/store/#$work/store2/#" "$work/tg2/tokengate.yaml"
+# --baseline: the same config (1 worker) on a third copy of the same store.
+if [[ -n $baseline ]]; then
+  cp -a "$work/store" "$work/store3"
+  sed -i "s#$work/store/#$work/store3/#" "$work/tg3/tokengate.yaml"
+fi
 
 # tokengate's access log (one JSON line per request, always on; nginx and HAProxy run
 # with theirs off) goes to a file, as an operator's would; after each run the lines
@@ -155,11 +353,12 @@ keep_unexpected() {  # dir
   : >"$1/tokengate.log"
 }
 
-start_tokengate() {  # dir; writes the port to dir/port
+start_tokengate() {  # dir [binary]; writes the port to dir/port, the pid to dir/pid
   : >"$1/tokengate.log"
   : >"$1/unexpected.log"
-  "$tokengate" serve --config "$1/tokengate.yaml" 2>>"$1/tokengate.log" &
+  "${2:-$tokengate}" serve --config "$1/tokengate.yaml" 2>>"$1/tokengate.log" &
   pids+=($!)
+  echo $! >"$1/pid"
   local deadline=$((SECONDS + 20))
   until grep -q 'listening on' "$1/tokengate.log"; do
     ((SECONDS < deadline)) || { echo "bench: tokengate did not start:" >&2; tail "$1/tokengate.log" >&2; exit 1; }
@@ -171,6 +370,10 @@ start_tokengate "$work/tg1"
 start_tokengate "$work/tg2"
 tg1_port=$(cat "$work/tg1/port")
 tg2_port=$(cat "$work/tg2/port")
+if [[ -n $baseline ]]; then
+  start_tokengate "$work/tg3" "$baseline"
+  tg3_port=$(cat "$work/tg3/port")
+fi
 
 # ---------------------------------------------------------------- nginx front: map + proxy_pass
 # Each token's subject is its id (characters 4..15), as tokengate's X-Auth-Subject.
@@ -216,6 +419,7 @@ http {
 EOF
 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' &
 pids+=($!)
+nginx_pid=$!
 
 # ---------------------------------------------------------------- HAProxy front: map file
 haproxy_port=$(free_port)
@@ -242,12 +446,24 @@ backend be
 EOF
 haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
 pids+=($!)
+haproxy_pid=$!
 wait_port "$nginx_port"
 wait_port "$haproxy_port"
 
 # ---------------------------------------------------------------- sanity: each says 200 / 401
 declare -A port_of=([tokengate]=$tg1_port [tokengate-2w]=$tg2_port [nginx]=$nginx_port [haproxy]=$haproxy_port)
-for name in tokengate tokengate-2w nginx haproxy; do
+declare -A pid_of=([tokengate]=$(cat "$work/tg1/pid") [tokengate-2w]=$(cat "$work/tg2/pid") [nginx]=$nginx_pid [haproxy]=$haproxy_pid)
+declare -A dir_of=([tokengate]=$work/tg1 [tokengate-2w]=$work/tg2)
+all_proxies=(tokengate tokengate-2w nginx haproxy)
+proxies=(tokengate nginx haproxy)  # the three scenarios' proxies, in round 1's order
+if [[ -n $baseline ]]; then
+  port_of[tokengate-baseline]=$tg3_port
+  pid_of[tokengate-baseline]=$(cat "$work/tg3/pid")
+  dir_of[tokengate-baseline]=$work/tg3
+  all_proxies+=(tokengate-baseline)
+  proxies+=(tokengate-baseline)
+fi
+for name in "${all_proxies[@]}"; do
   port=${port_of[$name]}
   ok=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$port/bench")
   spread_ok=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(tail -n 1 "$work/spread-tokens.txt")" "http://127.0.0.1:$port/bench")
@@ -258,6 +474,13 @@ for name in tokengate tokengate-2w nginx haproxy; do
   fi
 done
 log "all proxies answer 200 for valid tokens and 401 for unknown ones"
+
+# Memory at idle (after the three requests above): VmRSS summed over each proxy's process tree.
+rss="$work/rss.tsv"
+: >"$rss"
+for name in "${all_proxies[@]}"; do
+  printf '%s\tidle\t%s\n' "$name" "$(tree_rss "${pid_of[$name]}" | tr ' ' '\t')" >>"$rss"
+done
 
 # wrk scripts: a token per request, picked at random from a file.
 cat >"$work/pick-token.lua" <<'EOF'
@@ -271,11 +494,17 @@ EOF
 
 results="$work/results.tsv"
 : >"$results"
+# CPU per request: utime+stime of the proxy's process tree read right before wrk and
+# 0.2 s after it returns (so that work still queued, e.g. tokengate's access-log
+# writer, is counted), divided by the requests wrk completed.
 run_wrk() {  # scenario proxy port tokens-file round
-  local out="$work/wrk-$1-$2-$5.txt"
+  local out="$work/wrk-$1-$2-$5.txt" pid=${pid_of[$2]} before after
+  before=$(tree_cpu "$pid")
   BENCH_TOKENS_FILE=$4 wrk -t1 -c"$connections" -d"$duration" --latency -s "$work/pick-token.lua" \
     "http://127.0.0.1:$3/bench" >"$out" 2>&1
-  python3 - "$out" "$1" "$2" "$5" >>"$results" <<'EOF'
+  sleep 0.2
+  after=$(tree_cpu "$pid")
+  python3 - "$out" "$1" "$2" "$5" "$((after - before))" "$clk_tck" >>"$results" <<'EOF'
 import re, sys
 text = open(sys.argv[1]).read()
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -283,61 +512,105 @@ m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
 p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
 errors = re.search(r"Socket errors:.*", text)
+requests = int(re.search(r"(\d+) requests in", text).group(1))
+cpu_us = int(sys.argv[5]) * 1e6 / int(sys.argv[6]) / requests if requests else float("nan")
 print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], "%.1f" % rps, "%.3f" % p99,
-                 non2xx.group(1) if non2xx else "0", errors.group(0) if errors else ""]))
+                 non2xx.group(1) if non2xx else "0", "%.2f" % cpu_us, str(requests),
+                 errors.group(0) if errors else ""]))
 EOF
-  log "$(tail -n 1 "$results" | cut -f1-6)"
-  case "$2" in
-    tokengate) keep_unexpected "$work/tg1" ;;
-    tokengate-2w) keep_unexpected "$work/tg2" ;;
-  esac
+  log "$(tail -n 1 "$results" | cut -f1-7) us/req"
+  [[ -z ${dir_of[$2]:-} ]] || keep_unexpected "${dir_of[$2]}"
 }
 
 log "machine: $(nproc) cores; wrk -t1 -c$connections -d$duration, $rounds rounds; wrk, proxies and backend share the cores"
+[[ -z $baseline ]] || log "baseline: $baseline as tokengate-baseline (new: $tokengate)"
 for ((round = 1; round <= rounds; round++)); do
-  for proxy in tokengate nginx haproxy; do
+  # Even rounds run the proxies in reverse order, so none always follows the same one.
+  order=("${proxies[@]}")
+  if ((round % 2 == 0)); then
+    order=()
+    for ((i = ${#proxies[@]} - 1; i >= 0; i--)); do order+=("${proxies[i]}"); done
+  fi
+  for proxy in "${order[@]}"; do
     run_wrk single-token "$proxy" "${port_of[$proxy]}" "$work/one-token.txt" "$round"
   done
   run_wrk single-token tokengate-2w "$tg2_port" "$work/one-token.txt" "$round"
-  for proxy in tokengate nginx haproxy; do
+  for proxy in "${order[@]}"; do
     run_wrk "spread-$spread-of-$store_tokens" "$proxy" "${port_of[$proxy]}" "$work/spread-tokens.txt" "$round"
   done
-  for proxy in tokengate nginx haproxy; do
+  for proxy in "${order[@]}"; do
     run_wrk unknown-token-flood "$proxy" "${port_of[$proxy]}" "$work/unknown-tokens.txt" "$round"
   done
 done
 
-python3 - "$results" <<'EOF'
-import statistics, sys
+for name in "${all_proxies[@]}"; do
+  printf '%s\tloaded\t%s\n' "$name" "$(tree_rss "${pid_of[$name]}" | tr ' ' '\t')" >>"$rss"
+done
+
+python3 - "$results" "$rss" <<'EOF'
+import math, statistics, sys
 from collections import OrderedDict
 runs = OrderedDict()
 for line in open(sys.argv[1]):
-    scenario, proxy, _round, rps, p99, non2xx, errors = line.rstrip("\n").split("\t")
-    runs.setdefault((scenario, proxy), []).append((float(rps), float(p99), int(non2xx), errors))
+    scenario, proxy, _round, rps, p99, non2xx, cpu, _requests, errors = line.rstrip("\n").split("\t")
+    runs.setdefault((scenario, proxy), []).append((float(rps), float(p99), int(non2xx), errors, float(cpu)))
 print()
-print("%-28s %-14s %12s %10s %12s  %s" % ("scenario", "proxy", "req/s (med)", "p99 ms", "non-2xx", "socket errors"))
+print("%-28s %-18s %12s %10s %11s %12s  %s" % ("scenario", "proxy", "req/s (med)", "p99 ms", "CPU us/req",
+                                              "non-2xx", "socket errors"))
 med = {}
 for (scenario, proxy), rs in runs.items():
     rps = statistics.median(r[0] for r in rs)
     p99 = statistics.median(r[1] for r in rs)
-    med[(scenario, proxy)] = (rps, p99)
+    cpu = statistics.median(r[4] for r in rs)
+    med[(scenario, proxy)] = (rps, p99, cpu)
     errs = "; ".join(sorted({r[3] for r in rs if r[3]}))
-    print("%-28s %-14s %12.0f %10.2f %12d  %s" % (scenario, proxy, rps, p99, sum(r[2] for r in rs), errs))
+    print("%-28s %-18s %12.0f %10.2f %11.1f %12d  %s" % (scenario, proxy, rps, p99, cpu, sum(r[2] for r in rs), errs))
+
+def ratio(a, b):
+    return a / b if b else math.nan
+
 print()
-print("%-28s %-26s %10s %10s" % ("scenario", "ratio (median/median)", "req/s", "p99"))
-for (scenario, proxy), (rps, p99) in med.items():
+print("%-28s %-30s %10s %10s %10s" % ("scenario", "ratio (median/median)", "req/s", "p99", "CPU/req"))
+regressions = []
+for (scenario, proxy), (rps, p99, cpu) in med.items():
     if not proxy.startswith("tokengate"):
         continue
     for peer in ("nginx", "haproxy"):
         other = med.get((scenario, peer)) or med.get(("single-token", peer))
         label = "%s/%s" % (proxy, peer) + ("" if (scenario, peer) in med else " (1 worker)")
-        print("%-28s %-26s %10.2f %10.2f" % (scenario, label, rps / other[0], p99 / other[1]))
+        print("%-28s %-30s %10.2f %10.2f %10.2f" % (scenario, label, ratio(rps, other[0]), ratio(p99, other[1]),
+                                                     ratio(cpu, other[2])))
+    if proxy == "tokengate" and (scenario, "tokengate-baseline") in med:
+        base = med[(scenario, "tokengate-baseline")]
+        r = (ratio(rps, base[0]), ratio(p99, base[1]), ratio(cpu, base[2]))
+        print("%-28s %-30s %10.2f %10.2f %10.2f" % (scenario, "tokengate/tokengate-baseline", *r))
+        worse = [n for n, bad in (("req/s", r[0] < 0.97), ("p99", r[1] > 1.03), ("CPU/req", r[2] > 1.03)) if bad]
+        if worse:
+            regressions.append("%s: %s" % (scenario, ", ".join(worse)))
+if regressions:
+    print("new/baseline more than 3 % worse (medians; rerun with more rounds before believing it):")
+    for line in regressions:
+        print("  " + line)
+
+rss = OrderedDict()
+for line in open(sys.argv[2]):
+    proxy, when, kib, procs = line.split()
+    rss.setdefault(proxy, {})[when] = (int(kib) / 1024, procs)
+print()
+print("%-18s %14s %16s  %s" % ("proxy", "RSS idle MiB", "RSS loaded MiB", "processes"))
+for proxy, r in rss.items():
+    idle, loaded = r.get("idle", (math.nan, "?")), r.get("loaded", (math.nan, "?"))
+    print("%-18s %14.1f %16.1f  %s" % (proxy, idle[0], loaded[0], loaded[1]))
 EOF
 
-for dir in tg1 tg2; do
+for dir in tg1 tg2 ${baseline:+tg3}; do
   if unexpected=$(grep -o '"status":[0-9]*' "$work/$dir/unexpected.log" | sort | uniq -c) && [[ -n $unexpected ]]; then
     echo
     echo "tokengate ($dir) answered statuses other than 200/401 (first lines kept in $work/$dir/unexpected.log; BENCH_KEEP=1 keeps them):"
     echo "$unexpected"
   fi
 done
+
+if ((startup_tokens > 0)); then
+  startup_scenario
+fi

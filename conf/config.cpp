@@ -893,7 +893,26 @@ class Loader {
 
 }  // namespace
 
+namespace {
+
+// Messages quote values from the file, which can be a megabyte long: keep the
+// one log line readable. Cut between UTF-8 characters.
+std::string bounded_message(std::string message) {
+  constexpr std::size_t kMaxMessage = 512;
+  if (message.size() <= kMaxMessage) return message;
+  std::size_t cut = kMaxMessage;
+  while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xC0) == 0x80) --cut;
+  message.resize(cut);
+  message += "...";
+  return message;
+}
+
+}  // namespace
+
 ConfigError::ConfigError(std::string file, Mark mark, std::string message)
+    : ConfigError(std::move(file), mark, bounded_message(std::move(message)), 0) {}
+
+ConfigError::ConfigError(std::string file, Mark mark, std::string message, int)
     : std::runtime_error(format_error(file, mark, message)),
       file_(std::move(file)),
       mark_(mark),

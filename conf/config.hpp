@@ -26,12 +26,13 @@ struct Mark {
 // message "FILE:LINE:COL: message" so main can print it as is.
 class ConfigError : public std::runtime_error {
  public:
-  ConfigError(std::string file, Mark mark, std::string message);
+  ConfigError(std::string file, Mark mark, std::string message);  // message cut after 512 bytes
   const std::string& file() const noexcept { return file_; }
   Mark mark() const noexcept { return mark_; }
   const std::string& message() const noexcept { return message_; }
 
  private:
+  ConfigError(std::string file, Mark mark, std::string message, int);  // message as given
   std::string file_;
   Mark mark_;
   std::string message_;

@@ -662,6 +662,21 @@ TEST_CASE("long lists load in linear time") {
   CHECK(parse_outcome(yaml, 20) == "accepted");
 }
 
+TEST_CASE("a message quoting a huge value is cut, between characters") {
+  const std::string value = "x" + std::string(300, 'y') + "\xC3\xA9" + std::string(1 << 19, 'z');
+  try {
+    parse("workers: " + value + "\n");
+    FAIL("accepted");
+  } catch (const ConfigError& e) {
+    const std::string m = e.message();
+    CHECK(m.size() <= 515);
+    CHECK(m.rfind("workers: expected an integer in 0..4096, got 'xyyy", 0) == 0);
+    CHECK(m.find("\xC3\xA9") != std::string::npos);  // the 'é' before the cut is whole
+    CHECK(m.substr(m.size() - 3) == "...");
+    CHECK(std::string(e.what()) == kFake.string() + ":1:10: " + m);
+  }
+}
+
 TEST_CASE("an empty document is an error without a position") {
   try {
     parse("");

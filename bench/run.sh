@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 usage() {
   cat <<'EOF'
 usage: bench/run.sh [--rounds N] [--duration D] [--connections N] [--tokens N] [--spread N] [--quick]
-                    [--baseline BIN] [--million | --startup N] [--startup-only]
+                    [--baseline BIN] [--million | --startup N | --startup-store DIR] [--startup-only]
   --rounds N       alternating rounds per scenario, medians reported (default 3)
   --duration D     wrk duration per run (default 10s)
   --connections N  wrk keep-alive connections (default 64)
@@ -21,13 +21,15 @@ usage: bench/run.sh [--rounds N] [--duration D] [--connections N] [--tokens N] [
   --million        start-up scenario: tokengate (workers: 2) on a store of 1,000,000 tokens;
                    time to "listening on", to the first authenticated 200, RSS after start
   --startup N      the start-up scenario with N tokens instead of 1,000,000
-  --startup-only   run only the start-up scenario (needs --million or --startup N)
+  --startup-store DIR  the start-up scenario on the store an earlier run seeded and kept
+                   (BENCH_KEEP=1; DIR is its work dir's startup/ directory) instead of seeding
+  --startup-only   run only the start-up scenario (needs --million, --startup N or --startup-store)
 environment: TOKENGATE_BIN (default build/gateway/tokengate), BENCH_KEEP=1 keeps the work dir
 EOF
 }
 
 rounds=3 duration=10s connections=64 store_tokens=100000 spread=10000
-baseline="" startup_tokens=0 startup_only=0
+baseline="" startup_tokens=0 startup_only=0 startup_store=""
 while (($#)); do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -39,14 +41,20 @@ while (($#)); do
     --baseline) baseline=$2; shift 2 ;;
     --million) startup_tokens=1000000; shift ;;
     --startup) startup_tokens=$2; shift 2 ;;
+    --startup-store) startup_store=$(realpath "$2"); shift 2 ;;
     --startup-only) startup_only=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
 done
 ((spread <= store_tokens)) || spread=$store_tokens
+if [[ -n $startup_store ]]; then
+  [[ -f $startup_store/count && -f $startup_store/token.txt && -d $startup_store/store ]] ||
+    { echo "bench: --startup-store $startup_store: no count, token.txt and store/ (keep a start-up run with BENCH_KEEP=1)" >&2; exit 2; }
+  startup_tokens=$(cat "$startup_store/count")
+fi
 if ((startup_only && startup_tokens <= 0)); then
-  echo "bench: --startup-only needs --million or --startup N" >&2; exit 2
+  echo "bench: --startup-only needs --million, --startup N or --startup-store DIR" >&2; exit 2
 fi
 
 tokengate=$(realpath "${TOKENGATE_BIN:-build/gateway/tokengate}")
@@ -176,14 +184,14 @@ wait_port "$backend_port"
 # of its process tree right after that 200. Each binary (and --baseline's) is started
 # $rounds times, alternating, one at a time on the same store; medians reported.
 startup_scenario() {
-  local dir="$work/startup"
-  mkdir -p "$dir/store"
+  local dir="$work/startup" data="${startup_store:-$work/startup}"
+  mkdir -p "$dir" "$data/store"
   cat >"$dir/tokengate.yaml" <<EOF
 listen: 127.0.0.1:0
 workers: 2
 store:
-  path: $dir/store/tokens
-  key_file: $dir/store/tokengate.key
+  path: $data/store/tokens
+  key_file: $data/store/tokengate.key
 upstreams:
   backend:
     url: http://127.0.0.1:$backend_port
@@ -191,15 +199,18 @@ routes:
   - path: /**
     upstream: backend
 EOF
-  log "start-up scenario: creating $startup_tokens tokens (bench/seed_tokens, one synced write each; about 4 minutes per million on an idle 2-core VM)"
-  local seed_start=$SECONDS
-  "$seed_tokens" --config "$dir/tokengate.yaml" --count "$startup_tokens" >"$dir/tokens.txt"
-  local seeded=$((SECONDS - seed_start))
-  local created
-  created=$(grep -c '^tg_' "$dir/tokens.txt" || true)
-  ((created == startup_tokens)) || { echo "bench: token create failed ($created of $startup_tokens)" >&2; exit 1; }
-  tail -n 1 "$dir/tokens.txt" >"$dir/token.txt"
-  rm -f "$dir/tokens.txt"
+  local seeded="(reused: $data)"
+  if [[ -z $startup_store ]]; then
+    log "start-up scenario: creating $startup_tokens tokens (bench/seed_tokens, one synced write each; 6 minutes or more per million)"
+    local seed_start=$SECONDS created
+    "$seed_tokens" --config "$dir/tokengate.yaml" --count "$startup_tokens" >"$dir/tokens.txt"
+    seeded="(seeded in $((SECONDS - seed_start)) s)"
+    created=$(grep -c '^tg_' "$dir/tokens.txt" || true)
+    ((created == startup_tokens)) || { echo "bench: token create failed ($created of $startup_tokens)" >&2; exit 1; }
+    tail -n 1 "$dir/tokens.txt" >"$dir/token.txt"
+    echo "$startup_tokens" >"$dir/count"
+    rm -f "$dir/tokens.txt"
+  fi
   cat >"$dir/startup.py" <<'EOF'
 # startup.py BIN CONFIG TOKEN-FILE LOG PROCTREE: one start, prints "listen_ms first_ok_ms rss_kib"
 import http.client, re, signal, subprocess, sys, time
@@ -236,16 +247,21 @@ try:
         time.sleep(0.002)
     rss = subprocess.run([sys.executable, proctree, "rss", str(proc.pid)], capture_output=True, text=True,
                          check=True).stdout.split()[0]
-    print("%.1f %.1f %s" % (listen * 1000, first_ok * 1000, rss))
 finally:
+    stop = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        code = proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
+        code = proc.wait()
+    sys.stderr.write("bench: %s stopped %.0f ms after SIGTERM (exit status %s)\n"
+                     % (binary, (time.monotonic() - stop) * 1000, code))
+# Printed once the gateway has exited (and released the store's lock): the caller waits
+# for this process to end before starting the next gateway on the same store.
+print("%.1f %.1f %s" % (listen * 1000, first_ok * 1000, rss))
 EOF
-  local bins=(tokengate) round name bin listen_ms ok_ms rss_kib
+  local bins=(tokengate) round name bin result listen_ms ok_ms rss_kib
   [[ -z $baseline ]] || bins+=(tokengate-baseline)
   : >"$dir/results.tsv"
   for ((round = 1; round <= rounds; round++)); do
@@ -254,8 +270,9 @@ EOF
     for name in "${order[@]}"; do
       bin=$tokengate
       [[ $name == tokengate ]] || bin=$baseline
-      read -r listen_ms ok_ms rss_kib < <(python3 "$dir/startup.py" "$bin" "$dir/tokengate.yaml" "$dir/token.txt" \
+      result=$(python3 "$dir/startup.py" "$bin" "$dir/tokengate.yaml" "$data/token.txt" \
         "$dir/$name-$round.log" "$work/proctree.py") || true
+      read -r listen_ms ok_ms rss_kib <<<"$result" || true
       [[ -n ${rss_kib:-} ]] || { echo "bench: start-up of $name failed (log: $dir/$name-$round.log)" >&2; exit 1; }
       printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$listen_ms" "$ok_ms" "$rss_kib" >>"$dir/results.tsv"
       log "start-up $name round $round: listening after $listen_ms ms, first 200 after $ok_ms ms, RSS $((rss_kib / 1024)) MiB"
@@ -269,7 +286,7 @@ for line in open(sys.argv[1]):
     name, _round, listen, ok, rss = line.split()
     runs.setdefault(name, []).append((float(listen), float(ok), int(rss) / 1024))
 print()
-print("start-up: %s tokens in the store (seeded in %s s), workers: 2, %s start(s) per binary, medians"
+print("start-up: %s tokens in the store %s, workers: 2, %s start(s) per binary, medians"
       % (format(int(sys.argv[2]), ","), sys.argv[3], sys.argv[4]))
 print("%-28s %14s %14s %18s" % ("binary", "listening ms", "first 200 ms", "RSS after MiB"))
 med = {}

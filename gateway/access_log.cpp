@@ -194,8 +194,8 @@ void append_access_json(std::string& out, const AccessRecord& r, std::string_vie
     out.append("\"route\":null,");
   }
   append_json_member(out, "token_id", r.token_id, true);
-  append_json_member(out, "decision", r.decision, false);
-  append_json_member(out, "reason", r.reason, false);
+  append_json_member(out, "decision", r.allowed ? "allow" : "deny", false);
+  append_json_member(out, "reason", policy::to_string(r.outcome), false);
   if (!r.detail.empty()) append_json_member(out, "detail", r.detail, false);
   append_json_member(out, "upstream", r.upstream, true);
   append_uint_member(out, "status", static_cast<std::uint64_t>(r.status));
@@ -227,7 +227,8 @@ void AccessLog::write(const AccessRecord& r) {
 // canonical or an escaped rejected target, so it holds no spaces or controls).
 void AccessLog::write_text(const AccessRecord& r) {
   auto out = std::back_inserter(pending_);
-  fmt::format_to(out, "{} {} {} {} {}/{}", now_rfc3339(), r.status, r.method, r.path, r.decision, r.reason);
+  fmt::format_to(out, "{} {} {} {} {}/{}", now_rfc3339(), r.status, r.method, r.path, r.allowed ? "allow" : "deny",
+                 policy::to_string(r.outcome));
   if (!r.detail.empty()) fmt::format_to(out, " ({})", r.detail);
   if (r.route >= 0) fmt::format_to(out, " route={}", r.route);
   if (!r.token_id.empty()) fmt::format_to(out, " token={}", r.token_id);

@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "policy/outcome.hpp"
+
 namespace tokengate::gateway {
 
 struct AccessRecord {
@@ -27,8 +29,8 @@ struct AccessRecord {
   std::string_view path;  // canonical; the raw target only if it was rejected
   int route = -1;         // -1 = null
   std::string_view token_id;
-  std::string_view decision = "deny";  // "allow" | "deny"
-  std::string_view reason;
+  bool allowed = false;  // the policy allowed it (stays true when the upstream then failed)
+  policy::Outcome outcome = policy::Outcome::BadFraming;
   std::string_view detail;  // e.g. why a token was invalid; never in the response
   int status = 0;
   std::string_view upstream;

@@ -13,25 +13,8 @@ namespace tokengate::gateway {
 
 namespace {
 
-constexpr std::string_view kReasons[] = {
-    "other",  // index 0: anything not listed
-    "allowed", "public_route", "bad_request", "missing_token", "wrong_scheme", "invalid_token",
-    "insufficient_scope", "no_route", "method_not_allowed", "store_error", "header_too_large", "header_timeout",
-    "bad_framing", "body_too_large", "client_aborted", "no_upstream", "https_upstream_unsupported",
-    "upstream_connect_failed", "upstream_timeout", "upstream_failed", "upstream_aborted", "upstream_bad_response",
-    "upstream_tls_failed",
-};
-constexpr std::size_t kReasonCount = std::size(kReasons);
-
 constexpr std::string_view kVerifyNames[kVerifyResults] = {"valid",    "malformed", "unknown",
                                                             "mismatch", "expired",   "rotated_out"};
-
-std::uint32_t reason_index(std::string_view reason) noexcept {
-  for (std::uint32_t i = 1; i < kReasonCount; ++i) {
-    if (kReasons[i] == reason) return i;
-  }
-  return 0;
-}
 
 // key layout: route+2 (16 bits; 1 = no route) | allowed (1 bit) | status class (3 bits) |
 // reason (8 bits); never 0.
@@ -83,11 +66,11 @@ std::string_view to_string(UpstreamErrorKind kind) noexcept {
   return "other";
 }
 
-std::span<const std::string_view> known_reasons() noexcept { return {kReasons + 1, kReasonCount - 1}; }
 
-void MetricsShard::count_request(int route, int status, bool allowed, std::string_view reason,
+void MetricsShard::count_request(int route, int status, bool allowed, policy::Outcome outcome,
                                  std::chrono::nanoseconds duration) noexcept {
-  const std::uint32_t key = make_key(route, status, allowed, reason_index(reason));
+  // Outcomes are numbered from 0; the key's 0 means an empty slot, hence +1.
+  const std::uint32_t key = make_key(route, status, allowed, static_cast<std::uint32_t>(outcome) + 1);
   std::size_t i = (key * 2654435761u) % kSlots;
   for (std::size_t probe = 0;; ++probe, i = (i + 1) % kSlots) {
     if (probe == kSlots) {
@@ -180,7 +163,9 @@ std::string Metrics::render_prometheus() const {
     }
     const std::string status = cls == 0 ? "other" : fmt::format("{}xx", cls);
     rows[{route, status, allowed ? "allow" : "deny",
-          std::string(reason < kReasonCount ? kReasons[reason] : "other")}] += count;
+          std::string(reason >= 1 && reason <= static_cast<std::uint32_t>(policy::Outcome::Count)
+                          ? policy::to_string(static_cast<policy::Outcome>(reason - 1))
+                          : "other")}] += count;
   }
   for (const auto& [labels, count] : rows) {
     fmt::format_to(std::back_inserter(out),

@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include "policy/outcome.hpp"
+
 namespace tokengate::gateway {
 
 // Kinds of upstream failure counted by tokengate_upstream_errors_total.
@@ -33,9 +35,8 @@ inline constexpr std::array<double, 14> kLatencyBuckets = {0.0005, 0.001, 0.0025
 // relaxed load + store, no locked instruction); any thread may read.
 class MetricsShard {
  public:
-  // route: index into the config's routes or -1; status: the HTTP status sent;
-  // reason: the access log's reason (unknown names are counted as "other").
-  void count_request(int route, int status, bool allowed, std::string_view reason,
+  // route: index into the config's routes or -1; status: the HTTP status sent.
+  void count_request(int route, int status, bool allowed, policy::Outcome outcome,
                      std::chrono::nanoseconds duration) noexcept;
   void count_upstream_error(UpstreamErrorKind kind) noexcept { bump(upstream_errors_[static_cast<int>(kind)]); }
   // result: 0 = valid, else static_cast<int>(store::VerifyFailure).
@@ -103,7 +104,5 @@ class Metrics {
   std::function<std::uint64_t()> expiring_soon_;
 };
 
-// Reason names that get their own label value (anything else is "other").
-std::span<const std::string_view> known_reasons() noexcept;
 
 }  // namespace tokengate::gateway

@@ -27,6 +27,7 @@
 #include "gateway/error_response.hpp"
 #include "gateway/framing.hpp"
 #include "gateway/http/body_decoder.hpp"
+#include "gateway/proxy/request_plan.hpp"
 #include "gateway/tls.hpp"
 #include "gateway/worker.hpp"
 #include "policy/canonical_path.hpp"
@@ -41,6 +42,7 @@ using tcp = asio::ip::tcp;
 using boost::system::error_code;
 using http1::BodyDecoder;
 using http1::BodyError;
+using policy::Outcome;
 
 namespace {
 
@@ -57,19 +59,6 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // Proceed (internal): go on with the request's next step (route_request chose
 // forwarding_; send_request_body sent the whole body).
 enum class Next { KeepAlive, Close, Reply, Proceed };
-
-bool is_idempotent(http::verb v) noexcept {
-  switch (v) {
-    case http::verb::get:
-    case http::verb::head:
-    case http::verb::options:
-    case http::verb::put:
-    case http::verb::delete_:
-      return true;
-    default:
-      return false;
-  }
-}
 
 // A pooled connection the upstream closed while idle shows up as one of these
 // before any response byte arrives.
@@ -221,9 +210,8 @@ class Session {
         rec_.request_id = request_id_;
         rec_.duration = std::chrono::steady_clock::now() - rec_.start;
         w_.log().write(rec_);
-        w_.metrics().count_request(rec_.route, rec_.status, rec_.decision == "allow", rec_.reason, rec_.duration);
+        w_.metrics().count_request(rec_.route, rec_.status, rec_.allowed, rec_.outcome, rec_.duration);
       }
-      token_.reset();
       release_request_memory();  // an idle keep-alive connection holds no header fields
       if (next == Next::Close || w_.shared().stopping.load(std::memory_order_relaxed)) break;
     }
@@ -234,9 +222,11 @@ class Session {
 
  private:
   asio::awaitable<Next> handle_request();
-  Next route_request(std::size_t head_end);
+  // The request plan for the head in buffer_ (request_plan.hpp): Proceed to
+  // forward it, or Reply.
+  Next plan_request(std::size_t head_end);
   template <class Stream>
-  asio::awaitable<Next> forward(UpstreamPool& pool, bool has_body, bool expect_continue, bool websocket);
+  asio::awaitable<Next> forward(UpstreamPool& pool);
   template <class Stream>
   asio::awaitable<Next> send_request_body(Stream& up, bool expect_continue, bool head_sent);
   template <class Stream>
@@ -251,11 +241,12 @@ class Session {
   // fields; finish_head adds Connection as the client needs it and the blank line.
   void begin_head(int status, std::string_view reason);
   void finish_head(bool keep_alive);
-  // An error response (JSON body, SPEC §3) for send_reply to send. The views must
-  // outlive handle_request: literals, members, or the engine's.
-  Next reply(int status, std::string_view code, std::string_view message, bool close,
-             std::string_view challenge = {}, std::string_view allow = {}) noexcept {
-    reply_ = Reply{status, code, message, close, challenge, allow};
+  // An error response for send_reply to send: status, error code and challenge
+  // from the outcome table; `message` replaces the table's when given. The views
+  // must outlive handle_request: literals, members, the planner's or the engine's.
+  Next reply(Outcome outcome, bool close, std::string_view message = {}, std::string_view allow = {}) noexcept {
+    rec_.outcome = outcome;
+    reply_ = Reply{outcome, message.empty() ? policy::info(outcome).message : message, close, allow};
     return Next::Reply;
   }
   asio::awaitable<Next> send_reply();
@@ -266,15 +257,14 @@ class Session {
   Next upstream_failure(const error_code& ec, bool connect, bool close);
   // 502 for a response the gateway will not relay (counted as bad_response).
   Next bad_upstream_response(std::string_view message, bool close) {
-    rec_.reason = "upstream_bad_response";
     w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
-    return reply(502, error_code_for(502), message, close);
+    return reply(Outcome::UpstreamBadResponse, close, message);
   }
   asio::awaitable<void> linger_close();
 
   void release_request_memory() {
     res_parser_.reset();
-    parser_.reset();
+    planner_.release();
     arena_.release();
   }
 
@@ -288,35 +278,27 @@ class Session {
   beast::flat_buffer buffer_;
   Worker::ConnectionHandle handle_;
   std::string client_;
-  std::string method_;
-  std::string path_;
   std::string request_id_;
   std::string tls_failure_;  // why the upstream's certificate was refused, if it was
-  std::string message_;  // error message under construction (see the 403 case)
-  std::string up_head_;    // the request head sent upstream (kept for a retry)
+  std::string message_;  // error message under construction
   std::string down_head_;  // the response head sent to the client
   std::unique_ptr<char[]> body_buf_;
-  // Both parsers' fields live in arena_, which is rewound for each request: no
+  // Both heads' fields live in arena_, which is rewound for each request: no
   // allocation per header line once a connection's first requests have run.
   alignas(std::max_align_t) std::byte arena_buffer_[4096];
   std::pmr::monotonic_buffer_resource arena_{arena_buffer_, sizeof arena_buffer_};
-  // Heads only: bodies go through body_ / a BodyDecoder of the response.
-  std::optional<http::request_parser<http::empty_body, std::pmr::polymorphic_allocator<char>>> parser_;
+  RequestPlanner planner_{arena_};
+  // The response head only: bodies go through a BodyDecoder.
   std::optional<http::response_parser<http::empty_body, std::pmr::polymorphic_allocator<char>>> res_parser_;
-  BodyDecoder body_ = BodyDecoder::with_length(0);  // the current request's body
+  BodyDecoder body_ = BodyDecoder::with_length(0);  // the request body still to relay
   std::shared_ptr<EngineSnapshot> snap_;
-  std::shared_ptr<const store::StoredToken> token_;  // keeps the logged token id alive
   AccessRecord rec_;
   struct Reply {
-    int status = 0;
-    std::string_view code, message;
+    Outcome outcome = Outcome::BadFraming;
+    std::string_view message;
     bool close = false;
-    std::string_view challenge, allow;
+    std::string_view allow;
   } reply_;
-  struct Forwarding {
-    UpstreamPool* pool = nullptr;
-    bool has_body = false, expect_continue = false, websocket = false;
-  } forwarding_;
   bool first_ = true;
   bool client_keep_alive_ = false;
   unsigned client_version_ = 11;
@@ -347,8 +329,7 @@ asio::awaitable<Next> Session::handle_request() {
     if (data.size() > limits.max_header_bytes) {
       handle_.idle = false;
       rec_.start = std::chrono::steady_clock::now();
-      rec_.reason = "header_too_large";
-      co_return reply(431, error_code_for(431), "the request head is too large", true);
+      co_return reply(Outcome::HeaderTooLarge, true);
     }
     if (handle_.idle && w_.shared().stopping.load(std::memory_order_relaxed)) co_return Next::Close;
     if (got_any && rearm_at_first_byte) {
@@ -361,9 +342,7 @@ asio::awaitable<Next> Session::handle_request() {
       handle_.idle = false;
       if (ec == beast::error::timeout && got_any) {
         rec_.start = std::chrono::steady_clock::now();
-        rec_.reason = "header_timeout";
-        co_return reply(408, error_code_for(408), "the request head did not arrive in time",
-                                      true);
+        co_return reply(Outcome::HeaderTimeout, true);
       }
       co_return Next::Close;
     }
@@ -375,204 +354,44 @@ asio::awaitable<Next> Session::handle_request() {
   }
   handle_.client.disarm();
   handle_.idle = false;
-  const Next next = route_request(head_end);
+  const Next next = plan_request(head_end);
   if (next != Next::Proceed) co_return next;
-  const Forwarding f = forwarding_;
-  if (f.pool->https()) co_return co_await forward<TlsStream>(*f.pool, f.has_body, f.expect_continue, f.websocket);
-  co_return co_await forward<tcp::socket>(*f.pool, f.has_body, f.expect_continue, f.websocket);
+  UpstreamPool& pool = snap_->pools[static_cast<std::size_t>(planner_.target()->upstream)];
+  if (pool.https()) co_return co_await forward<TlsStream>(pool);
+  co_return co_await forward<tcp::socket>(pool);
 }
 
-// Steps 2 to 4 of a request whose head (buffer_'s first head_end bytes) arrived:
-// parse, check framing, canonicalise, route, authenticate, authorize, and write
-// the upstream head. Plain code, no I/O (see Next::Reply).
-Next Session::route_request(std::size_t head_end) {
-  const policy::Engine& engine = *snap_->engine;
-  const conf::Config& config = engine.config();
-  const conf::Limits& limits = config.limits;
-  const std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+Next Session::plan_request(std::size_t head_end) {
   rec_.start = std::chrono::steady_clock::now();
-  if (head_end > limits.max_header_bytes + 4) {
-    rec_.reason = "header_too_large";
-    return reply(431, error_code_for(431), "the request head is too large", true);
+  const std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+  planner_.plan(data, head_end, PlanContext{*snap_->engine, snap_->routes, client_, w_.shared().tls_listener}, w_);
+  buffer_.consume(planner_.head_bytes());
+  request_id_ = planner_.request_id();
+  client_keep_alive_ = planner_.keep_alive();
+  client_version_ = planner_.version();
+  is_head_ = planner_.is_head();
+  rec_.method = planner_.method();
+  rec_.path = planner_.path();
+  rec_.route = planner_.route();
+  rec_.detail = planner_.detail();
+  if (const auto& token = planner_.token()) rec_.token_id = token->record.id;
+  if (!planner_.forward()) {
+    return reply(planner_.outcome(), planner_.close_after_reply(), planner_.message(), planner_.allow());
   }
-  if (head_has_obs_fold_or_nul(data.substr(0, head_end))) {
-    rec_.reason = "bad_framing";
-    return reply(400, "bad_request", "obsolete line folding is not accepted", true);
-  }
-
-  parser_.emplace(http::request_header<Fields>(Fields(&arena_)));
-  parser_->header_limit(static_cast<std::uint32_t>(std::max<std::size_t>(head_end, limits.max_header_bytes)));
-  parser_->body_limit(limits.max_body_bytes);
-  error_code ec;
-  const std::size_t used = put_head(*parser_, asio::buffer(data.data(), head_end), ec);
-  if (ec == http::error::header_limit) {
-    rec_.reason = "header_too_large";
-    return reply(431, error_code_for(431), "the request head is too large", true);
-  }
-  if (ec == http::error::body_limit) {
-    rec_.reason = "body_too_large";
-    return reply(413, error_code_for(413), "the request body is too large", true);
-  }
-  if ((ec && ec != http::error::need_more) || !parser_->is_header_done()) {
-    rec_.reason = "bad_framing";
-    message_ = fmt::format("malformed request: {}", ec.message());
-    return reply(400, "bad_request", message_, true);
-  }
-  buffer_.consume(used);
-
-  auto& req = parser_->get();
-  method_ = req.method_string();
-  rec_.method = method_;
-  client_version_ = req.version();
-  is_head_ = req.method() == http::verb::head;
-  if (auto it = req.find("X-Request-Id"); it != req.end() && is_valid_request_id(it->value())) {
-    request_id_ = it->value();
-  } else {
-    w_.make_request_id(request_id_);
-  }
-  if (const auto fe = validate_request_framing(req, req.version()); fe != FramingError::None) {
-    rec_.reason = "bad_framing";
-    rec_.detail = to_string(fe);
-    message_ = fmt::format("ambiguous request: {}", to_string(fe));
-    return reply(400, "bad_request", message_, true);
-  }
-  client_keep_alive_ = parser_->keep_alive();
-  if (parser_->chunked()) {
-    body_ = BodyDecoder::chunked(limits.max_header_bytes, limits.max_body_bytes);
-  } else {
-    body_ = BodyDecoder::with_length(parser_->content_length().value_or(0));
-  }
-  const bool has_body = !body_.done();
-  // Body bytes that came with the head are checked before anything is forwarded:
-  // a request refused for its body never reaches the upstream at all.
-  if (has_body && buffer_.size() > 0) {
-    BodyDecoder ahead = body_;
-    std::string_view rest(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-    while (!rest.empty() && !ahead.done()) {
-      const auto step = ahead.next(rest);
-      if (step.error != BodyError::None) return bad_request_body(step.error);
-      rest.remove_prefix(step.consumed);
-    }
-  }
-
-  // 2. Canonical path and route.
-  const auto ct = policy::canonicalize_target(method_, req.target(), path_, engine.canonical_options());
-  if (ct.error != policy::PathError::None) {
-    rec_.reason = policy::to_string(policy::Reason::BadRequest);
-    rec_.detail = policy::to_string(ct.error);
-    message_ = fmt::format("invalid request target: {}", policy::to_string(ct.error));
-    return reply(400, "bad_request", message_, has_body);
-  }
-  rec_.path = path_;
-  const auto match = engine.match(method_, path_);
-  if (match.route < 0) {
-    if (match.path_matched) {
-      rec_.reason = policy::to_string(policy::Reason::MethodNotAllowed);
-      return reply(405, error_code_for(405), "the method is not allowed on this path",
-                                    has_body, {}, match.allow);
-    }
-    rec_.reason = policy::to_string(policy::Reason::NoRoute);
-    return reply(404, error_code_for(404), "no route matches this path", has_body);
-  }
-  rec_.route = match.route;
-
-  // 3. Credential and decision.
-  const auto auth_it = req.find(http::field::authorization);
-  const bool auth_present = auth_it != req.end();
-  const Authorization auth = parse_authorization(
-      auth_present, auth_present ? std::string_view(auth_it->value()) : std::string_view{});
-  policy::Credential credential = policy::Credential::None;
-  const TokenEntry* entry = nullptr;
-  if (auth.kind == AuthKind::WrongScheme) {
-    credential = policy::Credential::WrongScheme;
-  } else if (auth.kind == AuthKind::Bearer) {
-    const auto now = store::system_now();
-    auto verified = w_.replica().verify(auth.token, now);
-    w_.metrics().count_verification(static_cast<int>(verified.failure));
-    if (verified) {
-      entry = &w_.token_entry(verified.token, *snap_, now);
-      token_ = std::move(verified.token);
-      rec_.token_id = token_->record.id;
-      credential = policy::Credential::Valid;
-    } else {
-      credential = policy::Credential::Invalid;
-      rec_.detail = store::to_string(verified.failure);
-    }
-  }
-  const policy::Decision decision = engine.decide(match, credential, entry ? &entry->rights : nullptr);
-  rec_.reason = policy::to_string(decision.reason);
-  if (decision.verdict == policy::Verdict::Deny) {
-    switch (decision.reason) {
-      case policy::Reason::MissingToken:
-      case policy::Reason::WrongScheme:
-        return reply(401, "unauthorized", "a bearer token is required", has_body,
-                                      kBearerChallenge);
-      case policy::Reason::InvalidToken:
-        return reply(401, "invalid_token", "the bearer token is invalid", has_body,
-                                      kInvalidTokenChallenge);
-      case policy::Reason::InsufficientScope:
-        // In a member: the reply is sent after this function returns.
-        if (decision.missing.empty()) {
-          message_ = "the token lacks a requirement of this route";
-        } else {
-          message_ = fmt::format("the token lacks {}", decision.missing);
-        }
-        return reply(403, "insufficient_scope", message_, has_body,
-                                      kInsufficientScopeChallenge);
-      default: {
-        const int status = policy::status_for(decision.reason);
-        return reply(status, error_code_for(status), "the request was denied", has_body);
-      }
-    }
-  }
-  rec_.decision = "allow";
-
-  const int upstream_index = static_cast<std::size_t>(match.route) < snap_->route_upstream.size()
-                                 ? snap_->route_upstream[match.route]
-                                 : -1;
-  if (upstream_index < 0) {
-    rec_.reason = "no_upstream";
-    return reply(502, error_code_for(502), "the route has no upstream", has_body);
-  }
-  UpstreamPool& pool = snap_->pools[static_cast<std::size_t>(upstream_index)];
-  rec_.upstream = pool.name();
-
-  // 4. The upstream request head, written out directly: the client's fields minus
-  // hop-by-hop, identity-prefixed and replaced ones, then the gateway's own, so
-  // nothing the client names in Connection can remove what the gateway adds.
-  const bool websocket = parser_->upgrade() && iequals_ascii(req[http::field::upgrade], "websocket");
-  const bool expect_continue = has_body && iequals_ascii(req[http::field::expect], "100-continue");
-  up_head_.clear();
-  append_upstream_head(up_head_, req,
-                       UpstreamRequest{.method = method_,
-                                       .base_path = pool.base_path(),
-                                       .path = path_,
-                                       .asterisk = ct.asterisk,
-                                       .has_query = ct.has_query,
-                                       .query = ct.query,
-                                       .upstream_host = pool.host_header(),
-                                       .identity_prefix = config.identity.header_prefix,
-                                       .forward_authorization = config.identity.forward_authorization,
-                                       .websocket = websocket,
-                                       .identity_fields = entry ? std::string_view(entry->identity_fields)
-                                                                : std::string_view{},
-                                       .client_address = client_,
-                                       .https = w_.shared().tls_listener,
-                                       .request_id = request_id_,
-                                       .chunked = body_.is_chunked(),
-                                       .content_length = parser_->content_length()
-                                                             ? std::optional<std::uint64_t>(*parser_->content_length())
-                                                             : std::nullopt});
-
-  forwarding_ = Forwarding{&pool, has_body, expect_continue, websocket};
+  rec_.allowed = true;
+  rec_.outcome = planner_.outcome();
+  rec_.upstream = planner_.target()->name;
+  body_ = planner_.body();
   return Next::Proceed;
 }
 
 template <class Stream>
-asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool expect_continue,
-                                       bool websocket) {
+asio::awaitable<Next> Session::forward(UpstreamPool& pool) {
   const conf::Limits& limits = snap_->engine->config().limits;
-  const bool retryable = !has_body && is_idempotent(parser_->get().method());
+  const bool retryable = planner_.retryable();
+  const bool has_body = planner_.has_body();
+  const bool expect_continue = planner_.expect_continue();
+  const std::string& up_head = planner_.upstream_head();
 
   std::unique_ptr<UpstreamConn> conn;
   Deadline& up_deadline = handle_.upstream;
@@ -607,7 +426,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     bool head_sent = false;
     if (!has_body || expect_continue || buffer_.size() == 0) {
       up_deadline.arm(limits.upstream_timeout);
-      auto [ec, n] = co_await asio::async_write(up, asio::buffer(up_head_), kNoThrow);
+      auto [ec, n] = co_await asio::async_write(up, asio::buffer(up_head), kNoThrow);
       up_deadline.disarm();
       ec = up_deadline.why(ec);
       if (ec) {
@@ -655,7 +474,7 @@ asio::awaitable<Next> Session::forward(UpstreamPool& pool, bool has_body, bool e
     break;
   }
 
-  co_return co_await relay_response<Stream>(pool, conn, websocket);
+  co_return co_await relay_response<Stream>(pool, conn, planner_.websocket());
 }
 
 // The request body, client to upstream, piece by piece (bounded memory), after a
@@ -682,7 +501,7 @@ asio::awaitable<Next> Session::send_request_body(Stream& up, bool expect_continu
     rec_.bytes_in += got;
     const bool done = body_.done();
     BodyFrame frame(body_.is_chunked(), std::string_view(buf, got), done);
-    const auto buffers = frame.buffers(head_sent ? std::string_view{} : std::string_view(up_head_));
+    const auto buffers = frame.buffers(head_sent ? std::string_view{} : std::string_view(planner_.upstream_head()));
     if (asio::buffer_size(buffers) > 0) {
       up_deadline.arm(limits.upstream_timeout);
       auto [wec, wn] = co_await asio::async_write(up, buffers, kNoThrow);
@@ -696,7 +515,7 @@ asio::awaitable<Next> Session::send_request_body(Stream& up, bool expect_continu
     auto [ec, n] = co_await stream_.async_read_some(buffer_.prepare(kBodyChunk), kNoThrow);
     handle_.client.disarm();
     if (handle_.client.why(ec)) {
-      rec_.reason = "client_aborted";
+      rec_.outcome = Outcome::ClientAborted;
       rec_.status = 499;  // nginx's code for "client went away"
       co_return Next::Close;
     }
@@ -706,17 +525,12 @@ asio::awaitable<Next> Session::send_request_body(Stream& up, bool expect_continu
 
 Next Session::bad_request_body(BodyError error) {
   rec_.detail = http1::to_string(error);
-  if (error == BodyError::BodyTooLarge) {
-    rec_.reason = "body_too_large";
-    return reply(413, error_code_for(413), "the request body is too large", true);
-  }
+  if (error == BodyError::BodyTooLarge) return reply(Outcome::BodyTooLarge, true);
   if (error == BodyError::MetadataTooLarge) {
-    rec_.reason = "header_too_large";
-    return reply(431, error_code_for(431), "the chunk extensions or trailers are too large", true);
+    return reply(Outcome::HeaderTooLarge, true, "the chunk extensions or trailers are too large");
   }
-  rec_.reason = "bad_framing";
   message_ = fmt::format("malformed request body: {}", http1::to_string(error));
-  return reply(400, "bad_request", message_, true);
+  return reply(Outcome::BadFraming, true, message_);
 }
 
 // The upstream's response (its head is in res_parser_), upstream to client; a
@@ -777,7 +591,7 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
     auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(down_head_), kNoThrow);
     handle_.client.disarm();
     if (ec) {
-      rec_.reason = "client_aborted";
+      rec_.outcome = Outcome::ClientAborted;
       co_return Next::Close;
     }
     head_sent = true;
@@ -799,7 +613,7 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
         if (ec == asio::error::eof) {
           error = body.end_of_stream();
         } else if (ec) {
-          rec_.reason = ec == beast::error::timeout ? "upstream_timeout" : "upstream_aborted";
+          rec_.outcome = ec == beast::error::timeout ? Outcome::UpstreamTimeout : Outcome::UpstreamAborted;
           w_.metrics().count_upstream_error(ec == beast::error::timeout ? UpstreamErrorKind::Timeout
                                                                         : UpstreamErrorKind::Aborted);
           rec_.detail = "response truncated";
@@ -815,7 +629,7 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
           rec_.detail = http1::to_string(error);
           co_return bad_upstream_response("the upstream's response body is malformed", true);
         }
-        rec_.reason = "upstream_bad_response";
+        rec_.outcome = Outcome::UpstreamBadResponse;
         rec_.detail = http1::to_string(error);
         w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
         co_return Next::Close;  // the client sees the body cut short, never a wrong end
@@ -828,7 +642,7 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
         auto [wec, wn] = co_await asio::async_write(stream_, buffers, kNoThrow);
         handle_.client.disarm();
         if (wec) {
-          rec_.reason = "client_aborted";
+          rec_.outcome = Outcome::ClientAborted;
           co_return Next::Close;
         }
         head_sent = true;
@@ -921,39 +735,35 @@ Next Session::upstream_failure(const error_code& ec, bool connect, bool close) {
   rec_.detail = {};
   if (connect && !tls_failure_.empty()) {
     // The upstream's certificate was refused: say why, it is an operator's problem.
-    rec_.reason = "upstream_tls_failed";
     rec_.detail = tls_failure_;
     w_.metrics().count_upstream_error(UpstreamErrorKind::TlsVerify);
     log_line(LogLevel::Warn,
              fmt::format("upstream {}: TLS certificate verification failed: {}", rec_.upstream, tls_failure_));
-    return reply(502, error_code_for(502), "the upstream is unreachable", close);
+    return reply(Outcome::UpstreamTlsFailed, close);
   }
-  rec_.reason = connect ? "upstream_connect_failed" : (timeout ? "upstream_timeout" : "upstream_failed");
   w_.metrics().count_upstream_error(connect   ? UpstreamErrorKind::ConnectFailed
                                     : timeout ? UpstreamErrorKind::Timeout
                                               : UpstreamErrorKind::Failed);
   log_line(LogLevel::Warn, fmt::format("upstream {}: {}: {}", rec_.upstream,
                                        connect ? "connect failed" : "request failed", ec.message()));
-  if (timeout) {
-    return reply(504, error_code_for(504), "the upstream did not answer in time", close);
-  }
-  return reply(502, error_code_for(502),
-                                connect ? "the upstream is unreachable" : "the upstream connection failed",
-                                close);
+  return reply(connect   ? Outcome::UpstreamConnectFailed
+               : timeout ? Outcome::UpstreamTimeout
+                         : Outcome::UpstreamFailed,
+               close);
 }
 
 asio::awaitable<Next> Session::send_reply() {
   const Reply& r = reply_;
+  const policy::OutcomeInfo& info = policy::info(r.outcome);
   if (request_id_.empty()) w_.make_request_id(request_id_);
-  rec_.status = r.status;
-  if (rec_.reason.empty()) rec_.reason = r.code;
+  rec_.status = info.status;
   const bool close = r.close || !client_keep_alive_ || w_.shared().stopping.load(std::memory_order_relaxed);
 
-  begin_head(r.status, http::obsolete_reason(static_cast<http::status>(r.status)));
+  begin_head(info.status, http::obsolete_reason(static_cast<http::status>(info.status)));
   append_field(down_head_, "Content-Type", "application/json");
-  if (!r.challenge.empty()) append_field(down_head_, "WWW-Authenticate", r.challenge);
+  if (!info.challenge.empty()) append_field(down_head_, "WWW-Authenticate", info.challenge);
   if (!r.allow.empty()) append_field(down_head_, "Allow", r.allow);
-  const std::string body = error_body(r.code, r.message);
+  const std::string body = error_body(info.error, r.message);
   append_content_length(down_head_, body.size());
   finish_head(!close);
   if (!is_head_) down_head_.append(body);

@@ -130,13 +130,15 @@ std::shared_ptr<EngineSnapshot> Worker::snapshot() {
   const auto& config = engine->config();
   snap->pools.reserve(config.upstreams.size());
   for (const auto& u : config.upstreams) snap->pools.emplace_back(u);
-  snap->route_upstream.reserve(config.routes.size());
+  snap->routes.reserve(config.routes.size());
   for (const auto& r : config.routes) {
-    int index = -1;
+    RouteTarget target;
     for (std::size_t i = 0; i < config.upstreams.size(); ++i) {
-      if (config.upstreams[i].name == r.upstream) index = static_cast<int>(i);
+      if (config.upstreams[i].name != r.upstream) continue;
+      const UpstreamPool& pool = snap->pools[i];
+      target = RouteTarget{static_cast<int>(i), pool.name(), pool.host_header(), pool.base_path()};
     }
-    snap->route_upstream.push_back(index);
+    snap->routes.push_back(target);
   }
   const auto& prefix = config.identity.header_prefix;
   snap->h_subject = prefix + "Subject";
@@ -183,6 +185,24 @@ const TokenEntry& Worker::token_entry(const std::shared_ptr<const store::StoredT
     uses_.emplace_back(token->record.id, now);
   }
   return e;
+}
+
+PlanEnvironment::Caller Worker::check_bearer(std::string_view token) {
+  const auto now = store::system_now();
+  auto verified = replica_->verify(token, now);
+  metrics_.count_verification(static_cast<int>(verified.failure));
+  Caller caller;
+  if (!verified) {
+    caller.credential = policy::Credential::Invalid;
+    caller.failure = store::to_string(verified.failure);
+    return caller;
+  }
+  const TokenEntry& entry = token_entry(verified.token, *snapshot_, now);
+  caller.credential = policy::Credential::Valid;
+  caller.rights = &entry.rights;
+  caller.identity_fields = entry.identity_fields;
+  caller.token = std::move(verified.token);
+  return caller;
 }
 
 std::vector<std::pair<std::string, store::TimePoint>> Worker::take_uses() {

@@ -24,6 +24,7 @@
 #include "gateway/deadline.hpp"
 #include "gateway/metrics.hpp"
 #include "gateway/tls.hpp"
+#include "gateway/proxy/request_plan.hpp"
 #include "gateway/upstream_pool.hpp"
 #include "policy/engine.hpp"
 #include "store/token_verifier.hpp"
@@ -72,8 +73,8 @@ struct SharedState {
 struct EngineSnapshot {
   std::shared_ptr<const policy::Engine> engine;
   std::uint64_t version = 0;
-  std::vector<int> route_upstream;  // route index -> index into pools, -1 if unknown
-  std::vector<UpstreamPool> pools;  // in Config::upstreams order
+  std::vector<UpstreamPool> pools;   // in Config::upstreams order; never resized (routes point in)
+  std::vector<RouteTarget> routes;  // by route index: its upstream, for the request plan
   std::string h_subject, h_name, h_roles, h_groups, h_permissions, h_licenses;
 };
 
@@ -89,7 +90,7 @@ struct TokenEntry {
   store::TimePoint last_reported{};
 };
 
-class Worker {
+class Worker final : public PlanEnvironment {
  public:
   Worker(SharedState& shared, MetricsShard& metrics, LogWriter::Outbox& log);
   ~Worker();
@@ -119,7 +120,10 @@ class Worker {
   // Last-used times gathered for the store's write-behind (thread-safe).
   std::vector<std::pair<std::string, store::TimePoint>> take_uses();
 
-  void make_request_id(std::string& out);  // 32 random hex digits
+  void make_request_id(std::string& out) override;  // 32 random hex digits
+  // The token replica's verdict and, for a valid token, its cached rights and
+  // identity fields under the current snapshot (counted in the metrics).
+  Caller check_bearer(std::string_view token) override;
 
   // Connections register so stop() can close the idle ones and the sweep can
   // enforce their deadlines: the client socket's, and the upstream socket's while

@@ -237,54 +237,6 @@ struct Engine::Impl {
   }
 };
 
-std::string_view to_string(Reason reason) noexcept {
-  switch (reason) {
-    case Reason::Allowed:
-      return "allowed";
-    case Reason::PublicRoute:
-      return "public_route";
-    case Reason::BadRequest:
-      return "bad_request";
-    case Reason::MissingToken:
-      return "missing_token";
-    case Reason::WrongScheme:
-      return "wrong_scheme";
-    case Reason::InvalidToken:
-      return "invalid_token";
-    case Reason::InsufficientScope:
-      return "insufficient_scope";
-    case Reason::NoRoute:
-      return "no_route";
-    case Reason::MethodNotAllowed:
-      return "method_not_allowed";
-    case Reason::StoreError:
-      return "store_error";
-  }
-  return "unknown";
-}
-
-int status_for(Reason reason) noexcept {
-  switch (reason) {
-    case Reason::Allowed:
-    case Reason::PublicRoute:
-      return 200;
-    case Reason::BadRequest:
-      return 400;
-    case Reason::MissingToken:
-    case Reason::WrongScheme:
-    case Reason::InvalidToken:
-      return 401;
-    case Reason::InsufficientScope:
-      return 403;
-    case Reason::NoRoute:
-      return 404;
-    case Reason::MethodNotAllowed:
-      return 405;
-    case Reason::StoreError:
-      return 503;
-  }
-  return 500;
-}
 
 Engine::Engine(std::shared_ptr<const conf::Config> config)
     : config_(std::move(config)),
@@ -400,45 +352,60 @@ Rights Engine::effective_rights(const Grants& grants) const {
 Decision Engine::decide(const RouteMatch& match, Credential credential, const Rights* rights) const {
   Decision d;
   d.route = match.route;
-  auto deny = [&](Reason reason) {
+  auto deny = [&](Outcome outcome) {
     d.verdict = Verdict::Deny;
-    d.reason = reason;
+    d.outcome = outcome;
     return d;
   };
   if (match.route < 0 || static_cast<std::size_t>(match.route) >= impl_->routes.size())
-    return deny(match.path_matched ? Reason::MethodNotAllowed : Reason::NoRoute);
+    return deny(match.path_matched ? Outcome::MethodNotAllowed : Outcome::NoRoute);
   const CompiledRoute& route = impl_->routes[static_cast<std::size_t>(match.route)];
   if (route.is_public) {
     d.verdict = Verdict::Allow;
-    d.reason = Reason::PublicRoute;
+    d.outcome = Outcome::PublicRoute;
     return d;
   }
   switch (credential) {
     case Credential::None:
-      return deny(Reason::MissingToken);
+      return deny(Outcome::MissingToken);
     case Credential::WrongScheme:
-      return deny(Reason::WrongScheme);
+      return deny(Outcome::WrongScheme);
     case Credential::Invalid:
-      return deny(Reason::InvalidToken);
+      return deny(Outcome::InvalidToken);
     case Credential::Valid:
       break;
   }
   assert(rights != nullptr);
-  if (rights == nullptr) return deny(Reason::InvalidToken);  // fail closed on a caller bug
+  if (rights == nullptr) return deny(Outcome::InvalidToken);  // fail closed on a caller bug
   if (route.has_require) {
     if (auto missing = first_missing(route.all_of, *rights); !missing.empty()) {
       d.missing = std::move(missing);
-      return deny(Reason::InsufficientScope);
+      return deny(Outcome::InsufficientScope);
     }
     if (!route.any_of.empty() && std::none_of(route.any_of.begin(), route.any_of.end(),
                                               [&](const Block& b) { return block_holds(b, *rights); })) {
       d.missing = fmt::format("any_of: none of {} alternatives held", route.any_of.size());
-      return deny(Reason::InsufficientScope);
+      return deny(Outcome::InsufficientScope);
     }
   }
   d.verdict = Verdict::Allow;
-  d.reason = Reason::Allowed;
+  d.outcome = Outcome::Allowed;
   return d;
+}
+
+Engine::RequestDecision Engine::decide_request(std::string_view method, std::string_view target,
+                                               std::string& canonical_path, Credential credential,
+                                               const Rights* rights) const {
+  RequestDecision r;
+  r.target = canonicalize_target(method, target, canonical_path, canonical_options_);
+  if (r.target.error != PathError::None) {
+    r.decision.verdict = Verdict::Deny;
+    r.decision.outcome = Outcome::BadRequest;
+    return r;
+  }
+  r.match = match(method, canonical_path);
+  r.decision = decide(r.match, credential, credential == Credential::Valid ? rights : nullptr);
+  return r;
 }
 
 }  // namespace tokengate::policy

@@ -11,32 +11,16 @@
 
 #include "conf/config.hpp"
 #include "policy/canonical_path.hpp"
+#include "policy/outcome.hpp"
 #include "policy/rights.hpp"
 
 namespace tokengate::policy {
 
 enum class Verdict { Allow, Deny };
 
-// Why; mapped to a status code in exactly one place (status_for). The access log
-// and metrics use to_string(reason).
-enum class Reason {
-  Allowed,            // 200: valid token meets the route's requirement
-  PublicRoute,        // 200: public route
-  BadRequest,         // 400: path rejected by canonicalisation (or framing, set by the gateway)
-  MissingToken,       // 401: protected route, no Authorization header
-  WrongScheme,        // 401: Authorization present but not Bearer
-  InvalidToken,       // 401 error="invalid_token": malformed/unknown/mismatch/expired/rotated out
-  InsufficientScope,  // 403
-  NoRoute,            // 404
-  MethodNotAllowed,   // 405 with Allow
-  StoreError,         // 503: fail closed
-};
-std::string_view to_string(Reason reason) noexcept;  // "allowed", "public_route", "missing_token", ...
-int status_for(Reason reason) noexcept;
-
 struct Decision {
   Verdict verdict = Verdict::Deny;
-  Reason reason = Reason::NoRoute;
+  Outcome outcome = Outcome::NoRoute;
   int route = -1;                  // index into Config::routes, -1 if none
   std::string missing;             // for 403: which requirement failed, e.g. "permission orders.write"
 };
@@ -77,6 +61,18 @@ class Engine {
 
   // rights must be non-null iff credential == Valid.
   Decision decide(const RouteMatch& match, Credential credential, const Rights* rights) const;
+
+  // The whole policy decision for one request, the one the proxy, forward-auth
+  // and `tokengate explain` all use: canonical path (into `canonical_path`, a
+  // reused buffer; "*" for OPTIONS *), route, then the credential's rights against
+  // the route. A refused path is Outcome::BadRequest with target.error set.
+  struct RequestDecision {
+    CanonicalTarget target;
+    RouteMatch match;
+    Decision decision;
+  };
+  RequestDecision decide_request(std::string_view method, std::string_view target, std::string& canonical_path,
+                                 Credential credential, const Rights* rights) const;
 
   ~Engine();
 

@@ -100,49 +100,44 @@ int run_explain(const ExplainOptions& options) {
   }
 
   std::string canonical;
-  const auto target =
-      policy::canonicalize_target(options.method, options.path, canonical, engine->canonical_options());
-  policy::Decision decision;
-  policy::RouteMatch match;
+  const auto evaluated = engine->decide_request(options.method, options.path, canonical, credential,
+                                                credential == policy::Credential::Valid ? &rights : nullptr);
+  const policy::CanonicalTarget& target = evaluated.target;
+  const policy::RouteMatch& match = evaluated.match;
+  const policy::Decision& decision = evaluated.decision;
   std::string detail;
-  if (target.error != policy::PathError::None) {
-    decision.verdict = policy::Verdict::Deny;
-    decision.reason = policy::Reason::BadRequest;
-    detail = fmt::format("path rejected: {}", policy::to_string(target.error));
-  } else {
-    if (target.asterisk) canonical = "*";
-    match = engine->match(options.method, canonical);
-    decision = engine->decide(match, credential, credential == policy::Credential::Valid ? &rights : nullptr);
-    switch (decision.reason) {
-      case policy::Reason::Allowed:
-        detail = "the token meets the route's requirement";
-        break;
-      case policy::Reason::PublicRoute:
-        detail = "public route: no token needed";
-        break;
-      case policy::Reason::MissingToken:
-        detail = "protected route and no token given";
-        break;
-      case policy::Reason::WrongScheme:
-        detail = "Authorization is not a Bearer token";
-        break;
-      case policy::Reason::InvalidToken:
-        detail = "the token is not valid (expired)";
-        break;
-      case policy::Reason::InsufficientScope:
-        detail = decision.missing.empty() ? "the token lacks the requirement" : "missing " + decision.missing;
-        break;
-      case policy::Reason::NoRoute:
-        detail = "no route matches the path";
-        break;
-      case policy::Reason::MethodNotAllowed:
-        detail = fmt::format("the path matches, but not for {}; allowed: {}", options.method, match.allow);
-        break;
-      default:
-        break;
-    }
+  switch (decision.outcome) {
+    case policy::Outcome::BadRequest:
+      detail = fmt::format("path rejected: {}", policy::to_string(target.error));
+      break;
+    case policy::Outcome::Allowed:
+      detail = "the token meets the route's requirement";
+      break;
+    case policy::Outcome::PublicRoute:
+      detail = "public route: no token needed";
+      break;
+    case policy::Outcome::MissingToken:
+      detail = "protected route and no token given";
+      break;
+    case policy::Outcome::WrongScheme:
+      detail = "Authorization is not a Bearer token";
+      break;
+    case policy::Outcome::InvalidToken:
+      detail = "the token is not valid (expired)";
+      break;
+    case policy::Outcome::InsufficientScope:
+      detail = decision.missing.empty() ? "the token lacks the requirement" : "missing " + decision.missing;
+      break;
+    case policy::Outcome::NoRoute:
+      detail = "no route matches the path";
+      break;
+    case policy::Outcome::MethodNotAllowed:
+      detail = fmt::format("the path matches, but not for {}; allowed: {}", options.method, match.allow);
+      break;
+    default:
+      break;
   }
-  const int status = policy::status_for(decision.reason);
+  const int status = policy::status_for(decision.outcome);
   const bool allowed = decision.verdict == policy::Verdict::Allow;
   const conf::Route* route =
       decision.route >= 0 && static_cast<std::size_t>(decision.route) < config->routes.size()
@@ -167,7 +162,7 @@ int run_explain(const ExplainOptions& options) {
                      {"licenses", json_names(rights.licenses)}};
     out["decision"] = allowed ? "allow" : "deny";
     out["status"] = status;
-    out["reason"] = policy::to_string(decision.reason);
+    out["reason"] = policy::to_string(decision.outcome);
     print_json(out);
     return 0;
   }
@@ -192,8 +187,8 @@ int run_explain(const ExplainOptions& options) {
   fields.emplace_back("decision", allowed ? "allow" : "deny");
   fields.emplace_back("status", std::to_string(status));
   fields.emplace_back("reason", detail.empty()
-                                    ? std::string(policy::to_string(decision.reason))
-                                    : fmt::format("{} ({})", policy::to_string(decision.reason), detail));
+                                    ? std::string(policy::to_string(decision.outcome))
+                                    : fmt::format("{} ({})", policy::to_string(decision.outcome), detail));
   std::cout << render_fields(fields) << std::flush;
   return 0;
 }

@@ -42,8 +42,8 @@ TEST_CASE("append_access_json writes one parseable line with SPEC §6's fields")
   r.path = "/api/\"x\"";
   r.route = 3;
   r.token_id = "AbCdEfGhIjKl";
-  r.decision = "allow";
-  r.reason = "allowed";
+  r.allowed = true;
+  r.outcome = tokengate::policy::Outcome::Allowed;
   r.upstream = "orders";
   r.status = 200;
   r.bytes_in = 12;
@@ -69,7 +69,7 @@ TEST_CASE("append_access_json writes one parseable line with SPEC §6's fields")
   // Denied before routing: nulls where there is nothing to say.
   AccessRecord denied;
   denied.status = 404;
-  denied.reason = "no_route";
+  denied.outcome = tokengate::policy::Outcome::NoRoute;
   denied.detail = "why";
   denied.duration = std::chrono::nanoseconds(400);
   out.clear();

@@ -14,6 +14,8 @@
 using namespace tokengate::gateway;
 using namespace std::chrono_literals;
 
+using tokengate::policy::Outcome;
+
 namespace {
 
 // Minimal Prometheus text parser: every non-comment line is `name{labels} value`;
@@ -41,24 +43,24 @@ std::map<std::string, double> parse(const std::string& text) {
 TEST_CASE("requests are summed over shards and labelled by route name, status class and reason") {
   Metrics m(2);
   m.set_route_names({"/api/**", "/public"});
-  m.shard(0).count_request(0, 200, true, "allowed", 2ms);
-  m.shard(1).count_request(0, 204, true, "allowed", 2ms);
-  m.shard(1).count_request(0, 403, false, "insufficient_scope", 1ms);
-  m.shard(0).count_request(-1, 404, false, "no_route", 1ms);
-  m.shard(0).count_request(7, 502, false, "something_new", 1ms);
+  m.shard(0).count_request(0, 200, true, Outcome::Allowed, 2ms);
+  m.shard(1).count_request(0, 204, true, Outcome::Allowed, 2ms);
+  m.shard(1).count_request(0, 403, false, Outcome::InsufficientScope, 1ms);
+  m.shard(0).count_request(-1, 404, false, Outcome::NoRoute, 1ms);
+  m.shard(0).count_request(7, 502, false, Outcome::UpstreamBadResponse, 1ms);
   const auto s = parse(m.render_prometheus());
   CHECK(s.at(R"(tokengate_requests_total{route="/api/**",status="2xx",decision="allow",reason="allowed"})") == 2);
   CHECK(s.at(R"(tokengate_requests_total{route="/api/**",status="4xx",decision="deny",reason="insufficient_scope"})") == 1);
   CHECK(s.at(R"(tokengate_requests_total{route="none",status="4xx",decision="deny",reason="no_route"})") == 1);
-  CHECK(s.at(R"(tokengate_requests_total{route="#7",status="5xx",decision="deny",reason="other"})") == 1);
+  CHECK(s.at(R"(tokengate_requests_total{route="#7",status="5xx",decision="deny",reason="upstream_bad_response"})") == 1);
   CHECK(s.count(R"(tokengate_requests_total{route="/public",status="2xx",decision="allow",reason="allowed"})") == 0);
 }
 
 TEST_CASE("latency histogram is cumulative with matching count and sum") {
   Metrics m(1);
-  m.shard(0).count_request(0, 200, true, "allowed", 300us);  // <= 0.0005
-  m.shard(0).count_request(0, 200, true, "allowed", 30ms);   // <= 0.05
-  m.shard(0).count_request(0, 200, true, "allowed", 20s);    // +Inf only
+  m.shard(0).count_request(0, 200, true, Outcome::Allowed, 300us);  // <= 0.0005
+  m.shard(0).count_request(0, 200, true, Outcome::Allowed, 30ms);   // <= 0.05
+  m.shard(0).count_request(0, 200, true, Outcome::Allowed, 20s);    // +Inf only
   const auto s = parse(m.render_prometheus());
   CHECK(s.at(R"(tokengate_request_duration_seconds_bucket{le="0.0005"})") == 1);
   CHECK(s.at(R"(tokengate_request_duration_seconds_bucket{le="0.025"})") == 1);
@@ -108,7 +110,7 @@ TEST_CASE("other families: upstream errors, verifications, cache, reloads, conne
 TEST_CASE("route names are escaped in labels") {
   Metrics m(1);
   m.set_route_names({"/a\"b\\c"});
-  m.shard(0).count_request(0, 200, true, "allowed", 1ms);
+  m.shard(0).count_request(0, 200, true, Outcome::Allowed, 1ms);
   const auto text = m.render_prometheus();
   CHECK(text.find(R"(route="/a\"b\\c")") != std::string::npos);
   parse(text);
@@ -116,7 +118,7 @@ TEST_CASE("route names are escaped in labels") {
 
 TEST_CASE("a full label table still counts every request") {
   Metrics m(1);
-  for (int route = 0; route < 3000; ++route) m.shard(0).count_request(route, 200, true, "allowed", 1ms);
+  for (int route = 0; route < 3000; ++route) m.shard(0).count_request(route, 200, true, Outcome::Allowed, 1ms);
   const auto s = parse(m.render_prometheus());
   double labelled = 0;
   for (const auto& [k, v] : s) {
@@ -137,7 +139,7 @@ TEST_CASE("concurrent writers on their own shards and a concurrent scraper lose 
   std::vector<std::thread> writers;
   for (int t = 0; t < kThreads; ++t) {
     writers.emplace_back([&m, t] {
-      for (int i = 0; i < kEach; ++i) m.shard(static_cast<std::size_t>(t)).count_request(i % 5, 200, true, "allowed", 1ms);
+      for (int i = 0; i < kEach; ++i) m.shard(static_cast<std::size_t>(t)).count_request(i % 5, 200, true, Outcome::Allowed, 1ms);
     });
   }
   for (auto& w : writers) w.join();

@@ -68,7 +68,7 @@ TEST_CASE("Engine::match: route semantics") {
       const auto d = engine->decide(m, Credential::None, nullptr);
       if (c.route < 0) {
         CHECK(d.verdict == Verdict::Deny);
-        CHECK(status_for(d.reason) == (c.path_matched ? 405 : 404));
+        CHECK(status_for(d.outcome) == (c.path_matched ? 405 : 404));
       }
     }
   }
@@ -195,43 +195,43 @@ TEST_CASE("Engine::decide: requirement shapes, reasons and statuses") {
     const char* path;
     Credential credential;
     const Rights* rights;
-    Reason reason;
+    Outcome outcome;
     const char* missing;
   };
   const Case cases[] = {
-      {"public, no token", "/public/x", Credential::None, nullptr, Reason::PublicRoute, ""},
+      {"public, no token", "/public/x", Credential::None, nullptr, Outcome::PublicRoute, ""},
       {"public, invalid token treated as absent", "/public/x", Credential::Invalid, nullptr,
-       Reason::PublicRoute, ""},
-      {"public, wrong scheme", "/public/x", Credential::WrongScheme, nullptr, Reason::PublicRoute, ""},
-      {"public, valid token", "/public/x", Credential::Valid, &nobody, Reason::PublicRoute, ""},
-      {"no require, no token", "/any/x", Credential::None, nullptr, Reason::MissingToken, ""},
-      {"no require, basic auth", "/any/x", Credential::WrongScheme, nullptr, Reason::WrongScheme, ""},
-      {"no require, invalid", "/any/x", Credential::Invalid, nullptr, Reason::InvalidToken, ""},
-      {"no require, any valid token", "/any/x", Credential::Valid, &nobody, Reason::Allowed, ""},
-      {"permissions, none held", "/perm/x", Credential::Valid, &nobody, Reason::InsufficientScope,
+       Outcome::PublicRoute, ""},
+      {"public, wrong scheme", "/public/x", Credential::WrongScheme, nullptr, Outcome::PublicRoute, ""},
+      {"public, valid token", "/public/x", Credential::Valid, &nobody, Outcome::PublicRoute, ""},
+      {"no require, no token", "/any/x", Credential::None, nullptr, Outcome::MissingToken, ""},
+      {"no require, basic auth", "/any/x", Credential::WrongScheme, nullptr, Outcome::WrongScheme, ""},
+      {"no require, invalid", "/any/x", Credential::Invalid, nullptr, Outcome::InvalidToken, ""},
+      {"no require, any valid token", "/any/x", Credential::Valid, &nobody, Outcome::Allowed, ""},
+      {"permissions, none held", "/perm/x", Credential::Valid, &nobody, Outcome::InsufficientScope,
        "permission orders.read"},
       {"permissions, first held, second missing", "/perm/x", Credential::Valid, &reader,
-       Reason::InsufficientScope, "permission orders.write"},
-      {"permissions, all held via role", "/perm/x", Credential::Valid, &admin, Reason::Allowed, ""},
-      {"permissions, no token", "/perm/x", Credential::None, nullptr, Reason::MissingToken, ""},
-      {"all keys, missing group", "/all/x", Credential::Valid, &admin_pro, Reason::InsufficientScope,
+       Outcome::InsufficientScope, "permission orders.write"},
+      {"permissions, all held via role", "/perm/x", Credential::Valid, &admin, Outcome::Allowed, ""},
+      {"permissions, no token", "/perm/x", Credential::None, nullptr, Outcome::MissingToken, ""},
+      {"all keys, missing group", "/all/x", Credential::Valid, &admin_pro, Outcome::InsufficientScope,
        "group ops"},
-      {"all keys, missing license", "/all/x", Credential::Valid, &ops, Reason::InsufficientScope,
+      {"all keys, missing license", "/all/x", Credential::Valid, &ops, Outcome::InsufficientScope,
        "license pro"},
-      {"all keys, missing role", "/all/x", Credential::Valid, &billing_pro, Reason::InsufficientScope,
+      {"all keys, missing role", "/all/x", Credential::Valid, &billing_pro, Outcome::InsufficientScope,
        "permission orders.read"},
-      {"all keys held", "/all/x", Credential::Valid, &ops_pro, Reason::Allowed, ""},
-      {"any_of, none", "/anyof/x", Credential::Valid, &reader, Reason::InsufficientScope,
+      {"all keys held", "/all/x", Credential::Valid, &ops_pro, Outcome::Allowed, ""},
+      {"any_of, none", "/anyof/x", Credential::Valid, &reader, Outcome::InsufficientScope,
        "any_of: none of 2 alternatives held"},
-      {"any_of, first", "/anyof/x", Credential::Valid, &admin, Reason::Allowed, ""},
-      {"any_of, second", "/anyof/x", Credential::Valid, &ops, Reason::Allowed, ""},
-      {"both, all-of fails first", "/both/x", Credential::Valid, &admin, Reason::InsufficientScope,
+      {"any_of, first", "/anyof/x", Credential::Valid, &admin, Outcome::Allowed, ""},
+      {"any_of, second", "/anyof/x", Credential::Valid, &ops, Outcome::Allowed, ""},
+      {"both, all-of fails first", "/both/x", Credential::Valid, &admin, Outcome::InsufficientScope,
        "license pro"},
-      {"both, nothing held", "/both/x", Credential::Valid, &nobody, Reason::InsufficientScope, "license pro"},
-      {"both, any_of via second", "/both/x", Credential::Valid, &billing_pro, Reason::Allowed, ""},
-      {"both, any_of via first", "/both/x", Credential::Valid, &admin_pro, Reason::Allowed, ""},
-      {"empty require", "/empty/x", Credential::Valid, &nobody, Reason::Allowed, ""},
-      {"empty require, no token", "/empty/x", Credential::None, nullptr, Reason::MissingToken, ""},
+      {"both, nothing held", "/both/x", Credential::Valid, &nobody, Outcome::InsufficientScope, "license pro"},
+      {"both, any_of via second", "/both/x", Credential::Valid, &billing_pro, Outcome::Allowed, ""},
+      {"both, any_of via first", "/both/x", Credential::Valid, &admin_pro, Outcome::Allowed, ""},
+      {"empty require", "/empty/x", Credential::Valid, &nobody, Outcome::Allowed, ""},
+      {"empty require, no token", "/empty/x", Credential::None, nullptr, Outcome::MissingToken, ""},
   };
   for (const auto& c : cases) {
     SUBCASE(c.name) {
@@ -239,9 +239,9 @@ TEST_CASE("Engine::decide: requirement shapes, reasons and statuses") {
       REQUIRE(m.route >= 0);
       const auto d = engine->decide(m, c.credential, c.rights);
       CHECK(d.route == m.route);
-      CHECK(d.reason == c.reason);
+      CHECK(d.outcome == c.outcome);
       CHECK(d.missing == c.missing);
-      const bool allowed = c.reason == Reason::Allowed || c.reason == Reason::PublicRoute;
+      const bool allowed = c.outcome == Outcome::Allowed || c.outcome == Outcome::PublicRoute;
       CHECK((d.verdict == Verdict::Allow) == allowed);
     }
   }
@@ -249,11 +249,11 @@ TEST_CASE("Engine::decide: requirement shapes, reasons and statuses") {
   SUBCASE("any_of fails after all-of holds") {
     const Rights pro_only = engine->effective_rights({{}, {}, {}, {"pro"}});
     const auto d = engine->decide(engine->match("GET", "/both/x"), Credential::Valid, &pro_only);
-    CHECK(d.reason == Reason::InsufficientScope);
+    CHECK(d.outcome == Outcome::InsufficientScope);
     CHECK(d.missing == "any_of: none of 2 alternatives held");
   }
   SUBCASE("no route and no method") {
-    CHECK(engine->decide(engine->match("GET", "/nope"), Credential::Valid, &admin).reason == Reason::NoRoute);
+    CHECK(engine->decide(engine->match("GET", "/nope"), Credential::Valid, &admin).outcome == Outcome::NoRoute);
   }
 }
 
@@ -263,7 +263,7 @@ TEST_CASE("Engine: 405 decision and Allow") {
   CHECK(m.allow == "GET, HEAD, POST");
   const auto d = engine->decide(m, Credential::Valid, nullptr);
   CHECK(d.verdict == Verdict::Deny);
-  CHECK(d.reason == Reason::MethodNotAllowed);
+  CHECK(d.outcome == Outcome::MethodNotAllowed);
   CHECK(d.route == -1);
   CHECK(engine->match("HEAD", "/r").route == 0);
   CHECK(engine->match("POST", "/r").route == 1);
@@ -294,26 +294,26 @@ TEST_CASE("Engine: Allow when the method sets are too many to precompute every u
 
 TEST_CASE("Engine: reason names and statuses") {
   struct Case {
-    Reason reason;
+    Outcome outcome;
     const char* name;
     int status;
   };
   const Case cases[] = {
-      {Reason::Allowed, "allowed", 200},
-      {Reason::PublicRoute, "public_route", 200},
-      {Reason::BadRequest, "bad_request", 400},
-      {Reason::MissingToken, "missing_token", 401},
-      {Reason::WrongScheme, "wrong_scheme", 401},
-      {Reason::InvalidToken, "invalid_token", 401},
-      {Reason::InsufficientScope, "insufficient_scope", 403},
-      {Reason::NoRoute, "no_route", 404},
-      {Reason::MethodNotAllowed, "method_not_allowed", 405},
-      {Reason::StoreError, "store_error", 503},
+      {Outcome::Allowed, "allowed", 200},
+      {Outcome::PublicRoute, "public_route", 200},
+      {Outcome::BadRequest, "bad_request", 400},
+      {Outcome::MissingToken, "missing_token", 401},
+      {Outcome::WrongScheme, "wrong_scheme", 401},
+      {Outcome::InvalidToken, "invalid_token", 401},
+      {Outcome::InsufficientScope, "insufficient_scope", 403},
+      {Outcome::NoRoute, "no_route", 404},
+      {Outcome::MethodNotAllowed, "method_not_allowed", 405},
+      {Outcome::StoreError, "store_error", 503},
   };
   for (const auto& c : cases) {
     SUBCASE(c.name) {
-      CHECK(to_string(c.reason) == c.name);
-      CHECK(status_for(c.reason) == c.status);
+      CHECK(to_string(c.outcome) == c.name);
+      CHECK(status_for(c.outcome) == c.status);
     }
   }
 }

@@ -20,7 +20,7 @@
 
 #include "check.hpp"
 #include "conf/config.hpp"
-#include "gateway/admin_api.hpp"
+#include "gateway/admin/admin_api.hpp"
 #include "policy/engine.hpp"
 #include "store/token_format.hpp"
 #include "store/token_store.hpp"

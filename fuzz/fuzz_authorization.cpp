@@ -8,11 +8,7 @@
 
 #include "check.hpp"
 #include "store/token_format.hpp"
-#if __has_include("gateway/http/authorization.hpp")
 #include "gateway/http/authorization.hpp"
-#else
-#include "gateway/framing.hpp"
-#endif
 
 namespace {
 

@@ -16,7 +16,7 @@
 
 #include "check.hpp"
 #include "conf/config.hpp"
-#include "gateway/framing.hpp"
+#include "gateway/http/framing.hpp"
 #include "gateway/proxy/request_plan.hpp"
 #include "policy/engine.hpp"
 

@@ -13,7 +13,7 @@
 #include <string_view>
 
 #include "check.hpp"
-#include "gateway/framing.hpp"
+#include "gateway/http/framing.hpp"
 #include "gateway/http/body_decoder.hpp"
 
 namespace {

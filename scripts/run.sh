@@ -8,7 +8,7 @@ scripts/setup.sh
 scripts/build.sh release
 
 bin=build/gateway/tokengate
-upstream_bin=build/gateway/tokengate-demo-upstream
+upstream_bin=build/tools/tokengate-demo-upstream
 config=conf/example.yaml
 
 "$bin" check --config "$config"

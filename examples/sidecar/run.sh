@@ -9,7 +9,7 @@ set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 TOKENGATE=${TOKENGATE:-$ROOT/build/gateway/tokengate}
-APP=${APP:-$ROOT/build/gateway/tokengate-demo-upstream}
+APP=${APP:-$ROOT/build/tools/tokengate-demo-upstream}
 LISTEN=${LISTEN:-127.0.0.1:8080}
 APP_LISTEN=${APP_LISTEN:-127.0.0.1:9000}
 STATE_DIR=${STATE_DIR:-$HERE/var}

@@ -10,7 +10,7 @@
 #include "conf/config.hpp"
 #include "gateway/cli/commands.hpp"
 #include "gateway/cli/output.hpp"
-#include "gateway/server.hpp"
+#include "gateway/server/server.hpp"
 #include "store/token_manager.hpp"
 #include "store/token_store.hpp"
 

@@ -17,7 +17,8 @@
 #include <string>
 #include <string_view>
 
-#include "gateway/framing.hpp"
+#include "gateway/http/authorization.hpp"
+#include "gateway/http/framing.hpp"
 #include "gateway/http/body_decoder.hpp"
 #include "policy/engine.hpp"
 #include "store/token_verifier.hpp"

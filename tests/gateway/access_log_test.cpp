@@ -1,6 +1,6 @@
 // Unit tests of the access log's JSON (the lines are built by hand on the hot
 // path, so they are checked against a JSON parser here).
-#include "gateway/access_log.hpp"
+#include "gateway/obs/access_log.hpp"
 
 #include <doctest/doctest.h>
 

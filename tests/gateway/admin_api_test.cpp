@@ -1,6 +1,6 @@
 // The admin API router without sockets: OpenAPI coverage of every route, JSON
 // error paths, and the privilege rules for write-only callers.
-#include "gateway/admin_api.hpp"
+#include "gateway/admin/admin_api.hpp"
 
 #include <doctest/doctest.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 // Exception containment: a handler or coroutine that throws ends itself, is logged
 // and counted, and the io_context goes on serving everything else.
-#include "gateway/contain.hpp"
+#include "gateway/obs/contain.hpp"
 
 #include <doctest/doctest.h>
 

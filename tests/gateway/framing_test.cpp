@@ -1,6 +1,7 @@
 // Unit tests of the gateway's pure header logic: framing checks, obs-fold scan,
 // Authorization parsing, request ids, forwarded fields.
-#include "gateway/framing.hpp"
+#include "gateway/http/authorization.hpp"
+#include "gateway/http/framing.hpp"
 
 #include <doctest/doctest.h>
 
@@ -9,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "gateway/error_response.hpp"
+#include "gateway/http/error_response.hpp"
 
 namespace http = boost::beast::http;
 using namespace tokengate::gateway;

@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "gateway/metrics.hpp"
+#include "gateway/obs/metrics.hpp"
 
 using namespace tokengate::gateway;
 using namespace std::chrono_literals;

@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "gateway/server.hpp"
+#include "gateway/server/server.hpp"
 #include "store/token_store.hpp"
 
 namespace asio = boost::asio;

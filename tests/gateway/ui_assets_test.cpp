@@ -1,6 +1,6 @@
 // The web console compiled into the binary: find_ui_asset returns the page, its
 // script and stylesheet with the right types, nothing else, and nothing external.
-#include "gateway/ui_assets.hpp"
+#include "gateway/admin/ui_assets.hpp"
 
 #include <doctest/doctest.h>
 

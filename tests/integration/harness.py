@@ -32,7 +32,7 @@ def _binary(env_name, relative):
 
 
 TOKENGATE_BIN = _binary("TOKENGATE_BIN", "gateway/tokengate")
-DEMO_UPSTREAM_BIN = _binary("TOKENGATE_DEMO_UPSTREAM", "gateway/tokengate-demo-upstream")
+DEMO_UPSTREAM_BIN = _binary("TOKENGATE_DEMO_UPSTREAM", "tools/tokengate-demo-upstream")
 
 START_TIMEOUT = 20.0
 # The public listener: `listening on HOST:PORT`, or `... (tls)` with TLS; never `(admin)`.

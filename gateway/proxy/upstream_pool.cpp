@@ -1,5 +1,5 @@
 // Per-worker upstream keep-alive pool; see upstream_pool.hpp.
-#include "gateway/upstream_pool.hpp"
+#include "gateway/proxy/upstream_pool.hpp"
 
 #include <sys/socket.h>
 

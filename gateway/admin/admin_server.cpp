@@ -1,7 +1,7 @@
 // Beast sessions for the admin API: one coroutine per connection reads a request
 // (size and time limited), asks AdminApi, writes the answer, keeps the connection
 // alive as the client asks. The same template serves TCP and the unix socket.
-#include "gateway/admin_server.hpp"
+#include "gateway/admin/admin_server.hpp"
 
 #include <fmt/format.h>
 #include <sys/stat.h>
@@ -19,9 +19,9 @@
 #include <boost/beast/http.hpp>
 #include <tuple>
 
-#include "gateway/access_log.hpp"
-#include "gateway/contain.hpp"
-#include "gateway/error_response.hpp"
+#include "gateway/obs/access_log.hpp"
+#include "gateway/obs/contain.hpp"
+#include "gateway/http/error_response.hpp"
 
 namespace tokengate::gateway {
 

@@ -48,7 +48,7 @@ class TlsHolder {
 
 // Plain TCP or TLS over TCP. Both branches of each async operation have the same
 // completion signature, so the initiating functions have one return type whatever
-// the token. Timeouts: gateway/deadline.hpp, on socket().
+// the token. Timeouts: gateway/proxy/deadline.hpp, on socket().
 class MaybeTlsStream {
  public:
   using executor_type = boost::asio::any_io_executor;

@@ -20,12 +20,12 @@
 #include <utility>
 #include <vector>
 
-#include "gateway/access_log.hpp"
-#include "gateway/deadline.hpp"
-#include "gateway/metrics.hpp"
-#include "gateway/tls.hpp"
+#include "gateway/obs/access_log.hpp"
+#include "gateway/proxy/deadline.hpp"
+#include "gateway/obs/metrics.hpp"
+#include "gateway/proxy/tls.hpp"
 #include "gateway/proxy/request_plan.hpp"
-#include "gateway/upstream_pool.hpp"
+#include "gateway/proxy/upstream_pool.hpp"
 #include "policy/engine.hpp"
 #include "store/token_verifier.hpp"
 
@@ -180,7 +180,8 @@ class ConnectionSlot {
   std::atomic<std::size_t>* count_;
 };
 
-// The per-connection coroutine (proxy_session.cpp). Never throws.
+// The per-connection coroutine (proxy/session.cpp). Exceptions are contained by
+// the caller (obs/contain.hpp).
 // tls: the listener's server context, or null for plain HTTP.
 boost::asio::awaitable<void> run_session(Worker& worker, boost::asio::ip::tcp::socket socket,
                                          std::shared_ptr<ssl::context> tls, ConnectionSlot slot);

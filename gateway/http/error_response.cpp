@@ -1,5 +1,5 @@
 // JSON error bodies of the data plane.
-#include "gateway/error_response.hpp"
+#include "gateway/http/error_response.hpp"
 
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>

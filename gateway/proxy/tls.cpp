@@ -1,5 +1,5 @@
 // OpenSSL contexts for the listener and upstreams; see tls.hpp.
-#include "gateway/tls.hpp"
+#include "gateway/proxy/tls.hpp"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>

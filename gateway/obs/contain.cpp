@@ -1,10 +1,10 @@
 // Exception containment (see contain.hpp).
-#include "gateway/contain.hpp"
+#include "gateway/obs/contain.hpp"
 
 #include <atomic>
 #include <string>
 
-#include "gateway/access_log.hpp"
+#include "gateway/obs/access_log.hpp"
 
 namespace tokengate::gateway {
 

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "conf/config.hpp"
-#include "gateway/deadline.hpp"
+#include "gateway/proxy/deadline.hpp"
 
 namespace tokengate::gateway {
 

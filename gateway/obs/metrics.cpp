@@ -1,7 +1,7 @@
 // Per-worker metric shards and their Prometheus text rendering; see metrics.hpp.
-#include "gateway/metrics.hpp"
+#include "gateway/obs/metrics.hpp"
 
-#include "gateway/contain.hpp"
+#include "gateway/obs/contain.hpp"
 
 #include <fmt/format.h>
 

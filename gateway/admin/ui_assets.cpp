@@ -1,5 +1,5 @@
 // Lookup of the embedded web console files by their path under /ui/.
-#include "gateway/ui_assets.hpp"
+#include "gateway/admin/ui_assets.hpp"
 
 namespace tokengate::gateway {
 

@@ -1,5 +1,5 @@
 // Worker thread state: accept loop, engine snapshot refresh, rights cache.
-#include "gateway/worker.hpp"
+#include "gateway/proxy/worker.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -11,8 +11,8 @@
 
 #include <fmt/format.h>
 
-#include "gateway/contain.hpp"
-#include "gateway/framing.hpp"
+#include "gateway/obs/contain.hpp"
+#include "gateway/http/framing.hpp"
 
 namespace tokengate::gateway {
 

@@ -1,7 +1,7 @@
 // The admin API router: authentication by bearer token (or the trusted unix
 // socket), the privilege rules for write-only callers, JSON in and out, audit
 // lines for every write. Validation of names and expiry is TokenManager's.
-#include "gateway/admin_api.hpp"
+#include "gateway/admin/admin_api.hpp"
 
 #include <fmt/format.h>
 
@@ -12,9 +12,10 @@
 #include <cctype>
 #include <limits>
 
-#include "gateway/access_log.hpp"
-#include "gateway/error_response.hpp"
-#include "gateway/ui_assets.hpp"
+#include "gateway/obs/access_log.hpp"
+#include "gateway/http/authorization.hpp"
+#include "gateway/http/error_response.hpp"
+#include "gateway/admin/ui_assets.hpp"
 #include "store/token_manager.hpp"
 
 namespace tokengate::gateway {
@@ -298,16 +299,16 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
     caller.all = caller.read = caller.write = true;
   } else {
     if (request.repeated_authorization) throw HttpError{400, "more than one Authorization header"};
-    const std::string_view header = request.authorization ? std::string_view(*request.authorization) : "";
-    const bool bearer = header.size() > 7 && lower(header.substr(0, 7)) == "bearer ";
-    if (!bearer) {
+    // The data plane's parser: one reading of Authorization for the whole gateway.
+    const Authorization auth = parse_authorization(
+        request.authorization.has_value(),
+        request.authorization ? std::string_view(*request.authorization) : std::string_view{});
+    if (auth.kind != AuthKind::Bearer) {
       throw HttpError{401,
                       "a bearer token holding tokengate.admin or tokengate.tokens.* is required",
                       {{"WWW-Authenticate", std::string(kBearerChallenge)}}};
     }
-    std::string_view token = header.substr(7);
-    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
-    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+    const std::string_view token = auth.token;
     const auto verified = store_.verify(token);
     if (!verified) {
       throw HttpError{401, "invalid token", {{"WWW-Authenticate", std::string(kInvalidTokenChallenge)}}};

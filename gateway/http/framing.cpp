@@ -1,5 +1,5 @@
-// Framing checks, Authorization parsing and hop-by-hop stripping (see framing.hpp).
-#include "gateway/framing.hpp"
+// Framing checks, hop-by-hop stripping and the upstream head (see framing.hpp).
+#include "gateway/http/framing.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -197,16 +197,6 @@ bool head_has_obs_fold_or_nul(std::string_view head) noexcept {
     if (is_ows(head[i + 1])) return true;
   }
   return false;
-}
-
-Authorization parse_authorization(bool present, std::string_view value) noexcept {
-  if (!present) return {};
-  value = trim_ows(value);
-  const auto space = value.find_first_of(" \t");
-  const std::string_view scheme = value.substr(0, space);
-  if (!iequals_ascii(scheme, "bearer")) return {AuthKind::WrongScheme, {}};
-  if (space == std::string_view::npos) return {AuthKind::Bearer, {}};
-  return {AuthKind::Bearer, trim_ows(value.substr(space))};
 }
 
 bool is_valid_request_id(std::string_view id) noexcept {

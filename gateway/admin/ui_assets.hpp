@@ -1,4 +1,4 @@
-// The web console's static files (gateway/ui/), compiled into the binary; the
+// The web console's static files (gateway/admin/ui/), compiled into the binary; the
 // admin listener serves them under /ui/ without any files installed at run time.
 #pragma once
 
@@ -18,7 +18,7 @@ struct UiAsset {
 const UiAsset* find_ui_asset(std::string_view path);
 
 namespace ui_generated {
-// Filled by the source that gateway/ui/embed_assets.cmake generates at build time.
+// Filled by the source that gateway/admin/ui/embed_assets.cmake generates at build time.
 struct EmbeddedUiFile {
   std::string_view name;
   UiAsset asset;

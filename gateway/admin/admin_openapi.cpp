@@ -3,7 +3,7 @@
 // parses and that every route of admin_routes() is in it.
 #include <string>
 
-#include "gateway/admin_api.hpp"
+#include "gateway/admin/admin_api.hpp"
 
 namespace tokengate::gateway {
 

@@ -1,5 +1,5 @@
 // Pure request/response header logic of the proxy (SPEC.md §3): framing checks
-// against request smuggling, Authorization parsing, hop-by-hop stripping and
+// against request smuggling, hop-by-hop stripping, the upstream head and
 // request ids. No I/O, so it is unit-tested table by table.
 #pragma once
 
@@ -16,7 +16,7 @@
 namespace tokengate::gateway {
 
 // Header fields of proxied messages. The proxy allocates them from a per-connection
-// arena reset for each request (proxy_session.cpp); elsewhere the default
+// arena reset for each request (proxy/session.cpp); elsewhere the default
 // polymorphic allocator is plain new/delete.
 using Fields = boost::beast::http::basic_fields<std::pmr::polymorphic_allocator<char>>;
 
@@ -54,14 +54,6 @@ std::size_t find_head_end(std::string_view data, std::size_t from = 0) noexcept;
 // obs-fold (a field line starting with SP or HT) or a NUL byte. Beast silently
 // joins folded lines, so this runs on the raw bytes before the parser.
 bool head_has_obs_fold_or_nul(std::string_view head) noexcept;
-
-enum class AuthKind { None, WrongScheme, Bearer };
-struct Authorization {
-  AuthKind kind = AuthKind::None;
-  std::string_view token;  // Bearer only; may be empty (then the token is malformed)
-};
-// `present` false = no Authorization header. Scheme compared case-insensitively.
-Authorization parse_authorization(bool present, std::string_view value) noexcept;
 
 // 1..128 chars of [A-Za-z0-9._-].
 bool is_valid_request_id(std::string_view id) noexcept;

@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "conf/config.hpp"
-#include "gateway/admin_api.hpp"
+#include "gateway/admin/admin_api.hpp"
 
 namespace tokengate::gateway {
 

@@ -1,7 +1,7 @@
 // `tokengate serve`: start-up (config, store, engine, TLS, listeners), one thread
 // per worker, signal handling (SIGTERM/SIGINT drain, SIGHUP and file-change reload),
 // metrics and the write-behind of last-used times.
-#include "gateway/server.hpp"
+#include "gateway/server/server.hpp"
 
 #include <fmt/format.h>
 #include <sys/socket.h>
@@ -20,14 +20,14 @@
 #include <vector>
 
 #include "conf/config.hpp"
-#include "gateway/access_log.hpp"
-#include "gateway/contain.hpp"
-#include "gateway/admin_server.hpp"
-#include "gateway/last_used.hpp"
-#include "gateway/metrics.hpp"
-#include "gateway/reload.hpp"
-#include "gateway/tls.hpp"
-#include "gateway/worker.hpp"
+#include "gateway/obs/access_log.hpp"
+#include "gateway/obs/contain.hpp"
+#include "gateway/admin/admin_server.hpp"
+#include "gateway/server/last_used.hpp"
+#include "gateway/obs/metrics.hpp"
+#include "gateway/server/reload.hpp"
+#include "gateway/proxy/tls.hpp"
+#include "gateway/proxy/worker.hpp"
 #include "policy/engine.hpp"
 #include "store/token_store.hpp"
 #include "store/token_verifier.hpp"

@@ -1,5 +1,5 @@
 // Access-log and event lines (JSON written directly) batched per worker; see access_log.hpp.
-#include "gateway/access_log.hpp"
+#include "gateway/obs/access_log.hpp"
 
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -11,7 +11,7 @@
 #include <system_error>
 #include <fmt/format.h>
 
-#include "gateway/framing.hpp"
+#include "gateway/http/framing.hpp"
 
 namespace tokengate::gateway {
 

@@ -1,5 +1,5 @@
 // Config hot reload: SIGHUP and inotify; see reload.hpp.
-#include "gateway/reload.hpp"
+#include "gateway/server/reload.hpp"
 
 #include <sys/inotify.h>
 #include <unistd.h>
@@ -10,8 +10,8 @@
 #include <cstring>
 #include <fmt/format.h>
 
-#include "gateway/access_log.hpp"
-#include "gateway/metrics.hpp"
+#include "gateway/obs/access_log.hpp"
+#include "gateway/obs/metrics.hpp"
 
 namespace tokengate::gateway {
 

@@ -23,13 +23,13 @@
 #include <optional>
 #include <string>
 
-#include "gateway/access_log.hpp"
-#include "gateway/error_response.hpp"
-#include "gateway/framing.hpp"
+#include "gateway/obs/access_log.hpp"
+#include "gateway/http/error_response.hpp"
+#include "gateway/http/framing.hpp"
 #include "gateway/http/body_decoder.hpp"
 #include "gateway/proxy/request_plan.hpp"
-#include "gateway/tls.hpp"
-#include "gateway/worker.hpp"
+#include "gateway/proxy/tls.hpp"
+#include "gateway/proxy/worker.hpp"
 #include "policy/canonical_path.hpp"
 #include "policy/engine.hpp"
 

@@ -1,11 +1,11 @@
 // Last-used write-behind; see last_used.hpp.
-#include "gateway/last_used.hpp"
+#include "gateway/server/last_used.hpp"
 
 #include <cstdlib>
 #include <fmt/format.h>
 
-#include "gateway/access_log.hpp"
-#include "gateway/metrics.hpp"
+#include "gateway/obs/access_log.hpp"
+#include "gateway/obs/metrics.hpp"
 
 namespace tokengate::gateway {
 

@@ -1,5 +1,6 @@
-// Loads SPEC.md §2 from YAML into immutable Config values. Every key is declared
-// here; anything else is an error carrying file:line:col and, when close, a hint.
+// Loads the configuration (docs/configuration.md) from YAML into immutable Config
+// values. Every key is declared here; anything else is an error carrying
+// file:line:col and, when close, a hint.
 #include "conf/config.hpp"
 
 #include <fmt/format.h>

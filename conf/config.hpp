@@ -1,4 +1,4 @@
-// The validated, immutable configuration of SPEC.md §2. Loading is strict: every
+// The validated, immutable configuration (docs/configuration.md). Loading is strict: every
 // key is declared, every error names file:line:col. No I/O beyond reading the file.
 #pragma once
 

@@ -1,7 +1,7 @@
-// Request-target canonicalisation (SPEC.md §2 "Canonical path"). One pass over the
+// Request-target canonicalisation (docs/configuration.md, "Canonical path"). One pass over the
 // path, decoding and resolving dot segments directly in the caller's buffer.
 //
-// Decisions where the SPEC is silent:
+// Decisions the rules there leave open:
 // - A trailing slash is kept: "/api/" stays "/api/" (and "/a/b/.." is "/a/", as in
 //   RFC 3986 §5.2.4). Routes see "/api/" as the segments ["api", ""].
 // - "OPTIONS *" yields asterisk=true and the path "*", which no route pattern matches.

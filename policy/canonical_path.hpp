@@ -1,4 +1,4 @@
-// Request-target canonicalisation of SPEC.md §2 "Canonical path". The gateway
+// Request-target canonicalisation (docs/configuration.md, "Canonical path"). The gateway
 // authorizes and forwards exactly the path this returns. Pure; no allocation
 // beyond growing the caller's output buffer.
 #pragma once

@@ -1,4 +1,5 @@
-// Effective rights of a token (SPEC.md §1): sorted, unique name sets.
+// Effective rights of a token (docs/configuration.md, "Roles and groups"): sorted,
+// unique name sets.
 #pragma once
 
 #include <string>

@@ -1,4 +1,4 @@
-// Route path patterns (SPEC.md §2 "Routes"): parsing, matching against canonical
+// Route path patterns (docs/configuration.md, "Patterns"): parsing, matching against canonical
 // paths, and the subsumption test behind the shadowed-route lint.
 #include "policy/route_pattern.hpp"
 

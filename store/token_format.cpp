@@ -1,4 +1,5 @@
-// The token wire format of SPEC.md §1: strict parsing, checksum and CSPRNG secrets.
+// The token wire format (docs/admin-api.md, "Token records"): strict parsing,
+// checksum and CSPRNG secrets.
 #include "store/token_format.hpp"
 
 #include <openssl/rand.h>

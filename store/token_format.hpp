@@ -1,4 +1,5 @@
-// The token wire format of SPEC.md §1: tg_<id>_<secret><checksum>, 54 chars.
+// The token wire format (docs/admin-api.md, "Token records"): tg_<id>_<secret><checksum>,
+// 54 chars.
 // Parsing is strict and never touches the store.
 #pragma once
 

@@ -44,7 +44,7 @@ class TokenManager {
   std::shared_ptr<const conf::Config> config_;
 };
 
-// Parses WHEN of SPEC.md §4: RFC 3339, a date YYYY-MM-DD (valid through the end of
+// Parses WHEN (README.md, "Command line"): RFC 3339, a date YYYY-MM-DD (valid through the end of
 // that day, UTC, i.e. the next midnight), or a duration from `now` ("30d").
 std::optional<TimePoint> parse_when(std::string_view text, TimePoint now);
 

@@ -1,4 +1,5 @@
-// A token record as SPEC.md §1 describes it, and its JSON form (never secrets).
+// A token record as docs/admin-api.md, "Token records", describes it, and its JSON
+// form (never secrets).
 #pragma once
 
 #include <boost/json/object.hpp>

@@ -1,4 +1,4 @@
-// The admin REST API of SPEC.md §5 as a pure router: one request in, one response
+// The admin REST API (docs/admin-api.md) as a pure router: one request in, one response
 // out, no sockets. admin_server.cpp feeds it from the TCP listener and the unix
 // socket; tests drive it directly.
 #pragma once
@@ -20,7 +20,7 @@
 
 namespace tokengate::gateway {
 
-// Permissions that open the admin API (SPEC.md §5).
+// Permissions that open the admin API (docs/admin-api.md, "Callers and permissions").
 inline constexpr std::string_view kAdminPermission = "tokengate.admin";
 inline constexpr std::string_view kTokensReadPermission = "tokengate.tokens.read";
 inline constexpr std::string_view kTokensWritePermission = "tokengate.tokens.write";

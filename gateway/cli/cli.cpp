@@ -1,4 +1,4 @@
-// The command line of SPEC.md §4, parsed with CLI11. This file only declares the
+// The command line (README.md, "Command line"), parsed with CLI11. This file only declares the
 // options and maps errors to exit codes; the commands live in commands.hpp.
 #include "gateway/cli/cli.hpp"
 

@@ -1,4 +1,4 @@
-// The command line of SPEC.md §4. main() hands argv here.
+// The command line (README.md, "Command line"). main() hands argv here.
 #pragma once
 
 namespace tokengate::cli {

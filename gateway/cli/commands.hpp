@@ -1,4 +1,4 @@
-// The subcommands of SPEC.md §4 as plain functions of parsed options, so the
+// The subcommands of README.md, "Command line", as plain functions of parsed options, so the
 // parser (cli.cpp) stays a thin layer. Each returns the exit code; user errors
 // are thrown (ConfigError, StoreError, ValidationError, UserError) and turned into
 // one `error: ` line by cli::run.

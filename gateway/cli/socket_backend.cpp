@@ -1,5 +1,6 @@
 // SocketBackend: token commands through a running gateway's admin unix socket
-// (SPEC.md §4: "when it runs they go through its admin.socket"). Same calls and
+// (README.md, "Command line": while `serve` holds the store, token commands go
+// through its admin.socket). Same calls and
 // same records as the direct backend, so the commands print the same output.
 #include <fmt/format.h>
 

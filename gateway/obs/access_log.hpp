@@ -123,7 +123,7 @@ class AccessLog {
   std::size_t time_len_ = 0;
 };
 
-// Appends one access-log line: a JSON object (SPEC §6) and a newline.
+// Appends one access-log line: a JSON object (README.md, "Access log") and a newline.
 void append_access_json(std::string& out, const AccessRecord& record, std::string_view time);
 
 // Appends `text` as a JSON string: quotes, backslashes and control characters

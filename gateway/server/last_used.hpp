@@ -1,4 +1,4 @@
-// Write-behind of last-used times (SPEC.md §1): workers hand over (id, time) pairs
+// Write-behind of last-used times (README.md, "Last used"): workers hand over (id, time) pairs
 // at most once a minute per token each; this writer merges them and writes each
 // token at most once a minute, batched, on the control thread, never on a request.
 #pragma once

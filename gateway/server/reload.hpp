@@ -1,5 +1,5 @@
-// Hot reload (SPEC.md §6): SIGHUP or a change of the config file (inotify on its
-// directory, debounced) loads and compiles a new config off the data plane and
+// Hot reload (docs/configuration.md, "Reload and restart"): SIGHUP or a change of
+// the config file (inotify on its directory, debounced) loads and compiles a new config off the data plane and
 // hands it to the server to publish; an invalid file or a change that needs a
 // restart (listen, store, workers, admin) is logged and the old config keeps serving.
 #pragma once

@@ -108,7 +108,8 @@
       sessionStorage.removeItem(kStorageKey);
       throw e;
     }
-    // The id part of a token is public (SPEC §1), so it can name who is signed in.
+    // The id part of a token is public (docs/admin-api.md, "Token records"), so it
+    // can name who is signed in.
     const id = token.slice(3, 15);
     const self = tokens.find((t) => t.id === id);
     $('session-label').textContent = 'Signed in as ' + (self ? self.name + ' (' + id + ')' : id);

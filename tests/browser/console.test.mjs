@@ -197,7 +197,8 @@ routes:
     const page = context.pages()[0] || (await context.newPage());
 
     // Whatever the server sends, the console must work under the strictest policy
-    // SPEC asks for: enforce `default-src 'self'` on the page ourselves.
+    // the admin API sends (docs/admin-api.md, "Headers on every answer"): enforce
+    // `default-src 'self'` on the page ourselves.
     const serverCsp = [];
     await page.route(`${origin}/ui/**`, async (route) => {
       const response = await route.fetch();

@@ -223,7 +223,8 @@ TEST_CASE("serve: stale pooled upstream connections are retried, identity cannot
     CHECK(res["X-Request-Id"] == "client-id-1");
     CHECK(res.body() == "/api/three?x=1");
 
-    // Denied requests never reach the upstream and carry the SPEC's challenge.
+    // Denied requests never reach the upstream and carry the challenge of the status
+    // table in README.md, "Data plane".
     http::request<http::string_body> denied{http::verb::get, "/api/four", 11};
     denied.set(http::field::host, "gw.test");
     const auto res401 = send(socket, buffer, denied);

@@ -168,7 +168,7 @@ BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def base62_checksum(prefix):
-    """CRC-32 of `prefix` in base62, 6 digits, as SPEC.md §1."""
+    """CRC-32 of `prefix` in base62, 6 digits (docs/admin-api.md, "Token records")."""
     n = zlib.crc32(prefix.encode()) & 0xFFFFFFFF
     digits = ""
     while n:
@@ -335,7 +335,7 @@ class GatewayTestCase(unittest.TestCase):
     """One demo upstream and one gateway per class. Subclasses build the gateway in
     make_gateway(upstream_port) and create tokens in create_tokens() (before the
     start: a running gateway locks its store). After the class, the gateway must
-    exit cleanly on SIGTERM (SPEC §6; a sanitizer report also ends up here)."""
+    exit cleanly on SIGTERM (README.md, "Signals"; a sanitizer report also ends up here)."""
 
     @classmethod
     def make_gateway(cls, upstream_port):

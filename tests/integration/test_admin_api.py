@@ -1,4 +1,4 @@
-"""End-to-end tests of the admin API (SPEC.md section 5) on the real `tokengate serve`:
+"""End-to-end tests of the admin API (docs/admin-api.md) on the real `tokengate serve`:
 every endpoint and error path over the admin TCP listener, the privilege rules
 for write-only callers, audit lines on stderr, the trusted unix socket, OpenAPI."""
 

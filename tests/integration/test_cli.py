@@ -1,4 +1,4 @@
-"""End-to-end tests of the `tokengate` command line (SPEC.md section 4).
+"""End-to-end tests of the `tokengate` command line (README.md, "Command line").
 
 Runs the real binary (env TOKENGATE_BIN) against a config and store in a fresh
 temporary directory: token lifecycle, check, explain, version and exit codes.

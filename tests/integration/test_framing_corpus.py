@@ -4,14 +4,14 @@ h2c smuggling, underscore header names) sent as exact bytes through the gateway.
 
 Every case carries a unique marker in its target, and after its body a smuggled
 follow-up request `GET /public/<marker>-smuggled`. Each case expects one outcome
-(SPEC.md §3 "Forwarding", read strictly):
+(docs/http.md, read strictly):
 
   REJECT   a 4xx status from the case's allowed set (400 unless said otherwise: 431
            for a size limit, 413 for the body limit, 505 for a version), the
            connection closed afterwards, and nothing with the marker at the upstream
            (for cases whose error lies beyond the first ~16 KiB, a forwarded head is
-           tolerated -- SPEC §3 lets a message rejected later close the upstream
-           connection -- but never a complete request).
+           tolerated -- docs/http.md, "Request bodies": a message rejected later
+           closes the upstream connection -- but never a complete request).
   FORWARD  200 from the demo upstream, which reports exactly the method, target and
            body bytes given here; the upstream saw exactly one request with the
            marker and never the smuggled follow-up.
@@ -138,7 +138,7 @@ add("TE name uppercase", FORWARD, [b"TRANSFER-ENCODING: chunked"], HELLO_CHUNKED
 add("TE no space after colon", FORWARD, [b"Transfer-Encoding:chunked"], HELLO_CHUNKED)
 add("TE surrounded by spaces", FORWARD, [b"Transfer-Encoding:   chunked   "], HELLO_CHUNKED)
 add("TE with tab OWS", FORWARD, [b"Transfer-Encoding:\tchunked\t"], HELLO_CHUNKED)
-# Transfer codings are case-insensitive (RFC 9112 §7); SPEC says "exactly chunked".
+# Transfer codings are case-insensitive (RFC 9112 §7); docs/http.md says exactly `chunked`.
 add("TE value Chunked", EITHER, [b"Transfer-Encoding: Chunked"], HELLO_CHUNKED)
 add("TE value CHUNKED", EITHER, [b"Transfer-Encoding: CHUNKED"], HELLO_CHUNKED)
 add("TE chunked trailing comma", REJECT, [b"Transfer-Encoding: chunked,"], HELLO_CHUNKED)
@@ -295,7 +295,8 @@ chunked("trailer two fields", FORWARD, b"5\r\nhello\r\n0\r\nX-A: 1\r\nX-B: 2\r\n
 chunked("trailer Content-Length", REJECT, b"5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n")
 chunked("trailer content-length lowercase", REJECT, b"5\r\nhello\r\n0\r\ncontent-length: 0\r\n\r\n")
 chunked("trailer Transfer-Encoding", REJECT, b"5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n")
-# SPEC names Content-Length/Transfer-Encoding in trailers; the '_' spelling there is not spelled out.
+# docs/http.md, "Request bodies": Content-Length/Transfer-Encoding in trailers are
+# refused, also spelled with '_'.
 chunked("trailer Content_Length", EITHER, b"5\r\nhello\r\n0\r\nContent_Length: 5\r\n\r\n")
 # Host in a trailer is prohibited as a routing field (RFC 9110 §6.5.1): drop it or reject.
 chunked("trailer Host", EITHER, b"5\r\nhello\r\n0\r\nHost: evil.test\r\n\r\n",

@@ -1,4 +1,4 @@
-"""Regression tests for the data-plane security findings (SPEC.md §3 "Forwarding"):
+"""Regression tests for the data-plane security findings (docs/http.md):
 one test (or a few variants) per finding, each failing on the gateway before the
 fix. Every test runs its own gateway (and upstream), so a gateway one test kills
 cannot fail the others; a gateway must also still exit cleanly on SIGTERM.
@@ -401,7 +401,7 @@ class InvalidResponseFramingTest(ScriptedGatewayTest):
 
 
 class AmbiguousRequestTest(GatewayPerTest):
-    """Findings 4 to 7: requests SPEC §3 calls ambiguous must get 400, have their
+    """Findings 4 to 7: requests docs/http.md calls ambiguous must get 400, have their
     connection closed, and reach the upstream not at all -- not even their head.
     The upstream is a SilentUpstream; upstream_timeout is short so that a gateway
     which forwards a complete request answers (504) soon."""

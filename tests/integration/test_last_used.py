@@ -1,4 +1,4 @@
-"""last_used_at (SPEC.md §1): recorded through a write-behind buffer, at most once a
+"""last_used_at (README.md, "Last used"): recorded through a write-behind buffer, at most once a
 minute per token whatever the load, flushed on shutdown, kept across restarts."""
 
 import datetime

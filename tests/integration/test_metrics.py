@@ -1,4 +1,4 @@
-"""Metrics (SPEC.md §5 /metrics, §6): counters move as expected for allowed, denied
+"""Metrics (README.md, "Metrics"): counters move as expected for allowed, denied
 and failed requests, and the output parses as Prometheus text."""
 
 import unittest

@@ -1,4 +1,4 @@
-"""Path aliases (SPEC.md §2 "Canonical path", rule 6): spellings that a backend may
+"""Path aliases (docs/configuration.md, "paths"): spellings that a backend may
 resolve to another path than the one the gateway authorized.
 
 By default a ';' in the path, an encoded '%' and a segment with a trailing dot are

@@ -1,5 +1,6 @@
-"""End-to-end tests of the data plane (SPEC.md §2 canonical path, §3) against the real
-`tokengate serve` and the demo upstream, over raw sockets."""
+"""End-to-end tests of the data plane (docs/configuration.md, "Canonical path";
+README.md, "Data plane") against the real `tokengate serve` and the demo upstream,
+over raw sockets."""
 
 import hashlib
 import os
@@ -121,7 +122,7 @@ class GatewayTestCase(harness.GatewayTestCase):
 
 
 class AuthenticationTest(GatewayTestCase):
-    """The status table of SPEC.md §3."""
+    """The status table of README.md, "Data plane"."""
 
     @classmethod
     def create_tokens(cls):
@@ -306,7 +307,7 @@ class AuthenticationTest(GatewayTestCase):
 
 
 class ForwardingTest(GatewayTestCase):
-    """What the upstream receives (SPEC.md §3 Forwarding)."""
+    """What the upstream receives (README.md, "Data plane")."""
 
     @classmethod
     def create_tokens(cls):
@@ -619,7 +620,7 @@ class IdentityConfigTest(GatewayTestCase):
 
 
 class CanonicalPathTest(GatewayTestCase):
-    """SPEC.md §2 Canonical path: authorize and forward the same canonical path."""
+    """docs/configuration.md, "Canonical path": authorize and forward the same canonical path."""
 
     @classmethod
     def create_tokens(cls):

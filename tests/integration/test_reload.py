@@ -1,5 +1,5 @@
-"""Hot reload (SPEC.md §6): SIGHUP and config file changes swap in a new config for
-new requests without failing any request; an invalid file is logged with
+"""Hot reload (docs/configuration.md, "Reload and restart"): SIGHUP and config file
+changes swap in a new config for new requests without failing any request; an invalid file is logged with
 file:line:col and the old rules keep serving; listen/store/workers need a restart."""
 
 import os

@@ -1,4 +1,4 @@
-"""Revocation is immediate (SPEC.md section 1 Lifecycle): a client keeps one keep-alive
+"""Revocation is immediate (README.md, "Admin API"): a client keeps one keep-alive
 connection to the PUBLIC listener, a token is deleted, rotated or downgraded through
 the admin API or the CLI (admin socket), and the very next request on that same
 connection is refused. Also: the CLI gives the same output through the socket."""

@@ -1,4 +1,4 @@
-"""Graceful shutdown (SPEC.md §6): on SIGTERM/SIGINT the gateway stops accepting,
+"""Graceful shutdown (README.md, "Signals"): on SIGTERM/SIGINT the gateway stops accepting,
 finishes in-flight requests, closes idle keep-alive connections, closes the store
 cleanly and exits 0."""
 

@@ -1,4 +1,4 @@
-"""Request smuggling: every ambiguous-framing rule of SPEC.md §3 with exact bytes.
+"""Request smuggling: every ambiguous-framing rule of docs/http.md with exact bytes.
 
 Each case must get 400, have its connection closed, and reach the upstream not at all:
 every request carries a unique marker in its path (and a smuggled follow-up request

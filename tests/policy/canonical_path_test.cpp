@@ -1,5 +1,5 @@
-// Canonical path table (SPEC.md §2): every attack input with its canonical form or
-// rejection, and which route of a public/protected sample config then matches.
+// Canonical path table (docs/configuration.md, "Canonical path"): every attack
+// input with its canonical form or rejection, and which route of a public/protected sample config then matches.
 #include "policy/canonical_path.hpp"
 
 #include <doctest/doctest.h>

@@ -1,4 +1,4 @@
-// Route pattern parsing, matching and subsumption (SPEC.md §2 "Routes").
+// Route pattern parsing, matching and subsumption (docs/configuration.md, "Patterns").
 #include "policy/route_pattern.hpp"
 
 #include <doctest/doctest.h>

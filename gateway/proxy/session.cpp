@@ -356,7 +356,7 @@ asio::awaitable<Next> Session::handle_request() {
   handle_.idle = false;
   const Next next = plan_request(head_end);
   if (next != Next::Proceed) co_return next;
-  UpstreamPool& pool = snap_->pools[static_cast<std::size_t>(planner_.target()->upstream)];
+  UpstreamPool& pool = *snap_->pools[static_cast<std::size_t>(planner_.target()->upstream)];
   if (pool.https()) co_return co_await forward<TlsStream>(pool);
   co_return co_await forward<tcp::socket>(pool);
 }

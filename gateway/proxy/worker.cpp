@@ -7,6 +7,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <tuple>
 
 #include <fmt/format.h>
@@ -49,7 +50,7 @@ void Worker::stop() {
     if (c->idle) c->client.socket->close(ignored);
   }
   if (snapshot_) {
-    for (auto& pool : snapshot_->pools) pool.clear();
+    for (auto& pool : snapshot_->pools) pool->clear();
   }
   log_.flush();
 }
@@ -60,6 +61,20 @@ void Worker::add(ConnectionHandle* c) {
     sweeping_ = true;
     asio::co_spawn(*context_, sweep_deadlines(), ContainExceptions{"deadline sweep"});
   }
+}
+
+std::string upstream_identity(const conf::Upstream& upstream) {
+  // The name and URL say where connections go; the CA file's size and time say
+  // whether the TLS context built from it is still the right one.
+  std::string identity = upstream.name + '\n' + upstream.url;
+  if (upstream.ca) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(*upstream.ca, ec);
+    const auto time = std::filesystem::last_write_time(*upstream.ca, ec);
+    identity += '\n' + upstream.ca->string() + '\n' + std::to_string(ec ? 0 : size) + '\n' +
+                std::to_string(ec ? 0 : time.time_since_epoch().count());
+  }
+  return identity;
 }
 
 asio::awaitable<void> Worker::sweep_deadlines() {
@@ -129,13 +144,21 @@ std::shared_ptr<EngineSnapshot> Worker::snapshot() {
   auto snap = std::make_shared<EngineSnapshot>();
   const auto& config = engine->config();
   snap->pools.reserve(config.upstreams.size());
-  for (const auto& u : config.upstreams) snap->pools.emplace_back(u);
+  std::unordered_map<std::string, std::shared_ptr<UpstreamPool>> kept;
+  for (const auto& u : config.upstreams) {
+    std::string identity = upstream_identity(u);
+    auto it = pools_.find(identity);
+    auto pool = it != pools_.end() ? it->second : std::make_shared<UpstreamPool>(u);
+    snap->pools.push_back(pool);
+    kept.emplace(std::move(identity), std::move(pool));
+  }
+  pools_ = std::move(kept);
   snap->routes.reserve(config.routes.size());
   for (const auto& r : config.routes) {
     RouteTarget target;
     for (std::size_t i = 0; i < config.upstreams.size(); ++i) {
       if (config.upstreams[i].name != r.upstream) continue;
-      const UpstreamPool& pool = snap->pools[i];
+      const UpstreamPool& pool = *snap->pools[i];
       target = RouteTarget{static_cast<int>(i), pool.name(), pool.host_header(), pool.base_path()};
     }
     snap->routes.push_back(target);

@@ -69,11 +69,13 @@ struct SharedState {
 };
 
 // A worker's view of one engine generation: the engine plus what the hot path
-// derives from it once (route -> upstream pool, identity header names).
+// derives from it once (route -> upstream pool, identity header names). The pools
+// are the worker's, shared with the snapshots that use them: a reload that keeps
+// an upstream as it was keeps its idle connections and TLS context.
 struct EngineSnapshot {
   std::shared_ptr<const policy::Engine> engine;
   std::uint64_t version = 0;
-  std::vector<UpstreamPool> pools;   // in Config::upstreams order; never resized (routes point in)
+  std::vector<std::shared_ptr<UpstreamPool>> pools;  // in Config::upstreams order
   std::vector<RouteTarget> routes;  // by route index: its upstream, for the request plan
   std::string h_subject, h_name, h_roles, h_groups, h_permissions, h_licenses;
 };
@@ -151,6 +153,9 @@ class Worker final : public PlanEnvironment {
   std::optional<boost::asio::ip::tcp::acceptor> acceptor_;
   std::unique_ptr<store::TokenDirectory::Replica> replica_;
   std::shared_ptr<EngineSnapshot> snapshot_;
+  // Upstream pools of the current config, by upstream_identity(); a pool whose
+  // upstream a reload changed or removed lives on only in older snapshots.
+  std::unordered_map<std::string, std::shared_ptr<UpstreamPool>> pools_;
   std::shared_ptr<ssl::context> listener_tls_;
   std::uint64_t listener_tls_version_ = 0;
   boost::unordered_flat_map<const store::StoredToken*, TokenEntry> tokens_;
@@ -164,6 +169,9 @@ class Worker final : public PlanEnvironment {
   std::mutex uses_mutex_;  // per worker, taken about once a minute per token
   std::vector<std::pair<std::string, store::TimePoint>> uses_;
 };
+
+// What makes two configs' upstreams the same pool: name, URL and CA file.
+std::string upstream_identity(const conf::Upstream& upstream);
 
 // One counted client connection (SharedState::open_connections), released when
 // this is destroyed: with the session's coroutine frame, whether or not it ran.

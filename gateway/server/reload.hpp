@@ -1,7 +1,8 @@
 // Hot reload (docs/configuration.md, "Reload and restart"): SIGHUP or a change of
-// the config file (inotify on its directory, debounced) loads and compiles a new config off the data plane and
-// hands it to the server to publish; an invalid file or a change that needs a
-// restart (listen, store, workers, admin) is logged and the old config keeps serving.
+// the config file (inotify on its directory, debounced) loads and compiles a new
+// config off the data plane and hands it to the server to publish; an invalid file
+// or a change that needs a restart (listen, store, workers, admin) is logged and
+// the old config keeps serving.
 #pragma once
 
 #include <boost/asio/io_context.hpp>

@@ -1,6 +1,7 @@
 """Hot reload (docs/configuration.md, "Reload and restart"): SIGHUP and config file
-changes swap in a new config for new requests without failing any request; an invalid file is logged with
-file:line:col and the old rules keep serving; listen/store/workers need a restart."""
+changes swap in a new config for new requests without failing any request; an
+invalid file is logged with file:line:col and the old rules keep serving;
+listen/store/workers need a restart."""
 
 import os
 import re

@@ -1,5 +1,6 @@
 // Canonical path table (docs/configuration.md, "Canonical path"): every attack
-// input with its canonical form or rejection, and which route of a public/protected sample config then matches.
+// input with its canonical form or rejection, and which route of a public/protected
+// sample config then matches.
 #include "policy/canonical_path.hpp"
 
 #include <doctest/doctest.h>

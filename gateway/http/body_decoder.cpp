@@ -160,136 +160,134 @@ BodyError BodyDecoder::end_of_stream() noexcept {
 BodyDecoder::Step BodyDecoder::next(std::string_view input) noexcept {
   std::size_t i = 0;
   while (i < input.size()) {
-    const auto c = static_cast<unsigned char>(input[i]);
-    switch (state_) {
-      case State::Done:
-        return Step{i, {}, BodyError::None};
-
-      case State::UntilClose:
-      case State::Data: {
-        const std::size_t available = input.size() - i;
-        const std::size_t take = state_ == State::UntilClose
-                                     ? available
-                                     : static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, available));
-        const std::string_view data = input.substr(i, take);
-        body_bytes_ += take;
-        if (state_ == State::Data) {
-          remaining_ -= take;
-          if (remaining_ == 0) state_ = chunked_ ? State::DataCr : State::Done;
-        }
-        return Step{i + take, data, BodyError::None};
+    if (state_ == State::Done) return Step{i, {}, BodyError::None};
+    if (state_ == State::Data || state_ == State::UntilClose) {
+      const std::size_t available = input.size() - i;
+      const std::size_t take = state_ == State::UntilClose
+                                   ? available
+                                   : static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, available));
+      body_bytes_ += take;
+      if (state_ == State::Data) {
+        remaining_ -= take;
+        if (remaining_ == 0) state_ = chunked_ ? State::DataCr : State::Done;
       }
-
-      case State::Size: {
-        const int v = hex_value(static_cast<char>(c));
-        if (v >= 0) {
-          if (++size_digits_ > kMaxSizeDigits) return fail(i, BodyError::BadChunkSize);
-          remaining_ = (remaining_ << 4) | static_cast<std::uint64_t>(v);
-          break;
-        }
-        if (size_digits_ == 0) return fail(i, BodyError::BadChunkSize);
-        if (c == '\r') {
-          state_ = State::SizeLf;
-        } else if (c == ';') {
-          if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
-          state_ = State::ExtStart;
-        } else if (c == ' ' || c == '\t') {
-          state_ = State::SizeSpace;
-        } else {
-          return fail(i, BodyError::BadChunkSize);
-        }
-        break;
-      }
-
-      case State::SizeSpace:
-      case State::ExtStart:
-      case State::ExtName:
-      case State::ExtAfterName:
-      case State::ExtValueStart:
-      case State::ExtToken:
-      case State::ExtQuoted:
-      case State::ExtQuotedPair:
-      case State::ExtAfterValue:
-        if (state_ != State::SizeSpace && c == '\r' && can_end_extension()) {
-          state_ = State::SizeLf;
-          break;
-        }
-        if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
-        if (!extension_byte(c)) {
-          return fail(i, state_ == State::SizeSpace ? BodyError::BadChunkSize : BodyError::BadChunkExtension);
-        }
-        break;
-
-      case State::SizeLf:
-        if (c != '\n') return fail(i, BodyError::BadChunkSize);
-        if (remaining_ > max_body_bytes_ - body_bytes_) return fail(i, BodyError::BodyTooLarge);
-        size_digits_ = 0;
-        state_ = remaining_ == 0 ? State::TrailerStart : State::Data;
-        break;
-
-      case State::DataCr:
-        if (c != '\r') return fail(i, BodyError::BadChunkEnd);
-        state_ = State::DataLf;
-        break;
-
-      case State::DataLf:
-        if (c != '\n') return fail(i, BodyError::BadChunkEnd);
-        state_ = State::Size;
-        break;
-
-      case State::TrailerStart:
-        if (c == '\r') {
-          state_ = State::FinalLf;
-          break;
-        }
-        // A line starting with whitespace would be an obs-fold.
-        name_len_ = 0;
-        name_overflow_ = false;
-        state_ = State::TrailerName;
-        [[fallthrough]];
-
-      case State::TrailerName:
-        if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
-        if (c == ':') {
-          if (name_len_ == 0) return fail(i, BodyError::BadTrailer);
-          if (!name_overflow_ && is_framing_name(std::string_view(name_, name_len_))) {
-            return fail(i, BodyError::FramingTrailer);
-          }
-          state_ = State::TrailerValue;
-          break;
-        }
-        if (!is_tchar(c)) return fail(i, BodyError::BadTrailer);
-        if (name_len_ < sizeof name_) {
-          const char lower = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : static_cast<char>(c);
-          name_[name_len_++] = lower == '_' ? '-' : lower;
-        } else {
-          name_overflow_ = true;
-        }
-        break;
-
-      case State::TrailerValue:
-        if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
-        if (c == '\r') {
-          state_ = State::TrailerLf;
-          break;
-        }
-        if (!is_value_byte(c)) return fail(i, BodyError::BadTrailer);
-        break;
-
-      case State::TrailerLf:
-        if (c != '\n') return fail(i, BodyError::BadTrailer);
-        if (!count_metadata()) return fail(i, BodyError::MetadataTooLarge);
-        state_ = State::TrailerStart;
-        break;
-
-      case State::FinalLf:
-        if (c != '\n') return fail(i, BodyError::BadTrailer);
-        state_ = State::Done;
-        return Step{i + 1, {}, BodyError::None};
+      return Step{i + take, input.substr(i, take), BodyError::None};
+    }
+    if (const BodyError error = framing_byte(static_cast<unsigned char>(input[i])); error != BodyError::None) {
+      return fail(i, error);
     }
     ++i;
   }
   return Step{i, {}, BodyError::None};
+}
+
+// One byte of chunk framing: a size line, the CRLF after a chunk's data, or the
+// trailer section.
+BodyError BodyDecoder::framing_byte(unsigned char c) noexcept {
+  switch (state_) {
+    case State::DataCr:
+      if (c != '\r') return BodyError::BadChunkEnd;
+      state_ = State::DataLf;
+      return BodyError::None;
+    case State::DataLf:
+      if (c != '\n') return BodyError::BadChunkEnd;
+      state_ = State::Size;
+      return BodyError::None;
+    case State::TrailerStart:
+    case State::TrailerName:
+    case State::TrailerValue:
+    case State::TrailerLf:
+    case State::FinalLf:
+      return trailer_byte(c);
+    default:
+      return size_line_byte(c);
+  }
+}
+
+BodyError BodyDecoder::size_line_byte(unsigned char c) noexcept {
+  if (state_ == State::Size) {
+    const int v = hex_value(static_cast<char>(c));
+    if (v >= 0) {
+      if (++size_digits_ > kMaxSizeDigits) return BodyError::BadChunkSize;
+      remaining_ = (remaining_ << 4) | static_cast<std::uint64_t>(v);
+      return BodyError::None;
+    }
+    if (size_digits_ == 0) return BodyError::BadChunkSize;
+    if (c == '\r') {
+      state_ = State::SizeLf;
+    } else if (c == ';') {
+      if (!count_metadata()) return BodyError::MetadataTooLarge;
+      state_ = State::ExtStart;
+    } else if (c == ' ' || c == '\t') {
+      state_ = State::SizeSpace;
+    } else {
+      return BodyError::BadChunkSize;
+    }
+    return BodyError::None;
+  }
+  if (state_ == State::SizeLf) {
+    if (c != '\n') return BodyError::BadChunkSize;
+    if (remaining_ > max_body_bytes_ - body_bytes_) return BodyError::BodyTooLarge;
+    size_digits_ = 0;
+    state_ = remaining_ == 0 ? State::TrailerStart : State::Data;
+    return BodyError::None;
+  }
+  // Whitespace after the size, or an extension.
+  if (state_ != State::SizeSpace && c == '\r' && can_end_extension()) {
+    state_ = State::SizeLf;
+    return BodyError::None;
+  }
+  if (!count_metadata()) return BodyError::MetadataTooLarge;
+  if (!extension_byte(c)) return state_ == State::SizeSpace ? BodyError::BadChunkSize : BodyError::BadChunkExtension;
+  return BodyError::None;
+}
+
+BodyError BodyDecoder::trailer_byte(unsigned char c) noexcept {
+  switch (state_) {
+    case State::TrailerStart:
+      if (c == '\r') {
+        state_ = State::FinalLf;
+        return BodyError::None;
+      }
+      // A line starting with whitespace would be an obs-fold: not a tchar below.
+      name_len_ = 0;
+      name_overflow_ = false;
+      state_ = State::TrailerName;
+      [[fallthrough]];
+    case State::TrailerName:
+      if (!count_metadata()) return BodyError::MetadataTooLarge;
+      if (c == ':') {
+        if (name_len_ == 0) return BodyError::BadTrailer;
+        if (!name_overflow_ && is_framing_name(std::string_view(name_, name_len_))) return BodyError::FramingTrailer;
+        state_ = State::TrailerValue;
+        return BodyError::None;
+      }
+      if (!is_tchar(c)) return BodyError::BadTrailer;
+      if (name_len_ < sizeof name_) {
+        const char lower = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : static_cast<char>(c);
+        name_[name_len_++] = lower == '_' ? '-' : lower;
+      } else {
+        name_overflow_ = true;
+      }
+      return BodyError::None;
+    case State::TrailerValue:
+      if (!count_metadata()) return BodyError::MetadataTooLarge;
+      if (c == '\r') {
+        state_ = State::TrailerLf;
+      } else if (!is_value_byte(c)) {
+        return BodyError::BadTrailer;
+      }
+      return BodyError::None;
+    case State::TrailerLf:
+      if (c != '\n') return BodyError::BadTrailer;
+      if (!count_metadata()) return BodyError::MetadataTooLarge;
+      state_ = State::TrailerStart;
+      return BodyError::None;
+    default:  // FinalLf
+      if (c != '\n') return BodyError::BadTrailer;
+      state_ = State::Done;
+      return BodyError::None;
+  }
 }
 
 }  // namespace tokengate::gateway::http1

@@ -90,6 +90,9 @@ class BodyDecoder {
   bool count_metadata() noexcept { return ++metadata_bytes_ <= max_metadata_bytes_; }
   Step fail(std::size_t consumed, BodyError error) noexcept;
   bool can_end_extension() const noexcept;
+  BodyError framing_byte(unsigned char c) noexcept;
+  BodyError size_line_byte(unsigned char c) noexcept;
+  BodyError trailer_byte(unsigned char c) noexcept;
   bool extension_byte(unsigned char c) noexcept;
 
   State state_ = State::Done;

@@ -1,4 +1,4 @@
-// The JSON error responses of SPEC.md §3: {"error": "...", "message": "..."}.
+// The JSON error responses of the data plane and the admin API: {"error": "...", "message": "..."}.
 #pragma once
 
 #include <string>

@@ -1,4 +1,4 @@
-// Pure request/response header logic of the proxy (SPEC.md §3): framing checks
+// Pure request/response header logic of the proxy (docs/http.md): framing checks
 // against request smuggling, hop-by-hop stripping, the upstream head and
 // request ids. No I/O, so it is unit-tested table by table.
 #pragma once

@@ -1,10 +1,11 @@
-// The per-connection proxy coroutine (SPEC.md §3): read one request head, check
-// framing, canonicalise, route, authenticate, authorize, then stream the request
-// to a pooled upstream connection and the response back; repeat for keep-alive.
-// Requests on one connection are handled strictly in order. Nothing throws: all
-// I/O goes through as_tuple error codes. Timeouts: every read and write is
-// bracketed by arm()/disarm() of the client's or the upstream's Deadline
-// (deadline.hpp), which the worker's sweep enforces.
+// The per-connection proxy coroutine: the I/O of the data plane (docs/http.md).
+// It reads a request head, lets the request plan (request_plan.hpp) decide, and
+// either sends the plan's answer or streams the request to a pooled upstream
+// connection and the response back; then the next request of a keep-alive
+// connection. Requests on one connection are handled strictly in order. All I/O
+// goes through as_tuple error codes. Timeouts: every read and write is bracketed
+// by arm()/disarm() of the client's or the upstream's Deadline (deadline.hpp),
+// which the worker's sweep enforces.
 #include <fmt/format.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -58,7 +59,9 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // recycling allocator (each co_await site takes frame space).
 // Proceed (internal): go on with the request's next step (route_request chose
 // forwarding_; send_request_body sent the whole body).
-enum class Next { KeepAlive, Close, Reply, Proceed };
+// Retry (internal): a pooled upstream connection was found closed before any
+// response byte; the request goes out once more on a new one.
+enum class Next { KeepAlive, Close, Reply, Proceed, Retry };
 
 // A pooled connection the upstream closed while idle shows up as one of these
 // before any response byte arrives.
@@ -225,12 +228,32 @@ class Session {
   // The request plan for the head in buffer_ (request_plan.hpp): Proceed to
   // forward it, or Reply.
   Next plan_request(std::size_t head_end);
+  // The request to a pooled or new upstream connection and the response back.
   template <class Stream>
   asio::awaitable<Next> forward(UpstreamPool& pool);
+  // An idle pooled connection that received nothing since its last response.
+  std::unique_ptr<UpstreamConn> take_idle(UpstreamPool& pool);
+  // One attempt: connection, request, final response head (into res_parser_).
+  // Retry: a pooled connection turned out closed before anything came back.
+  template <class Stream>
+  asio::awaitable<Next> exchange(UpstreamPool& pool, std::unique_ptr<UpstreamConn>& conn, bool first);
+  template <class Stream>
+  asio::awaitable<Next> read_final_head(UpstreamPool& pool, UpstreamConn& conn, bool may_retry);
+  struct ResponseFraming {
+    BodyDecoder body = BodyDecoder::with_length(0);
+    bool header_only = false;  // HEAD, 204, 304
+    bool chunked_out = false;  // re-chunked for the client
+    bool keep_alive = false;   // with the client
+  };
+  ResponseFraming write_response_head();
+  template <class Stream>
+  asio::awaitable<Next> relay_response_body(UpstreamConn& conn, ResponseFraming& framing, bool head_sent);
+  template <class Stream>
+  asio::awaitable<error_code> read_upstream(UpstreamConn& conn);
   template <class Stream>
   asio::awaitable<Next> send_request_body(Stream& up, bool expect_continue, bool head_sent);
   template <class Stream>
-  asio::awaitable<Next> relay_response(UpstreamPool& pool, std::unique_ptr<UpstreamConn>& conn, bool websocket);
+  asio::awaitable<Next> relay_response(UpstreamPool& pool, std::unique_ptr<UpstreamConn>& conn);
   template <class Stream>
   asio::awaitable<Next> tunnel(UpstreamConn& up);
   // The upstream's response head into res_parser_ (the body is decoded by a
@@ -387,94 +410,97 @@ Next Session::plan_request(std::size_t head_end) {
 
 template <class Stream>
 asio::awaitable<Next> Session::forward(UpstreamPool& pool) {
-  const conf::Limits& limits = snap_->engine->config().limits;
-  const bool retryable = planner_.retryable();
-  const bool has_body = planner_.has_body();
-  const bool expect_continue = planner_.expect_continue();
-  const std::string& up_head = planner_.upstream_head();
-
   std::unique_ptr<UpstreamConn> conn;
-  Deadline& up_deadline = handle_.upstream;
-  const DeadlineScope up_scope(up_deadline);  // after conn: released before it
-  for (int attempt = 0;; ++attempt) {
-    up_deadline.socket = nullptr;
-    // A retry always gets a new connection: the other pooled ones may have been
-    // closed by the upstream just like the first.
-    conn = attempt == 0 ? pool.take() : nullptr;
-    // Nothing may have arrived on an idle connection since its last response: bytes
-    // there would answer this request (a desynchronised or misbehaving upstream),
-    // and a close means the request must not be sent on it. One non-blocking peek.
-    while (conn && !idle_connection_alive(*conn)) {
-      pool.drop_idle_since(*conn);
-      conn = pool.take();
-    }
-    const bool pooled = conn != nullptr;
-    if (!conn) {
-      conn = std::make_unique<UpstreamConn>();
-      const error_code ec = co_await pool.connect(*conn, up_deadline, limits.upstream_connect_timeout);
-      if (ec) {
-        tls_failure_ = conn->tls ? tls_verify_error(conn->tls->native_handle()) : std::string();
-        co_return upstream_failure(ec, true, has_body);
-      }
-    }
-    const bool may_retry = pooled && retryable && attempt == 0;
+  const DeadlineScope up_scope(handle_.upstream);  // after conn: released before it
+  Next next = co_await exchange<Stream>(pool, conn, true);
+  // A retry always gets a new connection: the other pooled ones may have been
+  // closed by the upstream just like the first.
+  if (next == Next::Retry) next = co_await exchange<Stream>(pool, conn, false);
+  if (next != Next::Proceed) co_return next;
+  co_return co_await relay_response<Stream>(pool, conn);
+}
 
-    Stream& up = stream_of<Stream>(*conn);
-    up_deadline.socket = &conn->socket();
-    // The head goes out alone unless body bytes are already here (then the first
-    // body write carries it). With 100-continue it must go first.
-    bool head_sent = false;
-    if (!has_body || expect_continue || buffer_.size() == 0) {
-      up_deadline.arm(limits.upstream_timeout);
-      auto [ec, n] = co_await asio::async_write(up, asio::buffer(up_head), kNoThrow);
-      up_deadline.disarm();
-      ec = up_deadline.why(ec);
-      if (ec) {
-        if (may_retry) {
-          pool.drop_idle_since(*conn);
-          continue;
-        }
-        co_return upstream_failure(ec, false, has_body);
-      }
-      head_sent = true;
-    }
-    if (has_body) {
-      const Next sent = co_await send_request_body(up, expect_continue, head_sent);
-      if (sent != Next::Proceed) co_return sent;
-    }
-
-    // The response head; 1xx other than 101 are consumed here (the gateway already
-    // answered Expect itself).
-    bool retry = false;
-    for (int interim = 0;; ++interim) {
-      if (interim > kMaxInterimResponses) {
-        co_return bad_upstream_response("the upstream sent too many 1xx responses", true);
-      }
-      res_parser_.emplace(http::response_header<Fields>(Fields(&arena_)));
-      res_parser_->body_limit(boost::none);
-      res_parser_->header_limit(kMaxUpstreamHeader);
-      if (is_head_) res_parser_->skip(true);
-      up_deadline.arm(limits.upstream_timeout);
-      const error_code ec = up_deadline.why(co_await read_response_head(up, conn->buffer));
-      up_deadline.disarm();
-      if (ec) {
-        // Only when nothing at all came back: after a 1xx the upstream has the request.
-        if (may_retry && interim == 0 && !res_parser_->got_some() && conn->buffer.size() == 0 &&
-            is_stale_connection_error(ec)) {
-          pool.drop_idle_since(*conn);
-          retry = true;
-          break;
-        }
-        co_return upstream_failure(ec, false, !body_.done());
-      }
-      const unsigned status = res_parser_->get().result_int();
-      if (status >= 200 || status == 101) break;
-    }
-    if (retry) continue;
-    break;
+std::unique_ptr<UpstreamConn> Session::take_idle(UpstreamPool& pool) {
+  // Nothing may have arrived on an idle connection since its last response: bytes
+  // there would answer this request (a desynchronised or misbehaving upstream),
+  // and a close means the request must not be sent on it. One non-blocking peek.
+  auto conn = pool.take();
+  while (conn && !idle_connection_alive(*conn)) {
+    pool.drop_idle_since(*conn);
+    conn = pool.take();
   }
+  return conn;
+}
 
-  co_return co_await relay_response<Stream>(pool, conn, planner_.websocket());
+template <class Stream>
+asio::awaitable<Next> Session::exchange(UpstreamPool& pool, std::unique_ptr<UpstreamConn>& conn, bool first) {
+  const conf::Limits& limits = snap_->engine->config().limits;
+  const bool has_body = planner_.has_body();
+  Deadline& up_deadline = handle_.upstream;
+  up_deadline.socket = nullptr;
+  conn = first ? take_idle(pool) : nullptr;
+  const bool may_retry = conn && first && planner_.retryable();
+  if (!conn) {
+    conn = std::make_unique<UpstreamConn>();
+    const error_code ec = co_await pool.connect(*conn, up_deadline, limits.upstream_connect_timeout);
+    if (ec) {
+      tls_failure_ = conn->tls ? tls_verify_error(conn->tls->native_handle()) : std::string();
+      co_return upstream_failure(ec, true, has_body);
+    }
+  }
+  Stream& up = stream_of<Stream>(*conn);
+  up_deadline.socket = &conn->socket();
+  // The head goes out alone unless body bytes are already here (then the first
+  // body write carries it). With 100-continue it must go first.
+  bool head_sent = false;
+  if (!has_body || planner_.expect_continue() || buffer_.size() == 0) {
+    up_deadline.arm(limits.upstream_timeout);
+    auto [ec, n] = co_await asio::async_write(up, asio::buffer(planner_.upstream_head()), kNoThrow);
+    up_deadline.disarm();
+    ec = up_deadline.why(ec);
+    if (ec && may_retry) {
+      pool.drop_idle_since(*conn);
+      co_return Next::Retry;
+    }
+    if (ec) co_return upstream_failure(ec, false, has_body);
+    head_sent = true;
+  }
+  if (has_body) {
+    const Next sent = co_await send_request_body(up, planner_.expect_continue(), head_sent);
+    if (sent != Next::Proceed) co_return sent;
+  }
+  co_return co_await read_final_head<Stream>(pool, *conn, may_retry);
+}
+
+// The response head; 1xx other than 101 are consumed here (the gateway already
+// answered Expect itself).
+template <class Stream>
+asio::awaitable<Next> Session::read_final_head(UpstreamPool& pool, UpstreamConn& conn, bool may_retry) {
+  const conf::Limits& limits = snap_->engine->config().limits;
+  Deadline& up_deadline = handle_.upstream;
+  for (int interim = 0;; ++interim) {
+    if (interim > kMaxInterimResponses) {
+      co_return bad_upstream_response("the upstream sent too many 1xx responses", true);
+    }
+    res_parser_.emplace(http::response_header<Fields>(Fields(&arena_)));
+    res_parser_->body_limit(boost::none);
+    res_parser_->header_limit(kMaxUpstreamHeader);
+    if (is_head_) res_parser_->skip(true);
+    up_deadline.arm(limits.upstream_timeout);
+    const error_code ec = up_deadline.why(co_await read_response_head(stream_of<Stream>(conn), conn.buffer));
+    up_deadline.disarm();
+    if (ec) {
+      // Only when nothing at all came back: after a 1xx the upstream has the request.
+      if (may_retry && interim == 0 && !res_parser_->got_some() && conn.buffer.size() == 0 &&
+          is_stale_connection_error(ec)) {
+        pool.drop_idle_since(conn);
+        co_return Next::Retry;
+      }
+      co_return upstream_failure(ec, false, !body_.done());
+    }
+    const unsigned status = res_parser_->get().result_int();
+    if (status >= 200 || status == 101) co_return Next::Proceed;
+  }
 }
 
 // The request body, client to upstream, piece by piece (bounded memory), after a
@@ -537,10 +563,7 @@ Next Session::bad_request_body(BodyError error) {
 // 101 to a WebSocket request becomes a tunnel. conn goes back to the pool when it
 // can serve another request.
 template <class Stream>
-asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_ptr<UpstreamConn>& conn,
-                                              bool websocket) {
-  const conf::Limits& limits = snap_->engine->config().limits;
-  Deadline& up_deadline = handle_.upstream;
+asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_ptr<UpstreamConn>& conn) {
   auto& res = res_parser_->get();
   if (res.find(http::field::transfer_encoding) != res.end() && res.find(http::field::content_length) != res.end()) {
     // RFC 9112 §6.3: framed both ways, the response may be a splitting attempt;
@@ -551,43 +574,16 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
   const int status = static_cast<int>(res.result_int());
   rec_.status = status;
   if (status == 101) {
-    if (!websocket) co_return bad_upstream_response("the upstream switched protocols unasked", true);
+    if (!planner_.websocket()) co_return bad_upstream_response("the upstream switched protocols unasked", true);
     co_return co_await tunnel<Stream>(*conn);
   }
-
-  const bool upstream_keep_alive = res_parser_->keep_alive();
-  const bool header_only = is_head_ || status == 204 || status == 304;
-  const auto upstream_length = res_parser_->content_length();
-  bool keep_alive = client_keep_alive_ && !w_.shared().stopping.load(std::memory_order_relaxed);
-  bool chunked_out = false;
-  begin_head(status, res.reason());
-  append_forwarded_fields(down_head_, res, StripOptions{{}, false, true, {"Content-Length", "X-Request-Id"}});
-  if (header_only) {
-    if (is_head_ && res_parser_->chunked() && client_version_ >= 11) {
-      append_field(down_head_, "Transfer-Encoding", "chunked");
-    } else if (status != 204 && upstream_length) {
-      append_content_length(down_head_, *upstream_length);
-    }
-  } else if (upstream_length) {
-    append_content_length(down_head_, *upstream_length);
-  } else if (client_version_ >= 11) {
-    chunked_out = true;
-    append_field(down_head_, "Transfer-Encoding", "chunked");
-  } else {
-    keep_alive = false;  // HTTP/1.0 client: the body ends when we close
-  }
-  finish_head(keep_alive);
-  BodyDecoder body = header_only                ? BodyDecoder::with_length(0)
-                     : res_parser_->chunked()   ? BodyDecoder::chunked(limits.max_header_bytes)
-                     : upstream_length          ? BodyDecoder::with_length(*upstream_length)
-                                                : BodyDecoder::until_close();
-
+  ResponseFraming framing = write_response_head();
   // When body bytes are already buffered, the head goes out with the first body
   // write (one send instead of two); otherwise the head is sent at once so a slow
   // body does not hold it back.
   bool head_sent = false;
-  if (header_only || !(conn->buffer.size() > 0 || body.done())) {
-    handle_.client.arm(limits.upstream_timeout);
+  if (framing.header_only || !(conn->buffer.size() > 0 || framing.body.done())) {
+    handle_.client.arm(snap_->engine->config().limits.upstream_timeout);
     auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(down_head_), kNoThrow);
     handle_.client.disarm();
     if (ec) {
@@ -596,66 +592,112 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
     }
     head_sent = true;
   }
-  if (!header_only) {
-    char* buf = body_buffer();
-    for (;;) {
-      // A small body usually arrived with the head: no I/O for it.
-      BodyError error;
-      std::size_t got = decode_buffered(body, conn->buffer, buf, kBodyChunk, error);
-      if (error == BodyError::None && got == 0 && !body.done()) {
-        up_deadline.arm(limits.upstream_timeout);
-        auto [ec, n] = co_await stream_of<Stream>(*conn).async_read_some(conn->buffer.prepare(kBodyChunk), kNoThrow);
-        up_deadline.disarm();
-        ec = up_deadline.why(ec);
-        // The end of a body delimited by the close, or a truncation. A TLS
-        // connection cut without close_notify (stream_truncated) is never an end:
-        // an attacker on the path could forge it.
-        if (ec == asio::error::eof) {
-          error = body.end_of_stream();
-        } else if (ec) {
-          rec_.outcome = ec == beast::error::timeout ? Outcome::UpstreamTimeout : Outcome::UpstreamAborted;
-          w_.metrics().count_upstream_error(ec == beast::error::timeout ? UpstreamErrorKind::Timeout
-                                                                        : UpstreamErrorKind::Aborted);
-          rec_.detail = "response truncated";
-          if (!head_sent) co_return upstream_failure(ec, false, true);
-          co_return Next::Close;  // never let a truncated body look complete
-        } else {
-          conn->buffer.commit(n);
-          continue;
-        }
-      }
-      if (error != BodyError::None) {
-        if (!head_sent) {
-          rec_.detail = http1::to_string(error);
-          co_return bad_upstream_response("the upstream's response body is malformed", true);
-        }
-        rec_.outcome = Outcome::UpstreamBadResponse;
-        rec_.detail = http1::to_string(error);
-        w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
-        co_return Next::Close;  // the client sees the body cut short, never a wrong end
-      }
-      const bool done = body.done();
-      BodyFrame frame(chunked_out, std::string_view(buf, got), done);
-      const auto buffers = frame.buffers(head_sent ? std::string_view{} : std::string_view(down_head_));
-      if (asio::buffer_size(buffers) > 0) {
-        handle_.client.arm(limits.upstream_timeout);
-        auto [wec, wn] = co_await asio::async_write(stream_, buffers, kNoThrow);
-        handle_.client.disarm();
-        if (wec) {
-          rec_.outcome = Outcome::ClientAborted;
-          co_return Next::Close;
-        }
-        head_sent = true;
-      }
-      rec_.bytes_out += got;
-      if (done) break;
-    }
+  if (!framing.header_only) {
+    const Next relayed = co_await relay_response_body<Stream>(*conn, framing, head_sent);
+    if (relayed != Next::Proceed) co_return relayed;
   }
+  if (res_parser_->keep_alive() && framing.body.done() && conn->buffer.size() == 0) {
+    pool.give_back(std::move(conn));  // peeked before its next use (take_idle)
+  }
+  co_return framing.keep_alive ? Next::KeepAlive : Next::Close;
+}
 
-  if (upstream_keep_alive && body.done() && conn->buffer.size() == 0) {
-    pool.give_back(std::move(conn));  // peeked before its next use (forward)
+// The client's response head in down_head_, framed for the client, and how the
+// upstream's body is to be read.
+Session::ResponseFraming Session::write_response_head() {
+  auto& res = res_parser_->get();
+  const int status = static_cast<int>(res.result_int());
+  const auto upstream_length = res_parser_->content_length();
+  ResponseFraming f;
+  f.header_only = is_head_ || status == 204 || status == 304;
+  f.keep_alive = client_keep_alive_ && !w_.shared().stopping.load(std::memory_order_relaxed);
+  begin_head(status, res.reason());
+  append_forwarded_fields(down_head_, res, StripOptions{{}, false, true, {"Content-Length", "X-Request-Id"}});
+  if (f.header_only) {
+    if (is_head_ && res_parser_->chunked() && client_version_ >= 11) {
+      append_field(down_head_, "Transfer-Encoding", "chunked");
+    } else if (status != 204 && upstream_length) {
+      append_content_length(down_head_, *upstream_length);
+    }
+  } else if (upstream_length) {
+    append_content_length(down_head_, *upstream_length);
+  } else if (client_version_ >= 11) {
+    f.chunked_out = true;
+    append_field(down_head_, "Transfer-Encoding", "chunked");
+  } else {
+    f.keep_alive = false;  // HTTP/1.0 client: the body ends when we close
   }
-  co_return keep_alive ? Next::KeepAlive : Next::Close;
+  finish_head(f.keep_alive);
+  const std::size_t metadata_limit = snap_->engine->config().limits.max_header_bytes;
+  f.body = f.header_only              ? BodyDecoder::with_length(0)
+           : res_parser_->chunked()   ? BodyDecoder::chunked(metadata_limit)
+           : upstream_length          ? BodyDecoder::with_length(*upstream_length)
+                                      : BodyDecoder::until_close();
+  return f;
+}
+
+// The upstream's response body, decoded and re-framed for the client, piece by
+// piece. Proceed when all of it was relayed.
+template <class Stream>
+asio::awaitable<Next> Session::relay_response_body(UpstreamConn& conn, ResponseFraming& framing, bool head_sent) {
+  BodyDecoder& body = framing.body;
+  char* buf = body_buffer();
+  for (;;) {
+    // A small body usually arrived with the head: no I/O for it.
+    BodyError error;
+    const std::size_t got = decode_buffered(body, conn.buffer, buf, kBodyChunk, error);
+    if (error == BodyError::None && got == 0 && !body.done()) {
+      const error_code ec = co_await read_upstream<Stream>(conn);
+      // The end of a body delimited by the close, or a truncation. A TLS
+      // connection cut without close_notify (stream_truncated) is never an end:
+      // an attacker on the path could forge it.
+      if (ec == asio::error::eof) {
+        error = body.end_of_stream();
+      } else if (ec) {
+        const bool timeout = ec == beast::error::timeout;
+        rec_.outcome = timeout ? Outcome::UpstreamTimeout : Outcome::UpstreamAborted;
+        w_.metrics().count_upstream_error(timeout ? UpstreamErrorKind::Timeout : UpstreamErrorKind::Aborted);
+        rec_.detail = "response truncated";
+        if (!head_sent) co_return upstream_failure(ec, false, true);
+        co_return Next::Close;  // never let a truncated body look complete
+      } else {
+        continue;
+      }
+    }
+    if (error != BodyError::None) {
+      rec_.detail = http1::to_string(error);
+      if (!head_sent) co_return bad_upstream_response("the upstream's response body is malformed", true);
+      rec_.outcome = Outcome::UpstreamBadResponse;
+      w_.metrics().count_upstream_error(UpstreamErrorKind::BadResponse);
+      co_return Next::Close;  // the client sees the body cut short, never a wrong end
+    }
+    const bool done = body.done();
+    BodyFrame frame(framing.chunked_out, std::string_view(buf, got), done);
+    const auto buffers = frame.buffers(head_sent ? std::string_view{} : std::string_view(down_head_));
+    if (asio::buffer_size(buffers) > 0) {
+      handle_.client.arm(snap_->engine->config().limits.upstream_timeout);
+      auto [wec, wn] = co_await asio::async_write(stream_, buffers, kNoThrow);
+      handle_.client.disarm();
+      if (wec) {
+        rec_.outcome = Outcome::ClientAborted;
+        co_return Next::Close;
+      }
+      head_sent = true;
+    }
+    rec_.bytes_out += got;
+    if (done) co_return Next::Proceed;
+  }
+}
+
+// More of the upstream's response into its buffer, under upstream_timeout.
+template <class Stream>
+asio::awaitable<error_code> Session::read_upstream(UpstreamConn& conn) {
+  Deadline& up_deadline = handle_.upstream;
+  up_deadline.arm(snap_->engine->config().limits.upstream_timeout);
+  auto [ec, n] = co_await stream_of<Stream>(conn).async_read_some(conn.buffer.prepare(kBodyChunk), kNoThrow);
+  up_deadline.disarm();
+  conn.buffer.commit(n);
+  co_return up_deadline.why(ec);
 }
 
 template <class Stream>

@@ -9,6 +9,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
@@ -251,5 +252,76 @@ TEST_CASE("serve: stale pooled upstream connections are retried, identity cannot
   CHECK(third.count(http::field::authorization) == 0);
   CHECK(third.count(http::field::connection) == 0);
   CHECK(third[http::field::host] == "127.0.0.1:" + std::to_string(upstream.port()));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("serve: a head arriving byte by byte, pipelined requests, a client leaving mid-head") {
+  const auto dir = make_temp_dir();
+  OneShotUpstream upstream;
+  const auto config_path = dir / "tokengate.yaml";
+  {
+    std::ofstream out(config_path);
+    out << "listen: 127.0.0.1:0\nworkers: 1\nstore:\n  path: " << (dir / "tokens").string()
+        << "\n  key_file: " << (dir / "key").string() << "\nupstreams:\n  up:\n    url: http://127.0.0.1:"
+        << upstream.port() << "\nroutes:\n  - path: /pub/**\n    upstream: up\n    public: true\n";
+  }
+  int exit_code = -1;
+  {
+    StderrCapture capture;
+    std::thread server([&] { exit_code = tokengate::gateway::serve({config_path}); });
+    const int port = capture.wait_port();
+    REQUIRE_MESSAGE(port > 0, capture.text());
+    const tcp::endpoint gateway(asio::ip::make_address("127.0.0.1"), static_cast<std::uint16_t>(port));
+    asio::io_context ctx;
+
+    // One byte per write (TCP_NODELAY): every read boundary inside the head.
+    {
+      tcp::socket socket(ctx);
+      socket.connect(gateway);
+      socket.set_option(tcp::no_delay(true));
+      const std::string head = "GET /pub/slow HTTP/1.1\r\nHost: gw.test\r\nX-Long: " + std::string(100, 'v') + "\r\n\r\n";
+      for (char c : head) asio::write(socket, asio::buffer(&c, 1));
+      beast::flat_buffer buffer;
+      http::response<http::string_body> res;
+      http::read(socket, buffer, res);
+      CHECK(res.result_int() == 200);
+      CHECK(res.body() == "/pub/slow");
+    }
+    // Three requests in one write: three answers, in order, on the same connection.
+    {
+      tcp::socket socket(ctx);
+      socket.connect(gateway);
+      std::string pipelined;
+      for (const char* target : {"/pub/1", "/pub/2", "/pub/3"}) {
+        pipelined += std::string("GET ") + target + " HTTP/1.1\r\nHost: gw.test\r\n\r\n";
+      }
+      asio::write(socket, asio::buffer(pipelined));
+      beast::flat_buffer buffer;
+      for (const char* target : {"/pub/1", "/pub/2", "/pub/3"}) {
+        http::response<http::string_body> res;
+        http::read(socket, buffer, res);
+        CHECK(res.result_int() == 200);
+        CHECK(res.body() == target);
+      }
+    }
+    // Half a head, then the client is gone; the gateway serves the next one.
+    {
+      tcp::socket socket(ctx);
+      socket.connect(gateway);
+      asio::write(socket, asio::buffer(std::string("GET /pub/half HTTP/1.1\r\nHo")));
+      socket.close();
+      tcp::socket next(ctx);
+      next.connect(gateway);
+      beast::flat_buffer buffer;
+      http::request<http::string_body> req{http::verb::get, "/pub/after", 11};
+      req.set(http::field::host, "gw.test");
+      const auto res = send(next, buffer, req);
+      CHECK(res.result_int() == 200);
+    }
+    std::raise(SIGTERM);
+    server.join();
+  }
+  CHECK(exit_code == 0);
+  for (const auto& req : upstream.requests()) CHECK(req.target() != "/pub/half");
   std::filesystem::remove_all(dir);
 }

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -45,7 +46,8 @@ constexpr auto kExpiringSoon = std::chrono::hours(24 * 7);
 
 using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
-void fail_line(std::string_view message) { write_stderr(fmt::format("tokengate: {}\n", message)); }
+// One startup error line, the same shape as the command line's user errors.
+void fail_line(std::string_view message) { write_stderr(fmt::format("error: {}\n", message)); }
 
 // The listen address as an endpoint; names ("localhost") through the resolver.
 std::optional<tcp::endpoint> listen_endpoint(const conf::Endpoint& listen, std::string& error) {
@@ -82,213 +84,259 @@ std::vector<std::string> route_names(const conf::Config& config) {
   return names;
 }
 
-}  // namespace
 
-int serve(const ServeOptions& options) {
+// The running gateway: start() builds everything in the order it depends on
+// (config, engine, store, workers, listeners, admin) and prints the ready lines;
+// run() serves until a signal drains it; the members go in reverse order.
+class Server {
+ public:
+  explicit Server(const ServeOptions& options) : options_(options) {}
+  // false after printing the one startup error line.
+  bool start();
+  // Blocks until drained; the process exit code.
+  int run();
+
+ private:
+  bool load();
+  bool open_listeners();
+  void start_admin();
+  void start_workers();
+  void arm_last_used();
+  void wait_signal();
+  void drain();
+  void shutdown();
+
+  const ServeOptions& options_;
+  std::shared_ptr<const conf::Config> config_;
+  std::shared_ptr<const policy::Engine> engine_;
+  std::shared_ptr<ssl::context> listener_tls_;
+  std::unique_ptr<store::TokenStore> token_store_;
+  std::unique_ptr<store::TokenDirectory> directory_;
+  std::optional<SharedState> shared_;
+  std::optional<Metrics> metrics_;
+  asio::io_context main_context_;
+  asio::signal_set signals_{main_context_, SIGINT, SIGTERM, SIGHUP};
+  std::optional<ConfigReloader> reloader_;
+  std::optional<LogWriter> log_writer_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::optional<AdminApi> admin_api_;
+  std::optional<AdminServer> admin_server_;
+  std::vector<std::thread> threads_;
+  std::size_t running_ = 0;
+  std::string ready_line_;  // "listening on ..." of the public listener
+  std::optional<LastUsedWriter> last_used_;
+  asio::steady_timer last_used_timer_{main_context_};
+  asio::steady_timer drain_timer_{main_context_};
+};
+
+bool Server::start() {
   LogFormat format = LogFormat::Json;
   LogLevel level = LogLevel::Info;
-  if (!parse_log_format(options.log_format, format)) {
-    fail_line(fmt::format("unknown --log-format '{}' (json or text)", options.log_format));
-    return 1;
+  if (!parse_log_format(options_.log_format, format)) {
+    fail_line(fmt::format("unknown --log-format '{}' (json or text)", options_.log_format));
+    return false;
   }
-  if (!parse_log_level(options.log_level, level)) {
-    fail_line(fmt::format("unknown --log-level '{}' (debug, info, warn or error)", options.log_level));
-    return 1;
+  if (!parse_log_level(options_.log_level, level)) {
+    fail_line(fmt::format("unknown --log-level '{}' (debug, info, warn or error)", options_.log_level));
+    return false;
   }
   set_log_options(format, level);
+  if (!load() || !open_listeners()) return false;
+  start_admin();
+  return admin_server_.has_value();
+}
 
-  std::shared_ptr<const conf::Config> config;
-  std::unique_ptr<store::TokenStore> token_store;
-  std::shared_ptr<const policy::Engine> engine;
-  std::shared_ptr<ssl::context> listener_tls;
+// Config, engine, listener TLS, store and token directory, metrics and the
+// reloader; any failure is one line.
+bool Server::load() {
   try {
-    config = conf::load_config(options.config);
-  } catch (const conf::ConfigError& e) {
-    fail_line(e.what());
-    return 1;
-  }
-  try {
-    engine = policy::Engine::compile(config);
-    if (config->tls) listener_tls = make_server_tls_context(*config->tls);
+    config_ = conf::load_config(options_.config);
+    engine_ = policy::Engine::compile(config_);
+    if (config_->tls) listener_tls_ = make_server_tls_context(*config_->tls);
+    token_store_ = store::TokenStore::open({config_->store.path, config_->store.key_file, store::system_now});
+    directory_ = std::make_unique<store::TokenDirectory>(*token_store_);
   } catch (const std::exception& e) {
     fail_line(e.what());
-    return 1;
+    return false;
   }
-  try {
-    token_store = store::TokenStore::open({config->store.path, config->store.key_file, store::system_now});
-  } catch (const std::exception& e) {
-    fail_line(e.what());
-    return 1;
+  shared_.emplace(engine_, *directory_);
+  if (listener_tls_) {
+    shared_->tls_listener = true;
+    shared_->listener_tls.publish(listener_tls_);
   }
-
-  std::unique_ptr<store::TokenDirectory> directory;
-  try {
-    directory = std::make_unique<store::TokenDirectory>(*token_store);
-  } catch (const std::exception& e) {
-    fail_line(e.what());
-    return 1;
-  }
-  SharedState shared(engine, *directory);
-  if (listener_tls) {
-    shared.tls_listener = true;
-    shared.listener_tls.publish(listener_tls);
-  }
-
-  unsigned n = config->workers != 0 ? config->workers : std::thread::hardware_concurrency();
+  unsigned n = config_->workers != 0 ? config_->workers : std::thread::hardware_concurrency();
   if (n == 0) n = 1;
-
-  Metrics metrics(n);
-  metrics.set_route_names(route_names(*config));
-  metrics.reload_ok(std::chrono::system_clock::now());  // the initial load counts as the last success
-  metrics.set_expiring_soon_source([&token_store] {
+  metrics_.emplace(n);
+  metrics_->set_route_names(route_names(*config_));
+  metrics_->reload_ok(std::chrono::system_clock::now());  // the initial load counts as the last success
+  metrics_->set_expiring_soon_source([this] {
     const auto now = store::system_now();
     std::uint64_t count = 0;
-    for (const auto& r : token_store->list()) {
+    for (const auto& r : token_store_->list()) {
       if (r.expires_at && *r.expires_at > now && *r.expires_at - now <= kExpiringSoon) ++count;
     }
     return count;
   });
-
-  // Signals are caught from here on, so a SIGTERM right after the ready line drains
-  // instead of killing the process.
-  asio::io_context main_context;
-  asio::signal_set signals(main_context, SIGINT, SIGTERM, SIGHUP);
-
-  ConfigReloader reloader(
-      main_context, options.config, config,
-      [&](const std::shared_ptr<const conf::Config>& next, const std::shared_ptr<const policy::Engine>& next_engine) {
+  reloader_.emplace(
+      main_context_, options_.config, config_,
+      [this](const std::shared_ptr<const conf::Config>& next, const std::shared_ptr<const policy::Engine>& engine) {
         // What can fail first, so a failure applies nothing.
         std::shared_ptr<ssl::context> next_listener_tls;
         if (next->tls) next_listener_tls = make_server_tls_context(*next->tls);
-        if (next_listener_tls) shared.listener_tls.publish(std::move(next_listener_tls));
-        shared.engines.publish(next_engine);
-        metrics.set_route_names(route_names(*next));
+        if (next_listener_tls) shared_->listener_tls.publish(std::move(next_listener_tls));
+        shared_->engines.publish(engine);
+        metrics_->set_route_names(route_names(*next));
       },
-      &metrics);
-  reloader.watch();  // before the ready line, so no change after it is missed
+      &*metrics_);
+  reloader_->watch();  // before the ready line, so no change after it is missed
+  log_writer_.emplace(metrics_->shards());
+  return true;
+}
 
+// One acceptor per worker on the same port (SO_REUSEPORT).
+bool Server::open_listeners() {
   std::string error;
-  auto endpoint = listen_endpoint(config->listen, error);
+  auto endpoint = listen_endpoint(config_->listen, error);
   if (!endpoint) {
     fail_line(error);
-    return 1;
+    return false;
   }
-  LogWriter log_writer(n);
-  std::vector<std::unique_ptr<Worker>> workers;
-  for (unsigned i = 0; i < n; ++i) {
-    workers.push_back(std::make_unique<Worker>(shared, metrics.shard(i), log_writer.outbox(i)));
+  for (std::size_t i = 0; i < metrics_->shards(); ++i) {
+    workers_.push_back(std::make_unique<Worker>(*shared_, metrics_->shard(i), log_writer_->outbox(i)));
     error_code ec;
-    if (!bind_acceptor(workers.back()->acceptor(), *endpoint, ec)) {
-      fail_line(fmt::format("cannot listen on {}: {}", config->listen.to_string(), ec.message()));
-      return 1;
+    if (!bind_acceptor(workers_.back()->acceptor(), *endpoint, ec)) {
+      fail_line(fmt::format("cannot listen on {}: {}", config_->listen.to_string(), ec.message()));
+      return false;
     }
-    // Port 0: the first acceptor picks the port, the others share it (SO_REUSEPORT).
-    if (i == 0) endpoint->port(workers.back()->acceptor().local_endpoint(ec).port());
+    // Port 0: the first acceptor picks the port, the others share it.
+    if (i == 0) endpoint->port(workers_.back()->acceptor().local_endpoint(ec).port());
   }
-  // Admin API (admin_server.cpp): its own thread; writes go through token_store,
-  // whose change listener is the directory the workers read.
-  AdminHooks admin_hooks;
-  admin_hooks.metrics = [&metrics] {
+  conf::Endpoint actual = config_->listen;
+  actual.port = endpoint->port();
+  ready_line_ = fmt::format("listening on {}{}\n", actual.to_string(), listener_tls_ ? " (tls)" : "");
+  return true;
+}
+
+// The admin API on its own thread (admin/admin_server.hpp); its writes go through
+// the token store, whose change listener is the directory the workers read. Then
+// the ready lines.
+void Server::start_admin() {
+  AdminHooks hooks;
+  hooks.metrics = [this] {
     AdminResponse response;
     response.status = 200;
     response.content_type = "text/plain; version=0.0.4";
-    response.body = metrics.render_prometheus();
+    response.body = metrics_->render_prometheus();
     return response;
   };
-  AdminApi admin_api(*token_store, [&shared] { return shared.engines.load().first; }, std::move(admin_hooks));
-  AdminServer admin_server(admin_api);
-  if (!admin_server.listen(config->admin, error)) {
+  admin_api_.emplace(*token_store_, [this] { return shared_->engines.load().first; }, std::move(hooks));
+  admin_server_.emplace(*admin_api_);
+  std::string error;
+  if (!admin_server_->listen(config_->admin, error)) {
     fail_line(error);
-    return 1;
+    admin_server_.reset();
+    return;
   }
-  conf::Endpoint actual = config->listen;
-  actual.port = endpoint->port();
-  write_stderr(fmt::format("listening on {}{}\n", actual.to_string(), listener_tls ? " (tls)" : ""));
-  if (auto port = admin_server.tcp_port()) {
-    conf::Endpoint admin_actual = *config->admin.listen;
+  write_stderr(ready_line_);
+  if (auto port = admin_server_->tcp_port()) {
+    conf::Endpoint admin_actual = *config_->admin.listen;
     admin_actual.port = *port;
     write_stderr(fmt::format("listening on {} (admin)\n", admin_actual.to_string()));
   }
-  if (admin_server.has_socket()) write_stderr(fmt::format("admin socket {}\n", config->admin.socket->string()));
+  if (admin_server_->has_socket()) write_stderr(fmt::format("admin socket {}\n", config_->admin.socket->string()));
+  admin_server_->start();
+  admin_api_->set_ready(true);
+}
 
-  admin_server.start();
-  admin_api.set_ready(true);
+int Server::run() {
+  start_workers();
+  last_used_.emplace(*token_store_, &*metrics_);
+  arm_last_used();
+  wait_signal();
+  main_context_.run();
+  shutdown();
+  return 0;
+}
 
-  std::size_t running = workers.size();
-  std::vector<std::thread> threads;
-  for (auto& w : workers) {
-    threads.emplace_back([&main_context, &running, worker = w.get()] {
+void Server::start_workers() {
+  running_ = workers_.size();
+  for (auto& w : workers_) {
+    threads_.emplace_back([this, worker = w.get()] {
       worker->start();
       run_contained(worker->context(), "worker");
       worker->log().flush();
-      asio::post(main_context, [&main_context, &running] {
-        if (--running == 0) main_context.stop();
+      asio::post(main_context_, [this] {
+        if (--running_ == 0) main_context_.stop();
       });
     });
   }
+}
 
-  LastUsedWriter last_used(*token_store, &metrics);
-  auto gather_last_used = [&] {
-    for (auto& w : workers) last_used.add(w->take_uses());
-  };
-  const auto flush_interval = last_used_flush_interval();
-  asio::steady_timer last_used_timer(main_context);
-  std::function<void()> arm_last_used = [&] {
-    last_used_timer.expires_after(flush_interval);
-    last_used_timer.async_wait([&](error_code ec) {
-      if (ec) return;
-      gather_last_used();
-      last_used.flush(store::system_now());
-      arm_last_used();
-    });
-  };
-  arm_last_used();
+void Server::arm_last_used() {
+  last_used_timer_.expires_after(last_used_flush_interval());
+  last_used_timer_.async_wait([this](error_code ec) {
+    if (ec) return;
+    for (auto& w : workers_) last_used_->add(w->take_uses());
+    last_used_->flush(store::system_now());
+    arm_last_used();
+  });
+}
 
+void Server::wait_signal() {
+  signals_.async_wait([this](error_code ec, int signo) {
+    if (ec) return;
+    if (signo == SIGHUP) {
+      reloader_->reload("SIGHUP");
+    } else {
+      drain();
+    }
+    wait_signal();
+  });
+}
 
-  asio::steady_timer drain_timer(main_context);
-  std::function<void()> wait_signal = [&] {
-    signals.async_wait([&](error_code ec, int signo) {
-      if (ec) return;
-      if (signo == SIGHUP) {
-        reloader.reload("SIGHUP");
-        wait_signal();
-        return;
-      }
-      if (shared.stopping.exchange(true)) {
-        // A second SIGTERM/SIGINT while draining: the operator does not want to wait.
-        log_line(LogLevel::Warn, "shutting down now: in-flight requests abandoned");
-        for (auto& w : workers) w->context().stop();
-        return;
-      }
-      admin_api.set_ready(false);
-      log_line(LogLevel::Info, "shutting down: draining in-flight requests");
-      reloader.stop();
-      for (auto& w : workers) asio::post(w->context(), [worker = w.get()] { worker->stop(); });
-      drain_timer.expires_after(kDrainLimit);
-      drain_timer.async_wait([&](error_code tec) {
-        if (tec) return;
-        log_line(LogLevel::Warn, "drain time limit reached: closing the remaining connections");
-        for (auto& w : workers) w->context().stop();
-      });
-      wait_signal();
-    });
-  };
-  wait_signal();
+// SIGTERM/SIGINT: stop accepting and let in-flight requests finish, up to the
+// drain limit; a second signal does not wait.
+void Server::drain() {
+  if (shared_->stopping.exchange(true)) {
+    log_line(LogLevel::Warn, "shutting down now: in-flight requests abandoned");
+    for (auto& w : workers_) w->context().stop();
+    return;
+  }
+  admin_api_->set_ready(false);
+  log_line(LogLevel::Info, "shutting down: draining in-flight requests");
+  reloader_->stop();
+  for (auto& w : workers_) asio::post(w->context(), [worker = w.get()] { worker->stop(); });
+  drain_timer_.expires_after(kDrainLimit);
+  drain_timer_.async_wait([this](error_code ec) {
+    if (ec) return;
+    log_line(LogLevel::Warn, "drain time limit reached: closing the remaining connections");
+    for (auto& w : workers_) w->context().stop();
+  });
+}
 
-  main_context.run();
-  for (auto& t : threads) t.join();
-  log_writer.stop();  // every access line out before the last operational lines
-  signals.cancel();
-  reloader.stop();
-  admin_server.stop();
-  gather_last_used();
-  last_used.flush(store::system_now(), true);
-  metrics.set_expiring_soon_source(nullptr);
-  workers.clear();
-  directory.reset();
-  token_store.reset();  // closes RocksDB (flushes and releases the lock)
+// After the workers ended: every access line out, last-used times written, the
+// store closed cleanly.
+void Server::shutdown() {
+  for (auto& t : threads_) t.join();
+  log_writer_->stop();  // every access line out before the last operational lines
+  signals_.cancel();
+  reloader_->stop();
+  admin_server_->stop();
+  for (auto& w : workers_) last_used_->add(w->take_uses());
+  last_used_->flush(store::system_now(), true);
+  metrics_->set_expiring_soon_source(nullptr);
+  workers_.clear();
+  directory_.reset();
+  token_store_.reset();  // closes RocksDB (flushes and releases the lock)
   log_line(LogLevel::Info, "stopped");
-  return 0;
+}
+
+}  // namespace
+
+int serve(const ServeOptions& options) {
+  Server server(options);
+  if (!server.start()) return 1;
+  return server.run();
 }
 
 }  // namespace tokengate::gateway

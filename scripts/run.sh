@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh release
+# Only what runs here: the tests are built by scripts/test.sh.
+scripts/build.sh release tokengate tokengate-demo-upstream
 
 bin=build/gateway/tokengate
 upstream_bin=build/tools/tokengate-demo-upstream

@@ -46,7 +46,8 @@ int main(int argc, char** argv) {
   }
   try {
     const auto config = conf::load_config(config_file);
-    const auto store = store::TokenStore::open({.path = config->store.path, .key_file = config->store.key_file});
+    const auto store =
+        store::TokenStore::open({.path = config->store.path, .key_file = config->store.key_file});
     store::TokenManager manager(*store, config);
     const auto start = std::chrono::steady_clock::now();
     std::string out;

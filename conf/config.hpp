@@ -55,8 +55,8 @@ struct AdminConfig {
 };
 
 struct StoreConfig {
-  std::filesystem::path path = "var/tokens";              // absolute after loading
-  std::filesystem::path key_file = "var/tokengate.key";   // absolute after loading
+  std::filesystem::path path = "var/tokens";             // absolute after loading
+  std::filesystem::path key_file = "var/tokengate.key";  // absolute after loading
 };
 
 struct TokensConfig {
@@ -92,8 +92,8 @@ struct Upstream {
   std::string url;     // as written
   bool https = false;  // scheme
   std::string host;
-  std::uint16_t port = 0;    // explicit or the scheme default
-  std::string base_path;     // path part of the URL without trailing '/', usually ""
+  std::uint16_t port = 0;                   // explicit or the scheme default
+  std::string base_path;                    // path part of the URL without trailing '/', usually ""
   std::optional<std::filesystem::path> ca;  // absolute
   Mark mark;
 };

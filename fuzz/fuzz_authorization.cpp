@@ -7,8 +7,8 @@
 #include <string_view>
 
 #include "check.hpp"
-#include "store/token_format.hpp"
 #include "gateway/http/authorization.hpp"
+#include "store/token_format.hpp"
 
 namespace {
 

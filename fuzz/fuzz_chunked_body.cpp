@@ -82,7 +82,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   const std::string_view input(reinterpret_cast<const char*>(bytes), size);
   const unsigned control = bytes[0];
   const std::string_view wire = input.substr(1);
-  const std::size_t meta_limit = (control & 0x0f) * 8;        // 0..120
+  const std::size_t meta_limit = (control & 0x0f) * 8;  // 0..120
   const std::uint64_t body_limit = (control >> 4) == 15 ? UINT64_MAX : (control >> 4) * 64;
 
   const auto whole = run(BodyDecoder::chunked(meta_limit, body_limit), wire, wire.size() + 1, input);

@@ -138,11 +138,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
       ++subjects;
       FUZZ_CHECK(name == "X-Auth-Subject" && f.value() == "abc", up);
     }
-    const bool hop_by_hop = starts_with_folded(name, "proxy-") || (name.size() == 5 && starts_with_folded(name, "proxy")) ||
-                            (name.size() == 10 && starts_with_folded(name, "keep-alive")) ||
-                            f.name() == http::field::te || f.name() == http::field::trailer ||
-                            (f.name() == http::field::upgrade && !planner.websocket()) ||
-                            (f.name() == http::field::connection && !planner.websocket());
+    const bool hop_by_hop =
+        starts_with_folded(name, "proxy-") || (name.size() == 5 && starts_with_folded(name, "proxy")) ||
+        (name.size() == 10 && starts_with_folded(name, "keep-alive")) || f.name() == http::field::te ||
+        f.name() == http::field::trailer || (f.name() == http::field::upgrade && !planner.websocket()) ||
+        (f.name() == http::field::connection && !planner.websocket());
     FUZZ_CHECK(!hop_by_hop, up);
     // Framing fields only as the gateway writes them.
     if ((name.size() == 14 && starts_with_folded(name, "content-length")) ||

@@ -13,8 +13,8 @@
 #include <string_view>
 
 #include "check.hpp"
-#include "gateway/http/framing.hpp"
 #include "gateway/http/body_decoder.hpp"
+#include "gateway/http/framing.hpp"
 
 namespace {
 
@@ -49,16 +49,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   if (!parser.is_header_done()) return 0;
   rest.remove_prefix(used);
   const auto& res = parser.get();
-  if (res.find(http::field::transfer_encoding) != res.end() && res.find(http::field::content_length) != res.end()) {
+  if (res.find(http::field::transfer_encoding) != res.end() &&
+      res.find(http::field::content_length) != res.end()) {
     return 0;  // a 502, and the connection is closed
   }
   const int status = static_cast<int>(res.result_int());
   const bool header_only = head_request || status == 204 || status == 304 || status < 200;
   const auto length = parser.content_length();
-  BodyDecoder body = header_only         ? BodyDecoder::with_length(0)
-                     : parser.chunked()  ? BodyDecoder::chunked(kMaxMetadata)
-                     : length            ? BodyDecoder::with_length(*length)
-                                         : BodyDecoder::until_close();
+  BodyDecoder body = header_only        ? BodyDecoder::with_length(0)
+                     : parser.chunked() ? BodyDecoder::chunked(kMaxMetadata)
+                     : length           ? BodyDecoder::with_length(*length)
+                                        : BodyDecoder::until_close();
   std::size_t relayed = 0;
   std::string_view wire = rest;
   while (!wire.empty() && !body.done()) {

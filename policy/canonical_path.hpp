@@ -10,15 +10,15 @@ namespace tokengate::policy {
 
 enum class PathError {
   None,
-  NotOriginForm,    // absolute-form, authority-form, empty, "*" with a method other than OPTIONS
-  Fragment,         // '#'
-  BadEscape,        // '%' not followed by two hex digits
-  NulByte,          // %00
-  ControlChar,      // raw bytes < 0x20 or 0x7F
-  NonAscii,         // raw bytes >= 0x80
-  Backslash,        // raw '\'
-  EncodedSeparator, // %2F or %5C, any case
-  AboveRoot,        // '..' climbing above '/'
+  NotOriginForm,     // absolute-form, authority-form, empty, "*" with a method other than OPTIONS
+  Fragment,          // '#'
+  BadEscape,         // '%' not followed by two hex digits
+  NulByte,           // %00
+  ControlChar,       // raw bytes < 0x20 or 0x7F
+  NonAscii,          // raw bytes >= 0x80
+  Backslash,         // raw '\'
+  EncodedSeparator,  // %2F or %5C, any case
+  AboveRoot,         // '..' climbing above '/'
   // Spellings that some backends read as a different path than RFC 3986 does;
   // refused unless CanonicalOptions allows them.
   SemicolonInPath,  // raw ';' in the path (servlet path parameters)

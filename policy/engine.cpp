@@ -237,7 +237,6 @@ struct Engine::Impl {
   }
 };
 
-
 Engine::Engine(std::shared_ptr<const conf::Config> config)
     : config_(std::move(config)),
       canonical_options_{config_->paths.allow_semicolon, config_->paths.allow_encoded_percent,

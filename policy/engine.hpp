@@ -21,8 +21,8 @@ enum class Verdict { Allow, Deny };
 struct Decision {
   Verdict verdict = Verdict::Deny;
   Outcome outcome = Outcome::NoRoute;
-  int route = -1;                  // index into Config::routes, -1 if none
-  std::string missing;             // for 403: which requirement failed, e.g. "permission orders.write"
+  int route = -1;       // index into Config::routes, -1 if none
+  std::string missing;  // for 403: which requirement failed, e.g. "permission orders.write"
 };
 
 // Route lookup result. `allow` lists the methods (comma-space separated, e.g.
@@ -71,8 +71,9 @@ class Engine {
     RouteMatch match;
     Decision decision;
   };
-  RequestDecision decide_request(std::string_view method, std::string_view target, std::string& canonical_path,
-                                 Credential credential, const Rights* rights) const;
+  RequestDecision decide_request(std::string_view method, std::string_view target,
+                                 std::string& canonical_path, Credential credential,
+                                 const Rights* rights) const;
 
   ~Engine();
 

@@ -21,8 +21,8 @@ enum class Outcome : std::uint8_t {
   InvalidToken,       // malformed, unknown, mismatch, expired or rotated out (one answer for all)
   InsufficientScope,  // a valid token lacking a requirement
   NoRoute,
-  MethodNotAllowed,   // with Allow
-  StoreError,         // fail closed
+  MethodNotAllowed,  // with Allow
+  StoreError,        // fail closed
   // Decided by the data plane around the policy.
   BadFraming,      // ambiguous or malformed framing (docs/http.md)
   HeaderTooLarge,  // head, or chunk extensions + trailers, over max_header_bytes
@@ -40,13 +40,14 @@ enum class Outcome : std::uint8_t {
 };
 
 inline constexpr std::string_view kBearerChallenge = "Bearer realm=\"tokengate\"";
-inline constexpr std::string_view kInvalidTokenChallenge = "Bearer realm=\"tokengate\", error=\"invalid_token\"";
+inline constexpr std::string_view kInvalidTokenChallenge =
+    "Bearer realm=\"tokengate\", error=\"invalid_token\"";
 inline constexpr std::string_view kInsufficientScopeChallenge =
     "Bearer realm=\"tokengate\", error=\"insufficient_scope\"";
 
 struct OutcomeInfo {
-  std::string_view name;  // access log `reason`, metrics `reason` label
-  int status;             // sent to the client (499: logged only, nothing is sent)
+  std::string_view name;       // access log `reason`, metrics `reason` label
+  int status;                  // sent to the client (499: logged only, nothing is sent)
   std::string_view error;      // the JSON body's "error"
   std::string_view challenge;  // WWW-Authenticate, or empty
   std::string_view message;    // the JSON body's "message" unless the caller has a better one
@@ -78,7 +79,9 @@ inline constexpr std::array<OutcomeInfo, static_cast<std::size_t>(Outcome::Count
     {"upstream_bad_response", 502, "bad_gateway", "", "the upstream's response is invalid"},
 }};
 
-constexpr const OutcomeInfo& info(Outcome outcome) noexcept { return kOutcomes[static_cast<std::size_t>(outcome)]; }
+constexpr const OutcomeInfo& info(Outcome outcome) noexcept {
+  return kOutcomes[static_cast<std::size_t>(outcome)];
+}
 constexpr std::string_view to_string(Outcome outcome) noexcept { return info(outcome).name; }
 constexpr int status_for(Outcome outcome) noexcept { return info(outcome).status; }
 

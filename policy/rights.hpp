@@ -11,7 +11,7 @@ struct Grants {  // what a token record holds
   std::vector<std::string> roles, groups, permissions, licenses;
 };
 
-struct Rights {  // what it effectively has under one config
+struct Rights {                                                   // what it effectively has under one config
   std::vector<std::string> roles, groups, permissions, licenses;  // each sorted, unique
 };
 

@@ -28,8 +28,8 @@ class TokenManager {
 
   void set_config(std::shared_ptr<const conf::Config> config);  // after a reload
 
-  IssuedToken create(NewToken request);                                           // throws ValidationError
-  std::optional<TokenRecord> update(std::string_view id, TokenPatch patch);       // throws ValidationError
+  IssuedToken create(NewToken request);                                      // throws ValidationError
+  std::optional<TokenRecord> update(std::string_view id, TokenPatch patch);  // throws ValidationError
   std::optional<IssuedToken> rotate(std::string_view id, std::chrono::seconds grace);
   bool remove(std::string_view id);
   std::optional<TokenRecord> get(std::string_view id) const;

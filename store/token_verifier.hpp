@@ -6,12 +6,11 @@
 #pragma once
 
 #include <atomic>
+#include <boost/unordered/unordered_flat_map.hpp>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <string_view>
-#include <boost/unordered/unordered_flat_map.hpp>
-#include <functional>
 #include <string_view>
 #include <unordered_map>
 #include <vector>

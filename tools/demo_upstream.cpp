@@ -14,6 +14,8 @@
 //                          everything received so far (except /__log itself), so a test
 //                          can prove that the gateway forwarded nothing.
 // One thread per connection with blocking I/O: simple, and plenty for tests and demos.
+#include <openssl/evp.h>
+
 #include <array>
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
@@ -35,8 +37,6 @@
 #include <thread>
 #include <vector>
 
-#include <openssl/evp.h>
-
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -50,7 +50,9 @@ namespace {
 // checked without being held; the tests compare it with Python's hashlib.
 class Sha256 {
  public:
-  Sha256() : ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX_free) { EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr); }
+  Sha256() : ctx_(EVP_MD_CTX_new(), &EVP_MD_CTX_free) {
+    EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr);
+  }
 
   void update(const void* data, std::size_t size) { EVP_DigestUpdate(ctx_.get(), data, size); }
 

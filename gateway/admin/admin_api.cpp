@@ -12,10 +12,10 @@
 #include <cctype>
 #include <limits>
 
-#include "gateway/obs/access_log.hpp"
+#include "gateway/admin/ui_assets.hpp"
 #include "gateway/http/authorization.hpp"
 #include "gateway/http/error_response.hpp"
-#include "gateway/admin/ui_assets.hpp"
+#include "gateway/obs/access_log.hpp"
 #include "store/token_manager.hpp"
 
 namespace tokengate::gateway {

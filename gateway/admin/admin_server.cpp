@@ -19,9 +19,9 @@
 #include <boost/beast/http.hpp>
 #include <tuple>
 
+#include "gateway/http/error_response.hpp"
 #include "gateway/obs/access_log.hpp"
 #include "gateway/obs/contain.hpp"
-#include "gateway/http/error_response.hpp"
 
 namespace tokengate::gateway {
 

@@ -173,7 +173,8 @@ BodyDecoder::Step BodyDecoder::next(std::string_view input) noexcept {
       }
       return Step{i + take, input.substr(i, take), BodyError::None};
     }
-    if (const BodyError error = framing_byte(static_cast<unsigned char>(input[i])); error != BodyError::None) {
+    if (const BodyError error = framing_byte(static_cast<unsigned char>(input[i]));
+        error != BodyError::None) {
       return fail(i, error);
     }
     ++i;
@@ -238,7 +239,8 @@ BodyError BodyDecoder::size_line_byte(unsigned char c) noexcept {
     return BodyError::None;
   }
   if (!count_metadata()) return BodyError::MetadataTooLarge;
-  if (!extension_byte(c)) return state_ == State::SizeSpace ? BodyError::BadChunkSize : BodyError::BadChunkExtension;
+  if (!extension_byte(c))
+    return state_ == State::SizeSpace ? BodyError::BadChunkSize : BodyError::BadChunkExtension;
   return BodyError::None;
 }
 
@@ -258,7 +260,8 @@ BodyError BodyDecoder::trailer_byte(unsigned char c) noexcept {
       if (!count_metadata()) return BodyError::MetadataTooLarge;
       if (c == ':') {
         if (name_len_ == 0) return BodyError::BadTrailer;
-        if (!name_overflow_ && is_framing_name(std::string_view(name_, name_len_))) return BodyError::FramingTrailer;
+        if (!name_overflow_ && is_framing_name(std::string_view(name_, name_len_)))
+          return BodyError::FramingTrailer;
         state_ = State::TrailerValue;
         return BodyError::None;
       }

@@ -63,9 +63,9 @@ class BodyDecoder {
 
  private:
   enum class State : std::uint8_t {
-    Size,           // hex digits of a chunk size
-    SizeSpace,      // whitespace after the size: only ';' may follow
-    ExtStart,       // after ';': whitespace, then a name
+    Size,       // hex digits of a chunk size
+    SizeSpace,  // whitespace after the size: only ';' may follow
+    ExtStart,   // after ';': whitespace, then a name
     ExtName,
     ExtAfterName,   // whitespace after a name: '=', ';' or CR
     ExtValueStart,  // after '=': whitespace, then a token or a quoted string
@@ -77,11 +77,11 @@ class BodyDecoder {
     Data,           // `remaining_` body bytes to go
     DataCr,         // CRLF after a chunk's data
     DataLf,
-    TrailerStart,   // at the start of a trailer line (or the final CRLF)
+    TrailerStart,  // at the start of a trailer line (or the final CRLF)
     TrailerName,
     TrailerValue,
-    TrailerLf,      // CR seen at the end of a trailer line
-    FinalLf,        // CR seen at the start of a line: the end of the trailer section
+    TrailerLf,  // CR seen at the end of a trailer line
+    FinalLf,    // CR seen at the start of a line: the end of the trailer section
     UntilClose,
     Done,
   };

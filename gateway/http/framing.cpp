@@ -97,8 +97,8 @@ bool same_cgi_name(std::string_view a, std::string_view b) noexcept {
 // The hop-by-hop names Beast does not know as such: their '_' spellings, Proxy-*
 // and Proxy itself (httpoxy: CGI-style apps read it as HTTP_PROXY).
 bool is_hop_by_hop_spelling(std::string_view name) noexcept {
-  return has_identity_prefix(name, "proxy-") || iequals_ascii(name, "proxy") || same_cgi_name(name, "keep-alive") ||
-         same_cgi_name(name, "transfer-encoding");
+  return has_identity_prefix(name, "proxy-") || iequals_ascii(name, "proxy") ||
+         same_cgi_name(name, "keep-alive") || same_cgi_name(name, "transfer-encoding");
 }
 
 bool is_host_byte(char c) noexcept {
@@ -116,7 +116,8 @@ bool is_valid_host(std::string_view value) noexcept {
     const auto close = value.find(']');
     if (close == std::string_view::npos || close < 3) return false;
     for (char c : value.substr(1, close - 1)) {
-      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' || c == '.')) {
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' ||
+            c == '.')) {
         return false;
       }
     }
@@ -163,7 +164,8 @@ FramingError validate_request_framing(const Fields& fields, unsigned version) no
       case http::field::unknown:
         // Beast knows the '-' spellings only; an upstream that folds '_' would
         // frame the body by a field the gateway never saw as framing.
-        if (same_cgi_name(f.name_string(), "content-length") || same_cgi_name(f.name_string(), "transfer-encoding")) {
+        if (same_cgi_name(f.name_string(), "content-length") ||
+            same_cgi_name(f.name_string(), "transfer-encoding")) {
           return FramingError::UnderscoreFramingField;
         }
         break;
@@ -285,9 +287,11 @@ void append_upstream_head(std::string& out, const Fields& fields, const Upstream
   out.append(" HTTP/1.1\r\n");
   append_field(out, "Host", r.upstream_host);
   append_forwarded_fields(out, fields,
-                          StripOptions{r.identity_prefix, r.websocket, r.forward_authorization,
-                                       {"Host", "Expect", "Content-Length", "X-Forwarded-For", "X-Forwarded-Proto",
-                                        "X-Forwarded-Host", "X-Request-Id"}});
+                          StripOptions{r.identity_prefix,
+                                       r.websocket,
+                                       r.forward_authorization,
+                                       {"Host", "Expect", "Content-Length", "X-Forwarded-For",
+                                        "X-Forwarded-Proto", "X-Forwarded-Host", "X-Request-Id"}});
   out.append(r.identity_fields);
   append_field(out, "X-Forwarded-For", r.client_address);
   append_field(out, "X-Forwarded-Proto", r.https ? "https" : "http");

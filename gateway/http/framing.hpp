@@ -30,9 +30,9 @@ enum class FramingError {
   RepeatedHost,
   RepeatedAuthorization,
   ObsFold,
-  BadHost,                      // not one host[:port] (RFC 9112 §3.2), e.g. "a, b"
-  TransferEncodingOnHttp10,     // RFC 9112 §6.1: an HTTP/1.0 peer cannot frame chunks
-  UnderscoreFramingField,       // "Content_Length", "Transfer_Encoding": folded by some upstreams
+  BadHost,                   // not one host[:port] (RFC 9112 §3.2), e.g. "a, b"
+  TransferEncodingOnHttp10,  // RFC 9112 §6.1: an HTTP/1.0 peer cannot frame chunks
+  UnderscoreFramingField,    // "Content_Length", "Transfer_Encoding": folded by some upstreams
 };
 std::string_view to_string(FramingError error) noexcept;
 
@@ -77,16 +77,15 @@ struct StripOptions {
 // identity prefix, Authorization unless kept, and the caller's own fields. The caller
 // appends its own fields afterwards, so a name listed in Connection can never remove
 // them. Writes into a reused buffer: nothing is allocated once it has grown.
-void append_forwarded_fields(std::string& out, const Fields& fields,
-                             const StripOptions& options);
+void append_forwarded_fields(std::string& out, const Fields& fields, const StripOptions& options);
 // What the gateway decided about a request, for writing its upstream head.
 struct UpstreamRequest {
   std::string_view method{};
   std::string_view base_path{};  // the upstream URL's path prefix
   std::string_view path{};       // canonical
-  bool asterisk = false;       // OPTIONS *
+  bool asterisk = false;         // OPTIONS *
   bool has_query = false;
-  std::string_view query{};      // as received
+  std::string_view query{};  // as received
   std::string_view upstream_host{};
   std::string_view identity_prefix{};
   bool forward_authorization = false;

@@ -1,15 +1,15 @@
 // Access-log and event lines (JSON written directly) batched per worker; see access_log.hpp.
 #include "gateway/obs/access_log.hpp"
 
+#include <fmt/format.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <boost/asio/post.hpp>
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <cerrno>
 #include <ctime>
 #include <system_error>
-#include <fmt/format.h>
 
 #include "gateway/http/framing.hpp"
 
@@ -202,7 +202,8 @@ void append_access_json(std::string& out, const AccessRecord& r, std::string_vie
   append_uint_member(out, "bytes_in", r.bytes_in);
   append_uint_member(out, "bytes_out", r.bytes_out);
   // Milliseconds with three decimals, rounded to the microsecond.
-  const auto micros = static_cast<std::uint64_t>((std::max<std::int64_t>(r.duration.count(), 0) + 500) / 1000);
+  const auto micros =
+      static_cast<std::uint64_t>((std::max<std::int64_t>(r.duration.count(), 0) + 500) / 1000);
   out.append("\"duration_ms\":");
   append_decimal(out, micros / 1000);
   const auto frac = micros % 1000;
@@ -222,13 +223,13 @@ void AccessLog::write(const AccessRecord& r) {
   schedule_flush();
 }
 
-// "TIME STATUS METHOD PATH decision/reason (detail) route=N token=ID upstream=U in=B out=B 1.2ms client rid=ID"
-// for a person at a terminal; values are the same as the JSON line's (the path is
-// canonical or an escaped rejected target, so it holds no spaces or controls).
+// "TIME STATUS METHOD PATH decision/reason (detail) route=N token=ID upstream=U in=B out=B 1.2ms client
+// rid=ID" for a person at a terminal; values are the same as the JSON line's (the path is canonical or an
+// escaped rejected target, so it holds no spaces or controls).
 void AccessLog::write_text(const AccessRecord& r) {
   auto out = std::back_inserter(pending_);
-  fmt::format_to(out, "{} {} {} {} {}/{}", now_rfc3339(), r.status, r.method, r.path, r.allowed ? "allow" : "deny",
-                 policy::to_string(r.outcome));
+  fmt::format_to(out, "{} {} {} {} {}/{}", now_rfc3339(), r.status, r.method, r.path,
+                 r.allowed ? "allow" : "deny", policy::to_string(r.outcome));
   if (!r.detail.empty()) fmt::format_to(out, " ({})", r.detail);
   if (r.route >= 0) fmt::format_to(out, " route={}", r.route);
   if (!r.token_id.empty()) fmt::format_to(out, " token={}", r.token_id);
@@ -323,7 +324,8 @@ void LogWriter::drain() {
       write_stderr(writing_);
       writing_.clear();
     }
-    if (dropped > 0) log_line(LogLevel::Warn, fmt::format("access log: {} lines dropped (stderr too slow)", dropped));
+    if (dropped > 0)
+      log_line(LogLevel::Warn, fmt::format("access log: {} lines dropped (stderr too slow)", dropped));
   }
 }
 

@@ -105,7 +105,8 @@ class LogWriter {
 
 class AccessLog {
  public:
-  AccessLog(boost::asio::io_context& context, LogWriter::Outbox& outbox) : context_(context), outbox_(outbox) {}
+  AccessLog(boost::asio::io_context& context, LogWriter::Outbox& outbox)
+      : context_(context), outbox_(outbox) {}
   void write(const AccessRecord& record);
   void flush();
 

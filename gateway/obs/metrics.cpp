@@ -1,25 +1,26 @@
 // Per-worker metric shards and their Prometheus text rendering; see metrics.hpp.
 #include "gateway/obs/metrics.hpp"
 
-#include "gateway/obs/contain.hpp"
-
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <map>
 #include <tuple>
 
+#include "gateway/obs/contain.hpp"
+
 namespace tokengate::gateway {
 
 namespace {
 
 constexpr std::string_view kVerifyNames[kVerifyResults] = {"valid",    "malformed", "unknown",
-                                                            "mismatch", "expired",   "rotated_out"};
+                                                           "mismatch", "expired",   "rotated_out"};
 
 // key layout: route+2 (16 bits; 1 = no route) | allowed (1 bit) | status class (3 bits) |
 // reason (8 bits); never 0.
 std::uint32_t make_key(int route, int status, bool allowed, std::uint32_t reason) noexcept {
-  const std::uint32_t r = route < 0 ? 1u : std::min<std::uint32_t>(static_cast<std::uint32_t>(route) + 2, 0xFFFF);
+  const std::uint32_t r =
+      route < 0 ? 1u : std::min<std::uint32_t>(static_cast<std::uint32_t>(route) + 2, 0xFFFF);
   const std::uint32_t cls = status >= 100 && status < 600 ? static_cast<std::uint32_t>(status / 100) : 0;
   return (r << 12) | (static_cast<std::uint32_t>(allowed) << 11) | (cls << 8) | reason;
 }
@@ -66,7 +67,6 @@ std::string_view to_string(UpstreamErrorKind kind) noexcept {
   return "other";
 }
 
-
 void MetricsShard::count_request(int route, int status, bool allowed, policy::Outcome outcome,
                                  std::chrono::nanoseconds duration) noexcept {
   // Outcomes are numbered from 0; the key's 0 means an empty slot, hence +1.
@@ -102,13 +102,15 @@ void MetricsShard::count_verification(int result) noexcept {
 
 Metrics::Metrics(std::size_t workers) {
   shards_.reserve(std::max<std::size_t>(workers, 1));
-  for (std::size_t i = 0; i < std::max<std::size_t>(workers, 1); ++i) shards_.push_back(std::make_unique<PaddedShard>());
+  for (std::size_t i = 0; i < std::max<std::size_t>(workers, 1); ++i)
+    shards_.push_back(std::make_unique<PaddedShard>());
 }
 
 void Metrics::reload_ok(std::chrono::system_clock::time_point when) noexcept {
   reloads_ok_.fetch_add(1, std::memory_order_relaxed);
-  last_reload_ms_.store(std::chrono::duration_cast<std::chrono::milliseconds>(when.time_since_epoch()).count(),
-                        std::memory_order_relaxed);
+  last_reload_ms_.store(
+      std::chrono::duration_cast<std::chrono::milliseconds>(when.time_since_epoch()).count(),
+      std::memory_order_relaxed);
 }
 
 void Metrics::set_route_names(std::vector<std::string> names) {
@@ -168,16 +170,18 @@ std::string Metrics::render_prometheus() const {
                           : "other")}] += count;
   }
   for (const auto& [labels, count] : rows) {
-    fmt::format_to(std::back_inserter(out),
-                   "tokengate_requests_total{{route=\"{}\",status=\"{}\",decision=\"{}\",reason=\"{}\"}} {}\n",
-                   escape_label(std::get<0>(labels)), std::get<1>(labels), std::get<2>(labels), std::get<3>(labels),
-                   count);
+    fmt::format_to(
+        std::back_inserter(out),
+        "tokengate_requests_total{{route=\"{}\",status=\"{}\",decision=\"{}\",reason=\"{}\"}} {}\n",
+        escape_label(std::get<0>(labels)), std::get<1>(labels), std::get<2>(labels), std::get<3>(labels),
+        count);
   }
   header("tokengate_requests_unlabelled_total", "counter",
          "Requests counted without labels because a worker's label table was full.");
   fmt::format_to(std::back_inserter(out), "tokengate_requests_unlabelled_total {}\n", dropped);
 
-  header("tokengate_request_duration_seconds", "histogram", "Time from the request head to the last byte sent.");
+  header("tokengate_request_duration_seconds", "histogram",
+         "Time from the request head to the last byte sent.");
   std::array<std::uint64_t, kLatencyBuckets.size() + 1> buckets{};
   std::uint64_t sum_ns = 0;
   for (const auto& s : shards_) {
@@ -191,7 +195,8 @@ std::string Metrics::render_prometheus() const {
                    format_double(kLatencyBuckets[b]), cumulative);
   }
   cumulative += buckets.back();
-  fmt::format_to(std::back_inserter(out), "tokengate_request_duration_seconds_bucket{{le=\"+Inf\"}} {}\n", cumulative);
+  fmt::format_to(std::back_inserter(out), "tokengate_request_duration_seconds_bucket{{le=\"+Inf\"}} {}\n",
+                 cumulative);
   fmt::format_to(std::back_inserter(out), "tokengate_request_duration_seconds_sum {}\n",
                  format_double(static_cast<double>(sum_ns) / 1e9));
   fmt::format_to(std::back_inserter(out), "tokengate_request_duration_seconds_count {}\n", cumulative);
@@ -233,8 +238,9 @@ std::string Metrics::render_prometheus() const {
                  reloads_failed_.load(std::memory_order_relaxed));
   header("tokengate_config_last_reload_success_timestamp_seconds", "gauge",
          "Unix time of the last successful configuration load.");
-  fmt::format_to(std::back_inserter(out), "tokengate_config_last_reload_success_timestamp_seconds {}\n",
-                 format_double(static_cast<double>(last_reload_ms_.load(std::memory_order_relaxed)) / 1000.0));
+  fmt::format_to(
+      std::back_inserter(out), "tokengate_config_last_reload_success_timestamp_seconds {}\n",
+      format_double(static_cast<double>(last_reload_ms_.load(std::memory_order_relaxed)) / 1000.0));
 
   header("tokengate_open_connections", "gauge", "Client connections currently open on the public listener.");
   fmt::format_to(std::back_inserter(out), "tokengate_open_connections {}\n", static_cast<std::int64_t>(open));

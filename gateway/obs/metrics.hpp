@@ -38,7 +38,9 @@ class MetricsShard {
   // route: index into the config's routes or -1; status: the HTTP status sent.
   void count_request(int route, int status, bool allowed, policy::Outcome outcome,
                      std::chrono::nanoseconds duration) noexcept;
-  void count_upstream_error(UpstreamErrorKind kind) noexcept { bump(upstream_errors_[static_cast<int>(kind)]); }
+  void count_upstream_error(UpstreamErrorKind kind) noexcept {
+    bump(upstream_errors_[static_cast<int>(kind)]);
+  }
   // result: 0 = valid, else static_cast<int>(store::VerifyFailure).
   void count_verification(int result) noexcept;
   void count_cache(bool hit) noexcept { bump(hit ? cache_hits_ : cache_misses_); }
@@ -80,8 +82,12 @@ class Metrics {
   // Rare events from the control thread.
   void reload_ok(std::chrono::system_clock::time_point when) noexcept;
   void reload_failed() noexcept { reloads_failed_.fetch_add(1, std::memory_order_relaxed); }
-  void last_used_written(std::uint64_t n) noexcept { last_used_writes_.fetch_add(n, std::memory_order_relaxed); }
-  std::uint64_t last_used_writes() const noexcept { return last_used_writes_.load(std::memory_order_relaxed); }
+  void last_used_written(std::uint64_t n) noexcept {
+    last_used_writes_.fetch_add(n, std::memory_order_relaxed);
+  }
+  std::uint64_t last_used_writes() const noexcept {
+    return last_used_writes_.load(std::memory_order_relaxed);
+  }
 
   // Names for route labels (the current config's route paths); called on reload.
   void set_route_names(std::vector<std::string> names);
@@ -103,6 +109,5 @@ class Metrics {
   std::vector<std::string> route_names_;
   std::function<std::uint64_t()> expiring_soon_;
 };
-
 
 }  // namespace tokengate::gateway

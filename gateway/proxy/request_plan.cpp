@@ -91,7 +91,8 @@ bool RequestPlanner::parse_head(std::string_view head, const conf::Limits& limit
     return false;
   }
   parser_.emplace(http::request_header<Fields>{Fields(arena_)});
-  parser_->header_limit(static_cast<std::uint32_t>(std::max<std::size_t>(head.size(), limits.max_header_bytes)));
+  parser_->header_limit(
+      static_cast<std::uint32_t>(std::max<std::size_t>(head.size(), limits.max_header_bytes)));
   parser_->body_limit(limits.max_body_bytes);
   boost::system::error_code ec;
   try {
@@ -160,8 +161,8 @@ void RequestPlanner::decide(const PlanContext& context, PlanEnvironment& environ
   const auto& req = parser_->get();
   const auto auth_it = req.find(http::field::authorization);
   const bool auth_present = auth_it != req.end();
-  const Authorization auth =
-      parse_authorization(auth_present, auth_present ? std::string_view(auth_it->value()) : std::string_view{});
+  const Authorization auth = parse_authorization(
+      auth_present, auth_present ? std::string_view(auth_it->value()) : std::string_view{});
   PlanEnvironment::Caller caller;
   caller.credential = auth.kind == AuthKind::None          ? policy::Credential::None
                       : auth.kind == AuthKind::WrongScheme ? policy::Credential::WrongScheme
@@ -215,24 +216,24 @@ void RequestPlanner::write_upstream_head(const PlanContext& context, std::string
   websocket_ = parser_->upgrade() && iequals_ascii(req[http::field::upgrade], "websocket");
   expect_continue_ = has_body_ && iequals_ascii(req[http::field::expect], "100-continue");
   const auto length = parser_->content_length();
-  append_upstream_head(upstream_head_, req,
-                       UpstreamRequest{.method = method_,
-                                       .base_path = target_->base_path,
-                                       .path = path_,
-                                       .asterisk = target.asterisk,
-                                       .has_query = target.has_query,
-                                       .query = target.query,
-                                       .upstream_host = target_->host_header,
-                                       .identity_prefix = context.engine.config().identity.header_prefix,
-                                       .forward_authorization = context.engine.config().identity.forward_authorization,
-                                       .websocket = websocket_,
-                                       .identity_fields = identity_fields,
-                                       .client_address = context.client_address,
-                                       .https = context.https,
-                                       .request_id = request_id_,
-                                       .chunked = body_.is_chunked(),
-                                       .content_length = length ? std::optional<std::uint64_t>(*length)
-                                                                : std::nullopt});
+  append_upstream_head(
+      upstream_head_, req,
+      UpstreamRequest{.method = method_,
+                      .base_path = target_->base_path,
+                      .path = path_,
+                      .asterisk = target.asterisk,
+                      .has_query = target.has_query,
+                      .query = target.query,
+                      .upstream_host = target_->host_header,
+                      .identity_prefix = context.engine.config().identity.header_prefix,
+                      .forward_authorization = context.engine.config().identity.forward_authorization,
+                      .websocket = websocket_,
+                      .identity_fields = identity_fields,
+                      .client_address = context.client_address,
+                      .https = context.https,
+                      .request_id = request_id_,
+                      .chunked = body_.is_chunked(),
+                      .content_length = length ? std::optional<std::uint64_t>(*length) : std::nullopt});
 }
 
 }  // namespace tokengate::gateway

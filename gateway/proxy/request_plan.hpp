@@ -18,8 +18,8 @@
 #include <string_view>
 
 #include "gateway/http/authorization.hpp"
-#include "gateway/http/framing.hpp"
 #include "gateway/http/body_decoder.hpp"
+#include "gateway/http/framing.hpp"
 #include "policy/engine.hpp"
 #include "store/token_verifier.hpp"
 
@@ -33,7 +33,7 @@ class PlanEnvironment {
     policy::Credential credential = policy::Credential::Invalid;
     // When Valid; used before the plan returns (they point into a cache).
     const policy::Rights* rights = nullptr;
-    std::string_view identity_fields;  // "X-Auth-Subject: ...\r\n" ... as sent upstream
+    std::string_view identity_fields;                 // "X-Auth-Subject: ...\r\n" ... as sent upstream
     std::shared_ptr<const store::StoredToken> token;  // pins the token for the access log
     std::string_view failure;  // when Invalid: why (access log only, never the response)
   };
@@ -137,7 +137,8 @@ class RequestPlanner {
   bool retryable_ = false;
   http1::BodyDecoder body_ = http1::BodyDecoder::with_length(0);
   std::pmr::memory_resource* arena_;
-  std::optional<boost::beast::http::request_parser<boost::beast::http::empty_body, std::pmr::polymorphic_allocator<char>>>
+  std::optional<boost::beast::http::request_parser<boost::beast::http::empty_body,
+                                                   std::pmr::polymorphic_allocator<char>>>
       parser_;
 };
 

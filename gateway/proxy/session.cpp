@@ -8,6 +8,7 @@
 // which the worker's sweep enforces.
 #include <fmt/format.h>
 
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -16,7 +17,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-#include <array>
 #include <charconv>
 #include <chrono>
 #include <cstring>
@@ -24,10 +24,10 @@
 #include <optional>
 #include <string>
 
-#include "gateway/obs/access_log.hpp"
+#include "gateway/http/body_decoder.hpp"
 #include "gateway/http/error_response.hpp"
 #include "gateway/http/framing.hpp"
-#include "gateway/http/body_decoder.hpp"
+#include "gateway/obs/access_log.hpp"
 #include "gateway/proxy/request_plan.hpp"
 #include "gateway/proxy/tls.hpp"
 #include "gateway/proxy/worker.hpp"
@@ -131,7 +131,8 @@ class BodyFrame {
   BodyFrame& operator=(const BodyFrame&) = delete;
 
   std::array<asio::const_buffer, 4> buffers(std::string_view head) const noexcept {
-    return {asio::buffer(head), asio::buffer(size_line_, size_len_), asio::buffer(piece_), asio::buffer(after_)};
+    return {asio::buffer(head), asio::buffer(size_line_, size_len_), asio::buffer(piece_),
+            asio::buffer(after_)};
   }
 
  private:
@@ -171,7 +172,8 @@ asio::awaitable<void> pipe(From& from, To& to, std::uint64_t& count) {
 class Session {
  public:
   Session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls)
-      : w_(worker), stream_(tls ? MaybeTlsStream(std::move(socket), std::move(tls)) : MaybeTlsStream(std::move(socket))) {
+      : w_(worker),
+        stream_(tls ? MaybeTlsStream(std::move(socket), std::move(tls)) : MaybeTlsStream(std::move(socket))) {
     error_code ec;
     const auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec) client_ = ep.address().to_string();
@@ -196,7 +198,8 @@ class Session {
       handle_.client.disarm();
       handle_.idle = false;
       if (ec) {
-        if (log_enabled(LogLevel::Debug)) log_line(LogLevel::Debug, fmt::format("tls handshake from {} failed: {}", client_, ec.message()));
+        if (log_enabled(LogLevel::Debug))
+          log_line(LogLevel::Debug, fmt::format("tls handshake from {} failed: {}", client_, ec.message()));
         co_return;
       }
     }
@@ -267,14 +270,15 @@ class Session {
   // An error response for send_reply to send: status, error code and challenge
   // from the outcome table; `message` replaces the table's when given. The views
   // must outlive handle_request: literals, members, the planner's or the engine's.
-  Next reply(Outcome outcome, bool close, std::string_view message = {}, std::string_view allow = {}) noexcept {
+  Next reply(Outcome outcome, bool close, std::string_view message = {},
+             std::string_view allow = {}) noexcept {
     rec_.outcome = outcome;
     reply_ = Reply{outcome, message.empty() ? policy::info(outcome).message : message, close, allow};
     return Next::Reply;
   }
   asio::awaitable<Next> send_reply();
   // 400 (431 when the limit on extensions and trailers was hit, 413 over the body
-// limit) for a request body
+  // limit) for a request body
   // whose framing is broken; the connection is closed.
   Next bad_request_body(BodyError error);
   Next upstream_failure(const error_code& ec, bool connect, bool close);
@@ -303,8 +307,8 @@ class Session {
   std::string client_;
   std::string request_id_;
   std::string tls_failure_;  // why the upstream's certificate was refused, if it was
-  std::string message_;  // error message under construction
-  std::string down_head_;  // the response head sent to the client
+  std::string message_;      // error message under construction
+  std::string down_head_;    // the response head sent to the client
   std::unique_ptr<char[]> body_buf_;
   // Both heads' fields live in arena_, which is rewound for each request: no
   // allocation per header line once a connection's first requests have run.
@@ -387,7 +391,8 @@ asio::awaitable<Next> Session::handle_request() {
 Next Session::plan_request(std::size_t head_end) {
   rec_.start = std::chrono::steady_clock::now();
   const std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-  planner_.plan(data, head_end, PlanContext{*snap_->engine, snap_->routes, client_, w_.shared().tls_listener}, w_);
+  planner_.plan(data, head_end, PlanContext{*snap_->engine, snap_->routes, client_, w_.shared().tls_listener},
+                w_);
   buffer_.consume(planner_.head_bytes());
   request_id_ = planner_.request_id();
   client_keep_alive_ = planner_.keep_alive();
@@ -527,7 +532,8 @@ asio::awaitable<Next> Session::send_request_body(Stream& up, bool expect_continu
     rec_.bytes_in += got;
     const bool done = body_.done();
     BodyFrame frame(body_.is_chunked(), std::string_view(buf, got), done);
-    const auto buffers = frame.buffers(head_sent ? std::string_view{} : std::string_view(planner_.upstream_head()));
+    const auto buffers =
+        frame.buffers(head_sent ? std::string_view{} : std::string_view(planner_.upstream_head()));
     if (asio::buffer_size(buffers) > 0) {
       up_deadline.arm(limits.upstream_timeout);
       auto [wec, wn] = co_await asio::async_write(up, buffers, kNoThrow);
@@ -565,7 +571,8 @@ Next Session::bad_request_body(BodyError error) {
 template <class Stream>
 asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_ptr<UpstreamConn>& conn) {
   auto& res = res_parser_->get();
-  if (res.find(http::field::transfer_encoding) != res.end() && res.find(http::field::content_length) != res.end()) {
+  if (res.find(http::field::transfer_encoding) != res.end() &&
+      res.find(http::field::content_length) != res.end()) {
     // RFC 9112 §6.3: framed both ways, the response may be a splitting attempt;
     // where it ends, and so what answers the connection's next request, cannot be
     // trusted. Refused, and the connection is closed, not pooled.
@@ -574,7 +581,8 @@ asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_pt
   const int status = static_cast<int>(res.result_int());
   rec_.status = status;
   if (status == 101) {
-    if (!planner_.websocket()) co_return bad_upstream_response("the upstream switched protocols unasked", true);
+    if (!planner_.websocket())
+      co_return bad_upstream_response("the upstream switched protocols unasked", true);
     co_return co_await tunnel<Stream>(*conn);
   }
   ResponseFraming framing = write_response_head();
@@ -629,17 +637,18 @@ Session::ResponseFraming Session::write_response_head() {
   }
   finish_head(f.keep_alive);
   const std::size_t metadata_limit = snap_->engine->config().limits.max_header_bytes;
-  f.body = f.header_only              ? BodyDecoder::with_length(0)
-           : res_parser_->chunked()   ? BodyDecoder::chunked(metadata_limit)
-           : upstream_length          ? BodyDecoder::with_length(*upstream_length)
-                                      : BodyDecoder::until_close();
+  f.body = f.header_only            ? BodyDecoder::with_length(0)
+           : res_parser_->chunked() ? BodyDecoder::chunked(metadata_limit)
+           : upstream_length        ? BodyDecoder::with_length(*upstream_length)
+                                    : BodyDecoder::until_close();
   return f;
 }
 
 // The upstream's response body, decoded and re-framed for the client, piece by
 // piece. Proceed when all of it was relayed.
 template <class Stream>
-asio::awaitable<Next> Session::relay_response_body(UpstreamConn& conn, ResponseFraming& framing, bool head_sent) {
+asio::awaitable<Next> Session::relay_response_body(UpstreamConn& conn, ResponseFraming& framing,
+                                                   bool head_sent) {
   BodyDecoder& body = framing.body;
   char* buf = body_buffer();
   for (;;) {
@@ -779,8 +788,8 @@ Next Session::upstream_failure(const error_code& ec, bool connect, bool close) {
     // The upstream's certificate was refused: say why, it is an operator's problem.
     rec_.detail = tls_failure_;
     w_.metrics().count_upstream_error(UpstreamErrorKind::TlsVerify);
-    log_line(LogLevel::Warn,
-             fmt::format("upstream {}: TLS certificate verification failed: {}", rec_.upstream, tls_failure_));
+    log_line(LogLevel::Warn, fmt::format("upstream {}: TLS certificate verification failed: {}",
+                                         rec_.upstream, tls_failure_));
     return reply(Outcome::UpstreamTlsFailed, close);
   }
   w_.metrics().count_upstream_error(connect   ? UpstreamErrorKind::ConnectFailed

@@ -1,11 +1,11 @@
 // OpenSSL contexts for the listener and upstreams; see tls.hpp.
 #include "gateway/proxy/tls.hpp"
 
+#include <fmt/format.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
-#include <fmt/format.h>
 #include <stdexcept>
 
 namespace tokengate::gateway {
@@ -26,8 +26,8 @@ std::string openssl_error() {
   return buf;
 }
 
-int select_http11(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
-                  void*) {
+int select_http11(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                  unsigned int inlen, void*) {
   static const unsigned char kProto[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
   unsigned char* selected = nullptr;
   if (SSL_select_next_proto(&selected, outlen, kProto, sizeof kProto, in, inlen) != OPENSSL_NPN_NEGOTIATED) {

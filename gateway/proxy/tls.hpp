@@ -3,10 +3,10 @@
 // over TCP so one session code path serves both. (https upstreams: upstream_pool.)
 #pragma once
 
+#include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
-#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -59,7 +59,9 @@ class MaybeTlsStream {
       : context_(std::move(context)), tls_(std::in_place, std::move(socket), *context_) {}
 
   executor_type get_executor() noexcept { return socket().get_executor(); }
-  boost::asio::ip::tcp::socket& socket() noexcept { return tls_ ? boost::beast::get_lowest_layer(*tls_) : *plain_; }
+  boost::asio::ip::tcp::socket& socket() noexcept {
+    return tls_ ? boost::beast::get_lowest_layer(*tls_) : *plain_;
+  }
   TlsStream* tls() noexcept { return tls_ ? &*tls_ : nullptr; }
 
   template <class MutableBuffers, class Token>

@@ -1,17 +1,17 @@
 // Per-worker upstream keep-alive pool; see upstream_pool.hpp.
 #include "gateway/proxy/upstream_pool.hpp"
 
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <algorithm>
 #include <cerrno>
-#include <openssl/ssl.h>
-#include <openssl/x509_vfy.h>
 
 namespace tokengate::gateway {
 
@@ -81,7 +81,8 @@ error_code UpstreamPool::make_tls_context() {
   }
 }
 
-asio::awaitable<error_code> UpstreamPool::connect(UpstreamConn& conn, Deadline& deadline, conf::Duration timeout) {
+asio::awaitable<error_code> UpstreamPool::connect(UpstreamConn& conn, Deadline& deadline,
+                                                  conf::Duration timeout) {
   constexpr auto token = asio::as_tuple(asio::use_awaitable);
   const auto executor = co_await asio::this_coro::executor;
   if (endpoints_.empty()) {

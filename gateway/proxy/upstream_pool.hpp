@@ -25,10 +25,12 @@ struct UpstreamConn {
   // Exactly one of plain / tls is set, by UpstreamPool::connect.
   std::unique_ptr<boost::asio::ip::tcp::socket> plain;
   std::unique_ptr<TlsStream> tls;
-  boost::beast::flat_buffer buffer;  // bytes read from the upstream not yet parsed
+  boost::beast::flat_buffer buffer;                    // bytes read from the upstream not yet parsed
   std::chrono::steady_clock::time_point idle_since{};  // set when parked in the pool
 
-  boost::asio::ip::tcp::socket& socket() noexcept { return tls ? boost::beast::get_lowest_layer(*tls) : *plain; }
+  boost::asio::ip::tcp::socket& socket() noexcept {
+    return tls ? boost::beast::get_lowest_layer(*tls) : *plain;
+  }
 };
 
 template <class Stream>

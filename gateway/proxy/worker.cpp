@@ -1,19 +1,19 @@
 // Worker thread state: accept loop, engine snapshot refresh, rights cache.
 #include "gateway/proxy/worker.hpp"
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <tuple>
 
-#include <fmt/format.h>
-
-#include "gateway/obs/contain.hpp"
 #include "gateway/http/framing.hpp"
+#include "gateway/obs/contain.hpp"
 
 namespace tokengate::gateway {
 
@@ -121,7 +121,8 @@ asio::awaitable<void> Worker::accept_loop() {
       const auto now = std::chrono::steady_clock::now();
       if (now - full_warned_ >= std::chrono::seconds(10)) {
         full_warned_ = now;
-        log_line(LogLevel::Warn, fmt::format("max_connections ({}) reached: new connections are closed", limit));
+        log_line(LogLevel::Warn,
+                 fmt::format("max_connections ({}) reached: new connections are closed", limit));
       }
       continue;
     }
@@ -171,8 +172,8 @@ std::shared_ptr<EngineSnapshot> Worker::snapshot() {
   snap->h_permissions = prefix + "Permissions";
   snap->h_licenses = prefix + "Licenses";
   const auto& limits = config.limits;
-  const auto shortest = std::min({limits.header_timeout, limits.idle_timeout, limits.upstream_connect_timeout,
-                                  limits.upstream_timeout});
+  const auto shortest = std::min(
+      {limits.header_timeout, limits.idle_timeout, limits.upstream_connect_timeout, limits.upstream_timeout});
   sweep_tick_ = std::clamp<conf::Duration>(shortest / 20, std::chrono::milliseconds(10),
                                            std::chrono::milliseconds(100));
   snap->engine = std::move(engine);

@@ -21,10 +21,10 @@
 #include <vector>
 
 #include "gateway/obs/access_log.hpp"
-#include "gateway/proxy/deadline.hpp"
 #include "gateway/obs/metrics.hpp"
-#include "gateway/proxy/tls.hpp"
+#include "gateway/proxy/deadline.hpp"
 #include "gateway/proxy/request_plan.hpp"
+#include "gateway/proxy/tls.hpp"
 #include "gateway/proxy/upstream_pool.hpp"
 #include "policy/engine.hpp"
 #include "store/token_verifier.hpp"
@@ -76,7 +76,7 @@ struct EngineSnapshot {
   std::shared_ptr<const policy::Engine> engine;
   std::uint64_t version = 0;
   std::vector<std::shared_ptr<UpstreamPool>> pools;  // in Config::upstreams order
-  std::vector<RouteTarget> routes;  // by route index: its upstream, for the request plan
+  std::vector<RouteTarget> routes;                   // by route index: its upstream, for the request plan
   std::string h_subject, h_name, h_roles, h_groups, h_permissions, h_licenses;
 };
 

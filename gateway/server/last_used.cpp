@@ -1,8 +1,9 @@
 // Last-used write-behind; see last_used.hpp.
 #include "gateway/server/last_used.hpp"
 
-#include <cstdlib>
 #include <fmt/format.h>
+
+#include <cstdlib>
 
 #include "gateway/obs/access_log.hpp"
 #include "gateway/obs/metrics.hpp"

@@ -1,6 +1,7 @@
 // Config hot reload: SIGHUP and inotify; see reload.hpp.
 #include "gateway/server/reload.hpp"
 
+#include <fmt/format.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -8,7 +9,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <fmt/format.h>
 
 #include "gateway/obs/access_log.hpp"
 #include "gateway/obs/metrics.hpp"
@@ -37,13 +37,16 @@ std::optional<std::string> restart_required(const conf::Config& a, const conf::C
     return fmt::format("store.path changed from {} to {}", a.store.path.string(), b.store.path.string());
   }
   if (a.store.key_file != b.store.key_file) {
-    return fmt::format("store.key_file changed from {} to {}", a.store.key_file.string(), b.store.key_file.string());
+    return fmt::format("store.key_file changed from {} to {}", a.store.key_file.string(),
+                       b.store.key_file.string());
   }
   if (endpoint_or(a.admin.listen) != endpoint_or(b.admin.listen)) {
-    return fmt::format("admin.listen changed from {} to {}", endpoint_or(a.admin.listen), endpoint_or(b.admin.listen));
+    return fmt::format("admin.listen changed from {} to {}", endpoint_or(a.admin.listen),
+                       endpoint_or(b.admin.listen));
   }
   if (path_or(a.admin.socket) != path_or(b.admin.socket)) {
-    return fmt::format("admin.socket changed from {} to {}", path_or(a.admin.socket), path_or(b.admin.socket));
+    return fmt::format("admin.socket changed from {} to {}", path_or(a.admin.socket),
+                       path_or(b.admin.socket));
   }
   if (a.tls.has_value() != b.tls.has_value()) {
     return b.tls ? std::string("tls was turned on") : std::string("tls was turned off");
@@ -65,7 +68,8 @@ ConfigReloader::~ConfigReloader() { stop(); }
 bool ConfigReloader::reload(std::string_view why) {
   auto fail = [&](std::string_view message) {
     if (metrics_) metrics_->reload_failed();
-    log_line(LogLevel::Error, fmt::format("config reload ({}) failed, keeping the old config: {}", why, message));
+    log_line(LogLevel::Error,
+             fmt::format("config reload ({}) failed, keeping the old config: {}", why, message));
     return false;
   };
   std::shared_ptr<const conf::Config> next;

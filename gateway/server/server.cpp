@@ -21,14 +21,14 @@
 #include <vector>
 
 #include "conf/config.hpp"
+#include "gateway/admin/admin_server.hpp"
 #include "gateway/obs/access_log.hpp"
 #include "gateway/obs/contain.hpp"
-#include "gateway/admin/admin_server.hpp"
-#include "gateway/server/last_used.hpp"
 #include "gateway/obs/metrics.hpp"
-#include "gateway/server/reload.hpp"
 #include "gateway/proxy/tls.hpp"
 #include "gateway/proxy/worker.hpp"
+#include "gateway/server/last_used.hpp"
+#include "gateway/server/reload.hpp"
 #include "policy/engine.hpp"
 #include "store/token_store.hpp"
 #include "store/token_verifier.hpp"
@@ -83,7 +83,6 @@ std::vector<std::string> route_names(const conf::Config& config) {
   for (const auto& r : config.routes) names.push_back(r.path);
   return names;
 }
-
 
 // The running gateway: start() builds everything in the order it depends on
 // (config, engine, store, workers, listeners, admin) and prints the ready lines;
@@ -179,7 +178,8 @@ bool Server::load() {
   });
   reloader_.emplace(
       main_context_, options_.config, config_,
-      [this](const std::shared_ptr<const conf::Config>& next, const std::shared_ptr<const policy::Engine>& engine) {
+      [this](const std::shared_ptr<const conf::Config>& next,
+             const std::shared_ptr<const policy::Engine>& engine) {
         // What can fail first, so a failure applies nothing.
         std::shared_ptr<ssl::context> next_listener_tls;
         if (next->tls) next_listener_tls = make_server_tls_context(*next->tls);
@@ -229,7 +229,8 @@ void Server::start_admin() {
     response.body = metrics_->render_prometheus();
     return response;
   };
-  admin_api_.emplace(*token_store_, [this] { return shared_->engines.load().first; }, std::move(hooks));
+  admin_api_.emplace(
+      *token_store_, [this] { return shared_->engines.load().first; }, std::move(hooks));
   admin_server_.emplace(*admin_api_);
   std::string error;
   if (!admin_server_->listen(config_->admin, error)) {
@@ -243,7 +244,8 @@ void Server::start_admin() {
     admin_actual.port = *port;
     write_stderr(fmt::format("listening on {} (admin)\n", admin_actual.to_string()));
   }
-  if (admin_server_->has_socket()) write_stderr(fmt::format("admin socket {}\n", config_->admin.socket->string()));
+  if (admin_server_->has_socket())
+    write_stderr(fmt::format("admin socket {}\n", config_->admin.socket->string()));
   admin_server_->start();
   admin_api_->set_ready(true);
 }

@@ -4,8 +4,8 @@
 
 #include <doctest/doctest.h>
 
-#include <boost/json/parse.hpp>
 #include <algorithm>
+#include <boost/json/parse.hpp>
 #include <chrono>
 #include <string>
 

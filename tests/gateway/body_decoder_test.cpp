@@ -103,18 +103,18 @@ TEST_CASE("malformed chunked framing is refused at the offending byte") {
       {"0x5\r\nhello\r\n0\r\n\r\n", BodyError::BadChunkSize},
       {" 5\r\nhello\r\n0\r\n\r\n", BodyError::BadChunkSize},
       {"5 \r\nhello\r\n0\r\n\r\n", BodyError::BadChunkSize},
-      {"5\nhello\r\n0\r\n\r\n", BodyError::BadChunkSize},          // bare LF
-      {"5\rhello\r\n0\r\n\r\n", BodyError::BadChunkSize},          // bare CR
-      {"FFFFFFFFFFFFFFFFF\r\n", BodyError::BadChunkSize},          // 17 digits: over 64 bits
+      {"5\nhello\r\n0\r\n\r\n", BodyError::BadChunkSize},           // bare LF
+      {"5\rhello\r\n0\r\n\r\n", BodyError::BadChunkSize},           // bare CR
+      {"FFFFFFFFFFFFFFFFF\r\n", BodyError::BadChunkSize},           // 17 digits: over 64 bits
       {"00000000000000005\r\nhello\r\n", BodyError::BadChunkSize},  // 17 digits
       {"5\r\nhelloXX0\r\n\r\n", BodyError::BadChunkEnd},
       {"5\r\nhello\nzz", BodyError::BadChunkEnd},
       {"5\r\nhello\r\nzz\r\n0\r\n\r\n", BodyError::BadChunkSize},
       {"5;a\x01\r\nhello\r\n", BodyError::BadChunkExtension},
       {"5;a=\"x\r\nhello\r\n0\r\n\r\n", BodyError::BadChunkExtension},  // unclosed quote
-      {"5;\r\nhello\r\n", BodyError::BadChunkExtension},                  // no name
+      {"5;\r\nhello\r\n", BodyError::BadChunkExtension},                // no name
       {"5;=v\r\nhello\r\n", BodyError::BadChunkExtension},
-      {"5;a=\r\nhello\r\n", BodyError::BadChunkExtension},                // no value
+      {"5;a=\r\nhello\r\n", BodyError::BadChunkExtension},  // no value
       {"5;a b\r\nhello\r\n", BodyError::BadChunkExtension},
       {"5;a=b c\r\nhello\r\n", BodyError::BadChunkExtension},
       {"5;a=\"x\"y\r\nhello\r\n", BodyError::BadChunkExtension},

@@ -33,7 +33,8 @@ TEST_CASE("a coroutine that throws is ended, counted, and the others go on") {
   const auto before = internal_errors();
   bool other_finished = false;
   asio::co_spawn(
-      context, []() -> asio::awaitable<void> {
+      context,
+      []() -> asio::awaitable<void> {
         co_await asio::post(asio::use_awaitable);
         throw std::runtime_error("bug in one connection");
       },

@@ -1,6 +1,5 @@
 // Unit tests of the gateway's pure header logic: framing checks, obs-fold scan,
 // Authorization parsing, request ids, forwarded fields.
-#include "gateway/http/authorization.hpp"
 #include "gateway/http/framing.hpp"
 
 #include <doctest/doctest.h>
@@ -10,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "gateway/http/authorization.hpp"
 #include "gateway/http/error_response.hpp"
 
 namespace http = boost::beast::http;
@@ -72,14 +72,18 @@ TEST_CASE("validate_request_framing") {
        {{"Host", "a"}, {"Authorization", "Bearer x"}, {"Authorization", "Bearer y"}},
        FramingError::RepeatedAuthorization},
       {"NUL in value", {{"Host", "a"}, {"X-A", std::string("a\0b", 3)}}, FramingError::BadHeaderValue},
-      {"Transfer_Encoding", {{"Host", "a"}, {"Transfer_Encoding", "chunked"}}, FramingError::UnderscoreFramingField},
+      {"Transfer_Encoding",
+       {{"Host", "a"}, {"Transfer_Encoding", "chunked"}},
+       FramingError::UnderscoreFramingField},
       {"Transfer_Encoding next to Content-Length",
        {{"Host", "a"}, {"Content-Length", "5"}, {"transfer_encoding", "chunked"}},
        FramingError::UnderscoreFramingField},
       {"Content_Length next to chunked",
        {{"Host", "a"}, {"Transfer-Encoding", "chunked"}, {"Content_Length", "5"}},
        FramingError::UnderscoreFramingField},
-      {"Content_Length alone", {{"Host", "a"}, {"CONTENT_LENGTH", "5"}}, FramingError::UnderscoreFramingField},
+      {"Content_Length alone",
+       {{"Host", "a"}, {"CONTENT_LENGTH", "5"}},
+       FramingError::UnderscoreFramingField},
       {"host list", {{"Host", "a, b"}}, FramingError::BadHost},
       {"host list no space", {{"Host", "a,b"}}, FramingError::BadHost},
       {"host with space", {{"Host", "a b"}}, FramingError::BadHost},
@@ -106,7 +110,8 @@ TEST_CASE("Transfer-Encoding on an HTTP/1.0 request is refused (RFC 9112 6.1)") 
   const auto f = make_fields({{"Host", "a"}, {"Transfer-Encoding", "chunked"}});
   CHECK(validate_request_framing(f, 10) == FramingError::TransferEncodingOnHttp10);
   CHECK(validate_request_framing(f, 11) == FramingError::None);
-  CHECK(validate_request_framing(make_fields({{"Host", "a"}, {"Content-Length", "1"}}), 10) == FramingError::None);
+  CHECK(validate_request_framing(make_fields({{"Host", "a"}, {"Content-Length", "1"}}), 10) ==
+        FramingError::None);
 }
 
 TEST_CASE("find_head_end resumes across short reads") {
@@ -186,7 +191,8 @@ TEST_CASE("append_forwarded_fields") {
                           {"Transfer_Encoding", "chunked"},
                           {"Proxyish", "kept"},
                           {"X-Proxy", "kept"}});
-    CHECK(forwarded_names(f, StripOptions{"X-Auth-"}) == std::vector<std::string>{"Host", "Proxyish", "X-Proxy"});
+    CHECK(forwarded_names(f, StripOptions{"X-Auth-"}) ==
+          std::vector<std::string>{"Host", "Proxyish", "X-Proxy"});
   }
   SUBCASE("every Connection field counts, with any number of names") {
     Fields f;
@@ -206,9 +212,13 @@ TEST_CASE("append_forwarded_fields") {
     CHECK(forwarded_names(f, StripOptions{"X-Auth-"}) == std::vector<std::string>{"Host", "X-Authz"});
   }
   SUBCASE("identity prefix with '_' for '-' is stripped too (CGI upstreams read both alike)") {
-    auto f = make_fields(
-        {{"Host", "a"}, {"X_Auth_Subject", "evil"}, {"x-auth_roles", "admin"}, {"X_Authz", "k"}, {"XAuth-X", "k"}});
-    CHECK(forwarded_names(f, StripOptions{"X-Auth-"}) == std::vector<std::string>{"Host", "X_Authz", "XAuth-X"});
+    auto f = make_fields({{"Host", "a"},
+                          {"X_Auth_Subject", "evil"},
+                          {"x-auth_roles", "admin"},
+                          {"X_Authz", "k"},
+                          {"XAuth-X", "k"}});
+    CHECK(forwarded_names(f, StripOptions{"X-Auth-"}) ==
+          std::vector<std::string>{"Host", "X_Authz", "XAuth-X"});
   }
   SUBCASE("custom prefix") {
     auto f = make_fields({{"Host", "a"}, {"X-Auth-Subject", "kept"}, {"gw-user", "evil"}});
@@ -226,7 +236,8 @@ TEST_CASE("append_forwarded_fields") {
   }
   SUBCASE("websocket keeps Upgrade even when Connection names it") {
     auto f = make_fields({{"Host", "a"}, {"Connection", "Upgrade"}, {"Upgrade", "websocket"}});
-    CHECK(forwarded_names(f, StripOptions{"X-Auth-", true, false}) == std::vector<std::string>{"Host", "Upgrade"});
+    CHECK(forwarded_names(f, StripOptions{"X-Auth-", true, false}) ==
+          std::vector<std::string>{"Host", "Upgrade"});
   }
   SUBCASE("the caller's own fields are left out, whatever their case") {
     auto f = make_fields({{"Host", "a"},
@@ -234,15 +245,22 @@ TEST_CASE("append_forwarded_fields") {
                           {"X-Request-Id", "r"},
                           {"Content-Length", "5"},
                           {"Accept", "*/*"}});
-    CHECK(forwarded_names(f, StripOptions{"X-Auth-", false, false,
-                                          {"Host", "X-Forwarded-For", "X-Request-Id", "Content-Length"}}) ==
+    CHECK(forwarded_names(
+              f,
+              StripOptions{
+                  "X-Auth-", false, false, {"Host", "X-Forwarded-For", "X-Request-Id", "Content-Length"}}) ==
           std::vector<std::string>{"Accept"});
   }
   SUBCASE("the caller's own fields spelled with '_' are left out too (CGI upstreams read both alike)") {
-    auto f = make_fields({{"Host", "a"}, {"X_Forwarded_For", "6.6.6.6"}, {"x_request_id", "r"},
-                          {"Content_Length", "5"}, {"X_Forwarded_Fo", "kept"}});
-    CHECK(forwarded_names(f, StripOptions{"X-Auth-", false, false,
-                                          {"Host", "X-Forwarded-For", "X-Request-Id", "Content-Length"}}) ==
+    auto f = make_fields({{"Host", "a"},
+                          {"X_Forwarded_For", "6.6.6.6"},
+                          {"x_request_id", "r"},
+                          {"Content_Length", "5"},
+                          {"X_Forwarded_Fo", "kept"}});
+    CHECK(forwarded_names(
+              f,
+              StripOptions{
+                  "X-Auth-", false, false, {"Host", "X-Forwarded-For", "X-Request-Id", "Content-Length"}}) ==
           std::vector<std::string>{"X_Forwarded_Fo"});
   }
 }

@@ -1,5 +1,7 @@
 // Unit tests of the metrics registry: shard sums, label mapping, histogram shape,
 // Prometheus text syntax, and concurrent writers on separate shards.
+#include "gateway/obs/metrics.hpp"
+
 #include <doctest/doctest.h>
 
 #include <map>
@@ -8,8 +10,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include "gateway/obs/metrics.hpp"
 
 using namespace tokengate::gateway;
 using namespace std::chrono_literals;
@@ -49,11 +49,21 @@ TEST_CASE("requests are summed over shards and labelled by route name, status cl
   m.shard(0).count_request(-1, 404, false, Outcome::NoRoute, 1ms);
   m.shard(0).count_request(7, 502, false, Outcome::UpstreamBadResponse, 1ms);
   const auto s = parse(m.render_prometheus());
-  CHECK(s.at(R"(tokengate_requests_total{route="/api/**",status="2xx",decision="allow",reason="allowed"})") == 2);
-  CHECK(s.at(R"(tokengate_requests_total{route="/api/**",status="4xx",decision="deny",reason="insufficient_scope"})") == 1);
-  CHECK(s.at(R"(tokengate_requests_total{route="none",status="4xx",decision="deny",reason="no_route"})") == 1);
-  CHECK(s.at(R"(tokengate_requests_total{route="#7",status="5xx",decision="deny",reason="upstream_bad_response"})") == 1);
-  CHECK(s.count(R"(tokengate_requests_total{route="/public",status="2xx",decision="allow",reason="allowed"})") == 0);
+  CHECK(s.at(R"(tokengate_requests_total{route="/api/**",status="2xx",decision="allow",reason="allowed"})") ==
+        2);
+  CHECK(
+      s.at(
+          R"(tokengate_requests_total{route="/api/**",status="4xx",decision="deny",reason="insufficient_scope"})") ==
+      1);
+  CHECK(s.at(R"(tokengate_requests_total{route="none",status="4xx",decision="deny",reason="no_route"})") ==
+        1);
+  CHECK(
+      s.at(
+          R"(tokengate_requests_total{route="#7",status="5xx",decision="deny",reason="upstream_bad_response"})") ==
+      1);
+  CHECK(s.count(
+            R"(tokengate_requests_total{route="/public",status="2xx",decision="allow",reason="allowed"})") ==
+        0);
 }
 
 TEST_CASE("latency histogram is cumulative with matching count and sum") {
@@ -118,7 +128,8 @@ TEST_CASE("route names are escaped in labels") {
 
 TEST_CASE("a full label table still counts every request") {
   Metrics m(1);
-  for (int route = 0; route < 3000; ++route) m.shard(0).count_request(route, 200, true, Outcome::Allowed, 1ms);
+  for (int route = 0; route < 3000; ++route)
+    m.shard(0).count_request(route, 200, true, Outcome::Allowed, 1ms);
   const auto s = parse(m.render_prometheus());
   double labelled = 0;
   for (const auto& [k, v] : s) {
@@ -139,7 +150,8 @@ TEST_CASE("concurrent writers on their own shards and a concurrent scraper lose 
   std::vector<std::thread> writers;
   for (int t = 0; t < kThreads; ++t) {
     writers.emplace_back([&m, t] {
-      for (int i = 0; i < kEach; ++i) m.shard(static_cast<std::size_t>(t)).count_request(i % 5, 200, true, Outcome::Allowed, 1ms);
+      for (int i = 0; i < kEach; ++i)
+        m.shard(static_cast<std::size_t>(t)).count_request(i % 5, 200, true, Outcome::Allowed, 1ms);
     });
   }
   for (auto& w : writers) w.join();
@@ -147,5 +159,6 @@ TEST_CASE("concurrent writers on their own shards and a concurrent scraper lose 
   scraper.join();
   const auto s = parse(m.render_prometheus());
   CHECK(s.at("tokengate_request_duration_seconds_count") == kThreads * kEach);
-  CHECK(s.at(R"(tokengate_requests_total{route="#0",status="2xx",decision="allow",reason="allowed"})") == kThreads * kEach / 5);
+  CHECK(s.at(R"(tokengate_requests_total{route="#0",status="2xx",decision="allow",reason="allowed"})") ==
+        kThreads * kEach / 5);
 }

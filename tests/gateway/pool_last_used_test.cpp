@@ -105,7 +105,8 @@ TEST_CASE("LastUsedWriter: once a minute per token, latest time wins, all at shu
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("tokengate-last-used-" + std::to_string(::getpid()));
   fs::remove_all(dir);
-  auto store = tokengate::store::TokenStore::open({dir / "tokens", dir / "key", tokengate::store::system_now});
+  auto store =
+      tokengate::store::TokenStore::open({dir / "tokens", dir / "key", tokengate::store::system_now});
   tokengate::store::NewToken request;
   request.name = "used";
   const std::string id = store->create(request).record.id;

@@ -47,14 +47,17 @@ class FakeEnvironment final : public gw::PlanEnvironment {
         admin_(engine.effective_rights({{"admin"}, {}, {}, {}})) {}
   Caller check_bearer(std::string_view token) override {
     Caller caller;
-    const tokengate::policy::Rights* rights = token == "tg_reader" ? &reader_ : token == "tg_admin" ? &admin_ : nullptr;
+    const tokengate::policy::Rights* rights = token == "tg_reader"  ? &reader_
+                                              : token == "tg_admin" ? &admin_
+                                                                    : nullptr;
     if (!rights) {
       caller.failure = "unknown";
       return caller;
     }
     caller.credential = Credential::Valid;
     caller.rights = rights;
-    caller.identity_fields = token == "tg_reader" ? "X-Auth-Subject: reader\r\n" : "X-Auth-Subject: admin\r\n";
+    caller.identity_fields =
+        token == "tg_reader" ? "X-Auth-Subject: reader\r\n" : "X-Auth-Subject: admin\r\n";
     return caller;
   }
   void make_request_id(std::string& out) override { out = "generated-id"; }
@@ -100,9 +103,10 @@ TEST_CASE("request plan: outcome, close and forwarding for each kind of request"
   };
   const std::vector<Case> cases = {
       {"public route, no token", request("GET", "/healthz"), Outcome::PublicRoute, false},
-      {"public route, invalid token is as absent", request("GET", "/healthz", "tg_nope"), Outcome::PublicRoute,
+      {"public route, invalid token is as absent", request("GET", "/healthz", "tg_nope"),
+       Outcome::PublicRoute, false},
+      {"valid token with the permission", request("GET", "/api/orders/42", "tg_reader"), Outcome::Allowed,
        false},
-      {"valid token with the permission", request("GET", "/api/orders/42", "tg_reader"), Outcome::Allowed, false},
       {"valid token lacking a permission", request("POST", "/api/orders/42/refund", "tg_reader"),
        Outcome::InsufficientScope, false},
       {"no token on a protected route", request("GET", "/api/orders/1"), Outcome::MissingToken, false},
@@ -110,34 +114,37 @@ TEST_CASE("request plan: outcome, close and forwarding for each kind of request"
        false},
       {"invalid token", request("GET", "/api/x", "tg_nope"), Outcome::InvalidToken, false},
       {"no route", request("GET", "/other", "tg_admin"), Outcome::NoRoute, false},
-      {"a method no earlier route takes falls to /api/**", request("DELETE", "/api/orders/1/refund", "tg_admin"),
-       Outcome::Allowed, false},
+      {"a method no earlier route takes falls to /api/**",
+       request("DELETE", "/api/orders/1/refund", "tg_admin"), Outcome::Allowed, false},
       {"method not allowed", request("DELETE", "/static/app.js"), Outcome::MethodNotAllowed, false},
       {"path above the root", request("GET", "/../etc", "tg_admin"), Outcome::BadRequest, false},
       {"encoded slash", request("GET", "/api/a%2Fb", "tg_admin"), Outcome::BadRequest, false},
       {"semicolon alias", request("GET", "/api/admin;x/y", "tg_admin"), Outcome::BadRequest, false},
       {"refusal with a body closes", request("GET", "/api/orders/1", {}, "Content-Length: 3\r\n") + "abc",
        Outcome::MissingToken, true},
-      {"two content lengths", request("POST", "/api/x", "tg_admin", "Content-Length: 1\r\nContent-Length: 1\r\n"),
+      {"two content lengths",
+       request("POST", "/api/x", "tg_admin", "Content-Length: 1\r\nContent-Length: 1\r\n"),
        Outcome::BadFraming, true},
-      {"CL and TE", request("POST", "/api/x", "tg_admin", "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n"),
+      {"CL and TE",
+       request("POST", "/api/x", "tg_admin", "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n"),
        Outcome::BadFraming, true},
       {"TE on HTTP/1.0", "POST /api/x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
        Outcome::BadFraming, true},
       {"Host list", "GET /api/x HTTP/1.1\r\nHost: a, b\r\n\r\n", Outcome::BadFraming, true},
-      {"bad chunk with the head", request("POST", "/api/x", "tg_admin", "Transfer-Encoding: chunked\r\n") +
-                                      "5\r\nhello\r\nzz\r\n",
+      {"bad chunk with the head",
+       request("POST", "/api/x", "tg_admin", "Transfer-Encoding: chunked\r\n") + "5\r\nhello\r\nzz\r\n",
        Outcome::BadFraming, true},
       {"trailer over the limit with the head",
-       request("POST", "/api/x", "tg_admin", "Transfer-Encoding: chunked\r\n") + "0\r\nX: " +
-           std::string(2000, 'b') + "\r\n\r\n",
+       request("POST", "/api/x", "tg_admin", "Transfer-Encoding: chunked\r\n") +
+           "0\r\nX: " + std::string(2000, 'b') + "\r\n\r\n",
        Outcome::HeaderTooLarge, true},
-      {"chunk over max_body_bytes", request("POST", "/api/x", "tg_admin", "Transfer-Encoding: chunked\r\n") +
-                                        "FFF\r\n",
+      {"chunk over max_body_bytes",
+       request("POST", "/api/x", "tg_admin", "Transfer-Encoding: chunked\r\n") + "FFF\r\n",
        Outcome::BodyTooLarge, true},
       {"Content-Length over max_body_bytes", request("POST", "/api/x", "tg_admin", "Content-Length: 101\r\n"),
        Outcome::BodyTooLarge, true},
-      {"head over max_header_bytes", request("GET", "/api/x", "tg_admin", "X-Big: " + std::string(1100, 'a') + "\r\n"),
+      {"head over max_header_bytes",
+       request("GET", "/api/x", "tg_admin", "X-Big: " + std::string(1100, 'a') + "\r\n"),
        Outcome::HeaderTooLarge, true},
       {"obs-fold", request("GET", "/api/x", "tg_admin", "X-A: a\r\n b\r\n"), Outcome::BadFraming, true},
   };
@@ -165,10 +172,11 @@ TEST_CASE("request plan: 405 names the allowed methods; 403 names what is missin
 
 TEST_CASE("request plan: the upstream head is the gateway's, never the client's") {
   Fixture f;
-  const auto& plan = f.plan(request("POST", "/api/orders/../x/./y?q=1", "tg_admin",
-                                    "X-Auth-Subject: spoofed\r\nX_Auth_Roles: admin\r\nX-Request-Id: abc\r\n"
-                                    "Proxy: http://evil\r\nConnection: X-Forwarded-For\r\nContent-Length: 2\r\n") +
-                            "ok");
+  const auto& plan =
+      f.plan(request("POST", "/api/orders/../x/./y?q=1", "tg_admin",
+                     "X-Auth-Subject: spoofed\r\nX_Auth_Roles: admin\r\nX-Request-Id: abc\r\n"
+                     "Proxy: http://evil\r\nConnection: X-Forwarded-For\r\nContent-Length: 2\r\n") +
+             "ok");
   REQUIRE(plan.forward());
   CHECK(plan.upstream_head() ==
         "POST /base/api/x/y?q=1 HTTP/1.1\r\n"
@@ -195,9 +203,11 @@ TEST_CASE("request plan: keep-alive, HEAD, 100-continue and WebSocket facts") {
   CHECK(f.plan("GET /healthz HTTP/1.0\r\nHost: a\r\n\r\n").keep_alive() == false);
   CHECK(f.plan("GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n").keep_alive() == true);
   CHECK(f.plan("HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n").is_head());
-  const auto& cont = f.plan(request("POST", "/api/x", "tg_admin", "Expect: 100-continue\r\nContent-Length: 5\r\n"));
+  const auto& cont =
+      f.plan(request("POST", "/api/x", "tg_admin", "Expect: 100-continue\r\nContent-Length: 5\r\n"));
   CHECK(cont.expect_continue());
-  const auto& ws = f.plan(request("GET", "/api/ws", "tg_admin", "Upgrade: websocket\r\nConnection: Upgrade\r\n"));
+  const auto& ws =
+      f.plan(request("GET", "/api/ws", "tg_admin", "Upgrade: websocket\r\nConnection: Upgrade\r\n"));
   CHECK(ws.websocket());
   CHECK(ws.upstream_head().find("Connection: Upgrade\r\n") != std::string::npos);
   CHECK(ws.upstream_head().find("Upgrade: websocket\r\n") != std::string::npos);
@@ -216,9 +226,11 @@ TEST_CASE("the proxy's plan and `tokengate explain` take the same decision") {
   };
   std::vector<Case> cases;
   for (const std::string method : {"GET", "HEAD", "POST", "DELETE"}) {
-    for (const std::string target : {"/healthz", "/static/a", "/api/orders/1", "/api/orders/1/refund", "/api/x", "/nope",
-                                     "/api/%2e%2e/healthz", "/../x", "/api/a%2fb", "/api/x;y", "/api/%2561"}) {
-      for (const std::string token : {"", "tg_reader", "tg_admin", "tg_nope"}) cases.push_back({method, target, token});
+    for (const std::string target :
+         {"/healthz", "/static/a", "/api/orders/1", "/api/orders/1/refund", "/api/x", "/nope",
+          "/api/%2e%2e/healthz", "/../x", "/api/a%2fb", "/api/x;y", "/api/%2561"}) {
+      for (const std::string token : {"", "tg_reader", "tg_admin", "tg_nope"})
+        cases.push_back({method, target, token});
     }
   }
   Fixture f;

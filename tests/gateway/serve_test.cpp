@@ -262,8 +262,9 @@ TEST_CASE("serve: a head arriving byte by byte, pipelined requests, a client lea
   {
     std::ofstream out(config_path);
     out << "listen: 127.0.0.1:0\nworkers: 1\nstore:\n  path: " << (dir / "tokens").string()
-        << "\n  key_file: " << (dir / "key").string() << "\nupstreams:\n  up:\n    url: http://127.0.0.1:"
-        << upstream.port() << "\nroutes:\n  - path: /pub/**\n    upstream: up\n    public: true\n";
+        << "\n  key_file: " << (dir / "key").string()
+        << "\nupstreams:\n  up:\n    url: http://127.0.0.1:" << upstream.port()
+        << "\nroutes:\n  - path: /pub/**\n    upstream: up\n    public: true\n";
   }
   int exit_code = -1;
   {
@@ -279,7 +280,8 @@ TEST_CASE("serve: a head arriving byte by byte, pipelined requests, a client lea
       tcp::socket socket(ctx);
       socket.connect(gateway);
       socket.set_option(tcp::no_delay(true));
-      const std::string head = "GET /pub/slow HTTP/1.1\r\nHost: gw.test\r\nX-Long: " + std::string(100, 'v') + "\r\n\r\n";
+      const std::string head =
+          "GET /pub/slow HTTP/1.1\r\nHost: gw.test\r\nX-Long: " + std::string(100, 'v') + "\r\n\r\n";
       for (char c : head) asio::write(socket, asio::buffer(&c, 1));
       beast::flat_buffer buffer;
       http::response<http::string_body> res;

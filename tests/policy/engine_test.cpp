@@ -227,7 +227,8 @@ TEST_CASE("Engine::decide: requirement shapes, reasons and statuses") {
       {"any_of, second", "/anyof/x", Credential::Valid, &ops, Outcome::Allowed, ""},
       {"both, all-of fails first", "/both/x", Credential::Valid, &admin, Outcome::InsufficientScope,
        "license pro"},
-      {"both, nothing held", "/both/x", Credential::Valid, &nobody, Outcome::InsufficientScope, "license pro"},
+      {"both, nothing held", "/both/x", Credential::Valid, &nobody, Outcome::InsufficientScope,
+       "license pro"},
       {"both, any_of via second", "/both/x", Credential::Valid, &billing_pro, Outcome::Allowed, ""},
       {"both, any_of via first", "/both/x", Credential::Valid, &admin_pro, Outcome::Allowed, ""},
       {"empty require", "/empty/x", Credential::Valid, &nobody, Outcome::Allowed, ""},
@@ -253,7 +254,8 @@ TEST_CASE("Engine::decide: requirement shapes, reasons and statuses") {
     CHECK(d.missing == "any_of: none of 2 alternatives held");
   }
   SUBCASE("no route and no method") {
-    CHECK(engine->decide(engine->match("GET", "/nope"), Credential::Valid, &admin).outcome == Outcome::NoRoute);
+    CHECK(engine->decide(engine->match("GET", "/nope"), Credential::Valid, &admin).outcome ==
+          Outcome::NoRoute);
   }
 }
 

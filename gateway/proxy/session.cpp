@@ -663,11 +663,12 @@ asio::awaitable<Next> Session::relay_response_body(UpstreamConn& conn, ResponseF
       if (ec == asio::error::eof) {
         error = body.end_of_stream();
       } else if (ec) {
+        // Nothing sent yet: the client still gets a 502/504 (counted there).
+        if (!head_sent) co_return upstream_failure(ec, false, true);
         const bool timeout = ec == beast::error::timeout;
         rec_.outcome = timeout ? Outcome::UpstreamTimeout : Outcome::UpstreamAborted;
         w_.metrics().count_upstream_error(timeout ? UpstreamErrorKind::Timeout : UpstreamErrorKind::Aborted);
         rec_.detail = "response truncated";
-        if (!head_sent) co_return upstream_failure(ec, false, true);
         co_return Next::Close;  // never let a truncated body look complete
       } else {
         continue;

@@ -96,8 +96,10 @@ std::size_t decode_buffered(BodyDecoder& body, beast::flat_buffer& in, char* out
       error = step.error;
       return got;
     }
-    std::memcpy(out + got, step.data.data(), step.data.size());
-    got += step.data.size();
+    if (!step.data.empty()) {  // an empty view may be null, which memcpy must not get
+      std::memcpy(out + got, step.data.data(), step.data.size());
+      got += step.data.size();
+    }
     in.consume(step.consumed);
   }
   return got;

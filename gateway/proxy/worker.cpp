@@ -30,8 +30,11 @@ Worker::Worker(SharedState& shared, MetricsShard& metrics, LogWriter::Outbox& lo
       rng_(std::random_device{}()) {}
 
 Worker::~Worker() {
+  // Every socket (the acceptor, idle upstream connections in the pools) goes
+  // before the io_context whose services they use.
   acceptor_.reset();
   snapshot_.reset();
+  pools_.clear();
   context_.reset();
 }
 

@@ -883,6 +883,7 @@ class ScriptedUpstream:
     def __init__(self, script):
         self.script = script
         self.targets = []
+        self.accepted = 0  # TCP connections accepted
         self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -896,6 +897,8 @@ class ScriptedUpstream:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            with self.lock:
+                self.accepted += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):

@@ -67,6 +67,7 @@ for tool in "$tokengate" "$seed_tokens" nginx haproxy wrk python3 curl getconf; 
   command -v "$tool" >/dev/null || { echo "bench: missing $tool (run scripts/setup.sh --bench and scripts/build.sh)" >&2; exit 1; }
 done
 clk_tck=$(getconf CLK_TCK)
+proctree=$(realpath bench/proctree.py)
 
 work=$(mktemp -d /tmp/tokengate-bench.XXXXXX)
 chmod 755 "$work"  # nginx workers (user nobody) read the map files
@@ -85,56 +86,8 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 # ticks summed over PID and every descendant (nginx master + worker; tokengate's threads are in its own
 # stat), `rss PID` the sum of their VmRSS in KiB. Descendants are found by walking the
 # ppid field of every /proc/*/stat.
-cat >"$work/proctree.py" <<'EOF'
-import os, sys
-
-def stats():
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                text = f.read()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
-        # ppid; utime+stime (14, 15) and cutime+cstime (16, 17: children it has reaped,
-        # e.g. an nginx worker that was replaced; a child's time moves there when it exits)
-        out[int(d)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
-    return out
-
-def tree(root, st):
-    kids = {}
-    for pid, (ppid, _) in st.items():
-        kids.setdefault(ppid, []).append(pid)
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if pid in st:
-            found.append(pid)
-            todo.extend(kids.get(pid, []))
-    return found
-
-what, root = sys.argv[1], int(sys.argv[2])
-st = stats()
-pids = tree(root, st)
-if not pids:
-    sys.exit("bench: process %d is gone" % root)
-if what == "cpu":
-    print(sum(st[p][1] for p in pids))
-else:
-    kib = 0
-    for p in pids:
-        try:
-            with open("/proc/%d/status" % p) as f:
-                kib += next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), 0)
-        except OSError:
-            pass
-    print(kib, len(pids))
-EOF
-tree_cpu() { python3 "$work/proctree.py" cpu "$1"; }  # pid -> clock ticks
-tree_rss() { python3 "$work/proctree.py" rss "$1"; }  # pid -> "KiB processes"
+tree_cpu() { python3 "$proctree" cpu "$1"; }  # pid -> clock ticks
+tree_rss() { python3 "$proctree" rss "$1"; }  # pid -> "KiB processes"
 
 # Waits (bounded) until something accepts connections on 127.0.0.1:$1.
 wait_port() {
@@ -271,7 +224,7 @@ EOF
       bin=$tokengate
       [[ $name == tokengate ]] || bin=$baseline
       result=$(python3 "$dir/startup.py" "$bin" "$dir/tokengate.yaml" "$data/token.txt" \
-        "$dir/$name-$round.log" "$work/proctree.py") || true
+        "$dir/$name-$round.log" "$proctree") || true
       read -r listen_ms ok_ms rss_kib <<<"$result" || true
       [[ -n ${rss_kib:-} ]] || { echo "bench: start-up of $name failed (log: $dir/$name-$round.log)" >&2; exit 1; }
       printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$listen_ms" "$ok_ms" "$rss_kib" >>"$dir/results.tsv"

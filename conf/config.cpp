@@ -350,8 +350,8 @@ class Loader {
     if (!root.IsMap())
       fail(root, fmt::format("expected a mapping at the top level, got {}", node_kind(root)));
     auto top = fields(root, "",
-                      {"listen", "tls", "workers", "admin", "store", "tokens", "limits", "identity", "paths",
-                       "upstreams", "roles", "groups", "licenses", "routes"});
+                      {"listen", "tls", "workers", "admin", "forward_auth", "store", "tokens", "limits",
+                       "identity", "paths", "upstreams", "roles", "groups", "licenses", "routes"});
     std::map<std::string, const Field*> by_key;
     for (const auto& f : top) by_key[f.key] = &f;
     auto get = [&](const char* key) -> const Field* {
@@ -363,6 +363,7 @@ class Loader {
     if (auto f = get("tls")) load_tls(*f);
     if (auto f = get("workers")) config_.workers = static_cast<unsigned>(integer(*f, 0, 4096));
     if (auto f = get("admin")) load_admin(*f);
+    if (auto f = get("forward_auth")) load_forward_auth(*f);
     // The defaults are relative too: they live next to the config file.
     config_.store.path = resolve(config_.store.path);
     config_.store.key_file = resolve(config_.store.key_file);
@@ -563,6 +564,30 @@ class Loader {
         config_.admin.socket = path(f);
       }
     }
+  }
+
+  void load_forward_auth(const Field& section) {
+    expect_map(section);
+    ForwardAuthConfig fa;
+    bool has_listen = false;
+    for (const auto& f : fields(section.value, section.path, {"listen", "path_prefix"})) {
+      if (f.key == "listen") {
+        fa.listen = endpoint(f);
+        has_listen = true;
+      } else {
+        fa.path_prefix = string(f);
+        // A prefix is matched against the raw target, so it must be a plain path
+        // that a canonical target can start with.
+        if (!fa.path_prefix.empty() && (fa.path_prefix.front() != '/' || fa.path_prefix.back() == '/' ||
+                                        fa.path_prefix.find_first_of("?#%\\ ") != std::string::npos)) {
+          fail(f, fmt::format("expected a path such as /auth (starting with '/', no trailing '/', "
+                              "no '?', '#', '%' or spaces), got '{}'",
+                              fa.path_prefix));
+        }
+      }
+    }
+    if (!has_listen) fail(to_mark(section.key_node.Mark()), "forward_auth: 'listen' is required");
+    config_.forward_auth = std::move(fa);
   }
 
   void load_store(const Field& section) {

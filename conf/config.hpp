@@ -54,6 +54,15 @@ struct AdminConfig {
   std::optional<std::filesystem::path> socket;  // absolute
 };
 
+// `forward_auth`: a listener on which every request is an authorization check for
+// another proxy (docs/forward-auth.md), answered without any upstream.
+struct ForwardAuthConfig {
+  Endpoint listen;
+  // Removed from the front of the check's own path when the original request is
+  // taken from it (Envoy's ext_authz puts its path_prefix there).
+  std::string path_prefix;
+};
+
 struct StoreConfig {
   std::filesystem::path path = "var/tokens";             // absolute after loading
   std::filesystem::path key_file = "var/tokengate.key";  // absolute after loading
@@ -142,6 +151,7 @@ struct Config {
   std::optional<TlsConfig> tls;
   unsigned workers = 0;  // 0 = one per core
   AdminConfig admin;
+  std::optional<ForwardAuthConfig> forward_auth;
   StoreConfig store;
   TokensConfig tokens;
   Limits limits;

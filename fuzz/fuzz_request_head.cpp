@@ -7,6 +7,9 @@
 //   with the canonical path, one Host, and exactly the gateway's framing, passes
 //   the gateway's own framing checks again, and carries no hop-by-hop field, no
 //   identity field but the gateway's, and no framing field the client wrote.
+// The same bytes as a forward-auth check: the answer is 200, 401 or 403, nothing
+// goes upstream, a check with a body is never allowed, and an allowed check's
+// original target (found again independently) was exactly the canonical path.
 #include <boost/beast/http.hpp>
 #include <cstdint>
 #include <memory_resource>
@@ -16,6 +19,7 @@
 
 #include "check.hpp"
 #include "conf/config.hpp"
+#include "gateway/forward_auth/original_request.hpp"
 #include "gateway/http/framing.hpp"
 #include "gateway/proxy/request_plan.hpp"
 #include "policy/engine.hpp"
@@ -29,6 +33,7 @@ using tokengate::policy::Outcome;
 constexpr std::string_view kConfig = R"(listen: 127.0.0.1:0
 store: { path: /nonexistent/tokens, key_file: /nonexistent/key }
 limits: { max_header_bytes: 16384, max_body_bytes: 1048576 }
+forward_auth: { listen: 127.0.0.1:0, path_prefix: /ext }
 upstreams:
   echo: { url: "http://upstream.test:9000/base" }
 roles:
@@ -97,6 +102,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* bytes, std::size_t siz
   FakeEnvironment environment(engine());
   std::pmr::monotonic_buffer_resource arena;
   gw::RequestPlanner planner(arena);
+
+  planner.plan(data, head_end, gw::PlanContext{engine(), routes, "127.0.0.1", false, true}, environment);
+  const int check_status = tokengate::policy::forward_auth_status(planner.outcome());
+  FUZZ_CHECK(check_status == 200 || check_status == 401 || check_status == 403, data);
+  FUZZ_CHECK(!planner.forward() && planner.upstream_head().empty(), data);
+  if (check_status == 200) {
+    FUZZ_CHECK(!planner.has_body(), data);
+    FUZZ_CHECK(planner.identity_fields().empty() || planner.identity_fields() == "X-Auth-Subject: abc\r\n",
+               data);
+    http::request_parser<http::empty_body, std::pmr::polymorphic_allocator<char>> again{
+        http::request_header<gw::Fields>{gw::Fields(&arena)}};
+    again.eager(false);
+    boost::system::error_code ec;
+    again.put(boost::asio::buffer(data.data(), head_end), ec);
+    FUZZ_CHECK(again.is_header_done(), data);
+    const auto& req = again.get();
+    const auto original = gw::forward_auth::original_request(req, req.method_string(), req.target(), "/ext");
+    FUZZ_CHECK(original.error.empty(), data);
+    const std::string_view original_path = original.target.substr(0, original.target.find('?'));
+    FUZZ_CHECK(original_path == planner.path(), data);
+    FUZZ_CHECK(original.method == planner.method(), data);
+  }
+  planner.release();
+
   planner.plan(data, head_end, gw::PlanContext{engine(), routes, "127.0.0.1", false}, environment);
 
   const auto& info = tokengate::policy::info(planner.outcome());

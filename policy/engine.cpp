@@ -407,4 +407,13 @@ Engine::RequestDecision Engine::decide_request(std::string_view method, std::str
   return r;
 }
 
+Outcome Engine::check_outcome(const RequestDecision& decided, std::string_view target,
+                              std::string_view canonical_path) noexcept {
+  if (decided.target.error != PathError::None) return Outcome::NonCanonicalTarget;
+  if (!decided.target.asterisk && target.substr(0, target.find('?')) != canonical_path) {
+    return Outcome::NonCanonicalTarget;
+  }
+  return decided.decision.outcome;
+}
+
 }  // namespace tokengate::policy

@@ -75,6 +75,13 @@ class Engine {
                                  std::string& canonical_path, Credential credential,
                                  const Rights* rights) const;
 
+  // The outcome of a forward-auth check about that request (docs/forward-auth.md):
+  // the decision, unless `target` as sent is not already canonical. The ingress
+  // serves the raw target, so authorizing its canonical form would decide about a
+  // path other than the one served (for "/public/../admin": "/admin").
+  static Outcome check_outcome(const RequestDecision& decided, std::string_view target,
+                               std::string_view canonical_path) noexcept;
+
   ~Engine();
 
  private:

@@ -36,6 +36,9 @@ enum class Outcome : std::uint8_t {
   UpstreamFailed,       // the upstream connection failed before a response
   UpstreamAborted,      // the upstream's response stopped part-way
   UpstreamBadResponse,  // a response the gateway will not relay
+  // Decided by forward authentication (a check for another proxy) only.
+  NonCanonicalTarget,  // the original target is not already canonical
+  BadCheckRequest,     // the check does not say which request (or carries a body)
   Count,
 };
 
@@ -77,6 +80,9 @@ inline constexpr std::array<OutcomeInfo, static_cast<std::size_t>(Outcome::Count
     {"upstream_failed", 502, "bad_gateway", "", "the upstream connection failed"},
     {"upstream_aborted", 502, "bad_gateway", "", "the upstream connection failed"},
     {"upstream_bad_response", 502, "bad_gateway", "", "the upstream's response is invalid"},
+    {"non_canonical_target", 403, "forbidden", "", "the original request's target is not in canonical form"},
+    {"bad_check_request", 400, "bad_request", "",
+     "the check request does not describe a request to authorize"},
 }};
 
 constexpr const OutcomeInfo& info(Outcome outcome) noexcept {
@@ -84,5 +90,14 @@ constexpr const OutcomeInfo& info(Outcome outcome) noexcept {
 }
 constexpr std::string_view to_string(Outcome outcome) noexcept { return info(outcome).name; }
 constexpr int status_for(Outcome outcome) noexcept { return info(outcome).status; }
+
+// The status of a forward-auth check with this outcome. An ingress understands
+// only 200 (allow), 401 (ask for credentials) and 403 (deny): nginx's
+// auth_request turns anything else into a 500 for the client.
+constexpr int forward_auth_status(Outcome outcome) noexcept {
+  const int status = status_for(outcome);
+  if (status == 200 || status == 401) return status;
+  return 403;
+}
 
 }  // namespace tokengate::policy

@@ -13,8 +13,12 @@ packages=(
 packages+=(chromium)
 command -v node >/dev/null || packages+=(nodejs npm)
 # --- end web console
+# --- forward auth: the integration tests run a real nginx (auth_request) and Caddy
+# (forward_auth) in front of tokengate, started by the tests on free ports
+packages+=(nginx-light caddy)
+# --- end forward auth
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(nginx-light haproxy wrk)
+  packages+=(haproxy wrk)
 fi
 
 missing=()

@@ -20,6 +20,8 @@ FORBIDDEN = {
     "policy": ["boost/beast", "boost/asio", "gateway/", "store/"],
     "gateway/http": ["boost/asio/ip", "boost/asio/ssl", "boost/asio/io_context", "boost/asio/awaitable",
                      "gateway/obs", "gateway/proxy", "gateway/admin", "gateway/server", "gateway/cli", "store/"],
+    "gateway/forward_auth": ["boost/asio", "gateway/obs", "gateway/proxy", "gateway/admin", "gateway/server",
+                             "gateway/cli", "store/", "policy/"],
     "gateway/obs": ["gateway/proxy", "gateway/admin", "gateway/server", "gateway/cli"],
     "gateway/proxy": ["gateway/admin", "gateway/server", "gateway/cli"],
     "gateway/admin": ["gateway/proxy", "gateway/server", "gateway/cli"],

@@ -139,6 +139,9 @@ int run_explain(const ExplainOptions& options) {
   }
   const int status = policy::status_for(decision.outcome);
   const bool allowed = decision.verdict == policy::Verdict::Allow;
+  // The same request asked about by an ingress on the forward_auth listener.
+  const policy::Outcome check = policy::Engine::check_outcome(evaluated, options.path, canonical);
+  const int check_status = policy::forward_auth_status(check);
   const conf::Route* route =
       decision.route >= 0 && static_cast<std::size_t>(decision.route) < config->routes.size()
           ? &config->routes[static_cast<std::size_t>(decision.route)]
@@ -163,6 +166,7 @@ int run_explain(const ExplainOptions& options) {
     out["decision"] = allowed ? "allow" : "deny";
     out["status"] = status;
     out["reason"] = policy::to_string(decision.outcome);
+    out["forward_auth"] = {{"status", check_status}, {"reason", policy::to_string(check)}};
     print_json(out);
     return 0;
   }
@@ -189,6 +193,7 @@ int run_explain(const ExplainOptions& options) {
   fields.emplace_back("reason", detail.empty()
                                     ? std::string(policy::to_string(decision.outcome))
                                     : fmt::format("{} ({})", policy::to_string(decision.outcome), detail));
+  fields.emplace_back("forward auth", fmt::format("{} {}", check_status, policy::to_string(check)));
   std::cout << render_fields(fields) << std::flush;
   return 0;
 }

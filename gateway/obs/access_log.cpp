@@ -197,6 +197,7 @@ void append_access_json(std::string& out, const AccessRecord& r, std::string_vie
   append_json_member(out, "decision", r.allowed ? "allow" : "deny", false);
   append_json_member(out, "reason", policy::to_string(r.outcome), false);
   if (!r.detail.empty()) append_json_member(out, "detail", r.detail, false);
+  if (r.forward_auth) append_json_member(out, "mode", "forward_auth", false);
   append_json_member(out, "upstream", r.upstream, true);
   append_uint_member(out, "status", static_cast<std::uint64_t>(r.status));
   append_uint_member(out, "bytes_in", r.bytes_in);
@@ -231,6 +232,7 @@ void AccessLog::write_text(const AccessRecord& r) {
   fmt::format_to(out, "{} {} {} {} {}/{}", now_rfc3339(), r.status, r.method, r.path,
                  r.allowed ? "allow" : "deny", policy::to_string(r.outcome));
   if (!r.detail.empty()) fmt::format_to(out, " ({})", r.detail);
+  if (r.forward_auth) fmt::format_to(out, " mode=forward_auth");
   if (r.route >= 0) fmt::format_to(out, " route={}", r.route);
   if (!r.token_id.empty()) fmt::format_to(out, " token={}", r.token_id);
   if (!r.upstream.empty()) fmt::format_to(out, " upstream={}", r.upstream);

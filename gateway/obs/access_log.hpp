@@ -36,6 +36,7 @@ struct AccessRecord {
   std::string_view upstream;
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;
+  bool forward_auth = false;  // a check on the forward_auth listener ("mode":"forward_auth")
 };
 
 enum class LogLevel { Debug, Info, Warn, Error };

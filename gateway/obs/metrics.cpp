@@ -16,13 +16,15 @@ namespace {
 constexpr std::string_view kVerifyNames[kVerifyResults] = {"valid",    "malformed", "unknown",
                                                            "mismatch", "expired",   "rotated_out"};
 
-// key layout: route+2 (16 bits; 1 = no route) | allowed (1 bit) | status class (3 bits) |
-// reason (8 bits); never 0.
-std::uint32_t make_key(int route, int status, bool allowed, std::uint32_t reason) noexcept {
+// key layout: forward_auth (1 bit) | route+2 (16 bits; 1 = no route) | allowed (1 bit) |
+// status class (3 bits) | reason (8 bits); never 0.
+std::uint32_t make_key(int route, int status, bool allowed, std::uint32_t reason,
+                       bool forward_auth) noexcept {
   const std::uint32_t r =
       route < 0 ? 1u : std::min<std::uint32_t>(static_cast<std::uint32_t>(route) + 2, 0xFFFF);
   const std::uint32_t cls = status >= 100 && status < 600 ? static_cast<std::uint32_t>(status / 100) : 0;
-  return (r << 12) | (static_cast<std::uint32_t>(allowed) << 11) | (cls << 8) | reason;
+  return (static_cast<std::uint32_t>(forward_auth) << 28) | (r << 12) |
+         (static_cast<std::uint32_t>(allowed) << 11) | (cls << 8) | reason;
 }
 
 std::string escape_label(std::string_view v) {
@@ -68,9 +70,10 @@ std::string_view to_string(UpstreamErrorKind kind) noexcept {
 }
 
 void MetricsShard::count_request(int route, int status, bool allowed, policy::Outcome outcome,
-                                 std::chrono::nanoseconds duration) noexcept {
+                                 std::chrono::nanoseconds duration, bool forward_auth) noexcept {
   // Outcomes are numbered from 0; the key's 0 means an empty slot, hence +1.
-  const std::uint32_t key = make_key(route, status, allowed, static_cast<std::uint32_t>(outcome) + 1);
+  const std::uint32_t key =
+      make_key(route, status, allowed, static_cast<std::uint32_t>(outcome) + 1, forward_auth);
   std::size_t i = (key * 2654435761u) % kSlots;
   for (std::size_t probe = 0;; ++probe, i = (i + 1) % kSlots) {
     if (probe == kSlots) {
@@ -147,11 +150,15 @@ std::string Metrics::render_prometheus() const {
     dropped += read(s->requests_dropped_);
   }
   header("tokengate_requests_total", "counter",
-         "Requests answered, by route, status class, decision and its reason.");
+         "Requests answered, by route, status class, decision and its reason; mode is proxy or "
+         "forward_auth (checks for another proxy).");
   // Sorted by label text so the output is stable.
-  std::map<std::tuple<std::string, std::string, std::string_view, std::string>, std::uint64_t> rows;
+  std::map<std::tuple<std::string, std::string, std::string_view, std::string, std::string_view>,
+           std::uint64_t>
+      rows;
   for (const auto& [key, count] : requests) {
-    const std::uint32_t r = key >> 12;
+    const std::uint32_t r = (key >> 12) & 0xFFFF;
+    const bool forward_auth = (key >> 28) & 1;
     const bool allowed = (key >> 11) & 1;
     const std::uint32_t cls = (key >> 8) & 7;
     const std::uint32_t reason = key & 0xFF;
@@ -167,14 +174,16 @@ std::string Metrics::render_prometheus() const {
     rows[{route, status, allowed ? "allow" : "deny",
           std::string(reason >= 1 && reason <= static_cast<std::uint32_t>(policy::Outcome::Count)
                           ? policy::to_string(static_cast<policy::Outcome>(reason - 1))
-                          : "other")}] += count;
+                          : "other"),
+          forward_auth ? "forward_auth" : "proxy"}] += count;
   }
   for (const auto& [labels, count] : rows) {
     fmt::format_to(
         std::back_inserter(out),
-        "tokengate_requests_total{{route=\"{}\",status=\"{}\",decision=\"{}\",reason=\"{}\"}} {}\n",
+        "tokengate_requests_total{{route=\"{}\",status=\"{}\",decision=\"{}\",reason=\"{}\",mode=\"{}\"}} "
+        "{}\n",
         escape_label(std::get<0>(labels)), std::get<1>(labels), std::get<2>(labels), std::get<3>(labels),
-        count);
+        std::get<4>(labels), count);
   }
   header("tokengate_requests_unlabelled_total", "counter",
          "Requests counted without labels because a worker's label table was full.");

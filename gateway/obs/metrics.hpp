@@ -35,9 +35,10 @@ inline constexpr std::array<double, 14> kLatencyBuckets = {0.0005, 0.001, 0.0025
 // relaxed load + store, no locked instruction); any thread may read.
 class MetricsShard {
  public:
-  // route: index into the config's routes or -1; status: the HTTP status sent.
+  // route: index into the config's routes or -1; status: the HTTP status sent;
+  // forward_auth: a check on the forward_auth listener (label mode="forward_auth").
   void count_request(int route, int status, bool allowed, policy::Outcome outcome,
-                     std::chrono::nanoseconds duration) noexcept;
+                     std::chrono::nanoseconds duration, bool forward_auth = false) noexcept;
   void count_upstream_error(UpstreamErrorKind kind) noexcept {
     bump(upstream_errors_[static_cast<int>(kind)]);
   }

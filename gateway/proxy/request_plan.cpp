@@ -9,6 +9,8 @@
 #include <boost/beast/http/error.hpp>
 #include <stdexcept>
 
+#include "gateway/forward_auth/original_request.hpp"
+
 namespace tokengate::gateway {
 
 namespace http = boost::beast::http;
@@ -43,6 +45,7 @@ void RequestPlanner::reset() {
   path_.clear();
   request_id_.clear();
   upstream_head_.clear();
+  identity_.clear();
   route_ = -1;
   target_ = nullptr;
   token_.reset();
@@ -75,6 +78,13 @@ void RequestPlanner::plan(std::string_view buffered, std::size_t head_end, const
     environment.make_request_id(request_id_);
   }
   if (!check_framing(buffered.substr(head_bytes_), limits)) return;
+  if (context.check && has_body_) {
+    // A check is answered from its head; reading a body nobody looks at would only
+    // hold the connection. The ingress is misconfigured (nginx: proxy_pass_request_body).
+    detail_ = "the check request has a body";
+    refuse(Outcome::BadCheckRequest, true, "a check request must not have a body");
+    return;
+  }
   decide(context, environment);
 }
 
@@ -175,13 +185,25 @@ void RequestPlanner::decide(const PlanContext& context, PlanEnvironment& environ
       detail_ = caller.failure;
     }
   }
+  std::string_view method;
+  std::string_view target;
+  if (!subject_request(context, method, target)) return;
   const auto evaluated =
-      context.engine.decide_request(method_, req.target(), path_, caller.credential, caller.rights);
+      context.engine.decide_request(method, target, path_, caller.credential, caller.rights);
   const policy::Decision& decision = evaluated.decision;
   route_ = decision.route;
   // Only a bodiless request keeps its connection after a refusal: the body's
   // bytes would otherwise be read as the next request.
   const bool close = has_body_;
+  if (context.check &&
+      policy::Engine::check_outcome(evaluated, target, path_) == Outcome::NonCanonicalTarget) {
+    detail_ = evaluated.target.error != policy::PathError::None ? policy::to_string(evaluated.target.error)
+                                                                : std::string_view("not canonical");
+    path_ = target.substr(0, target.find('?'));  // the access log shows what the ingress asked about
+    route_ = -1;
+    refuse(Outcome::NonCanonicalTarget, close);
+    return;
+  }
   if (evaluated.target.error != policy::PathError::None) {
     detail_ = policy::to_string(evaluated.target.error);
     message_buffer_ = fmt::format("invalid request target: {}", policy::to_string(evaluated.target.error));
@@ -198,6 +220,12 @@ void RequestPlanner::decide(const PlanContext& context, PlanEnvironment& environ
     }
     return;
   }
+  if (context.check) {
+    outcome_ = decision.outcome;
+    close_ = false;
+    if (caller.credential == policy::Credential::Valid) identity_ = caller.identity_fields;
+    return;
+  }
   if (static_cast<std::size_t>(route_) >= context.routes.size() || context.routes[route_].upstream < 0) {
     refuse(Outcome::NoUpstream, close);
     return;
@@ -208,6 +236,28 @@ void RequestPlanner::decide(const PlanContext& context, PlanEnvironment& environ
   close_ = false;
   write_upstream_head(context, caller.credential == policy::Credential::Valid ? caller.identity_fields : "",
                       evaluated.target);
+}
+
+bool RequestPlanner::subject_request(const PlanContext& context, std::string_view& method,
+                                     std::string_view& target) {
+  const auto& req = parser_->get();
+  if (!context.check) {
+    method = method_;
+    target = req.target();
+    return true;
+  }
+  const auto& forward_auth = context.engine.config().forward_auth;
+  const auto original = forward_auth::original_request(req, method_, req.target(),
+                                                       forward_auth ? forward_auth->path_prefix : "");
+  if (!original.error.empty()) {
+    detail_ = original.error;
+    refuse(Outcome::BadCheckRequest, false);
+    return false;
+  }
+  method_ = original.method;  // the access log shows the request that was decided on
+  method = method_;
+  target = original.target;
+  return true;
 }
 
 void RequestPlanner::write_upstream_head(const PlanContext& context, std::string_view identity_fields,

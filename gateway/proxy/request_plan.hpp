@@ -57,6 +57,10 @@ struct PlanContext {
   std::span<const RouteTarget> routes;  // by route index
   std::string_view client_address;
   bool https = false;  // the client connection
+  // A forward-auth check (forward_auth/): the request to decide on is the one the
+  // check describes, and nothing goes upstream. Allowed: outcome() is Allowed or
+  // PublicRoute, forward() false, identity_fields() what the ingress copies.
+  bool check = false;
 };
 
 class RequestPlanner {
@@ -103,12 +107,18 @@ class RequestPlanner {
   const http1::BodyDecoder& body() const noexcept { return body_; }
   // The head to send upstream (forward() only).
   const std::string& upstream_head() const noexcept { return upstream_head_; }
+  // An allowed check's identity header fields ("X-Auth-Subject: ...\r\n" ...),
+  // empty without a valid token.
+  const std::string& identity_fields() const noexcept { return identity_; }
 
  private:
   void reset();
   bool parse_head(std::string_view head, const conf::Limits& limits);
   bool check_framing(std::string_view rest, const conf::Limits& limits);
   void decide(const PlanContext& context, PlanEnvironment& environment);
+  // The method and target to decide on: the request's own, or for a check the
+  // original request it describes (false after refusing the check).
+  bool subject_request(const PlanContext& context, std::string_view& method, std::string_view& target);
   void write_upstream_head(const PlanContext& context, std::string_view identity_fields,
                            const policy::CanonicalTarget& target);
   void refuse(policy::Outcome outcome, bool close, std::string_view message = {});
@@ -125,6 +135,7 @@ class RequestPlanner {
   std::string request_id_;
   std::string message_buffer_;
   std::string upstream_head_;
+  std::string identity_;
   int route_ = -1;
   const RouteTarget* target_ = nullptr;
   std::shared_ptr<const store::StoredToken> token_;

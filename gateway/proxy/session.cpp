@@ -173,8 +173,9 @@ asio::awaitable<void> pipe(From& from, To& to, std::uint64_t& count) {
 
 class Session {
  public:
-  Session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls)
+  Session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls, Listener listener)
       : w_(worker),
+        check_(listener == Listener::ForwardAuth),
         stream_(tls ? MaybeTlsStream(std::move(socket), std::move(tls)) : MaybeTlsStream(std::move(socket))) {
     error_code ec;
     const auto ep = stream_.socket().remote_endpoint(ec);
@@ -208,6 +209,7 @@ class Session {
     for (;;) {
       rec_ = AccessRecord{};
       rec_.client = client_;
+      rec_.forward_auth = check_;
       request_id_.clear();
       client_keep_alive_ = false;
       client_version_ = 11;
@@ -218,7 +220,8 @@ class Session {
         rec_.request_id = request_id_;
         rec_.duration = std::chrono::steady_clock::now() - rec_.start;
         w_.log().write(rec_);
-        w_.metrics().count_request(rec_.route, rec_.status, rec_.allowed, rec_.outcome, rec_.duration);
+        w_.metrics().count_request(rec_.route, rec_.status, rec_.allowed, rec_.outcome, rec_.duration,
+                                   check_);
       }
       release_request_memory();  // an idle keep-alive connection holds no header fields
       if (next == Next::Close || w_.shared().stopping.load(std::memory_order_relaxed)) break;
@@ -303,6 +306,7 @@ class Session {
   }
 
   Worker& w_;
+  const bool check_;  // a forward-auth listener's connection: every request is a check
   MaybeTlsStream stream_;
   beast::flat_buffer buffer_;
   Worker::ConnectionHandle handle_;
@@ -383,6 +387,9 @@ asio::awaitable<Next> Session::handle_request() {
   }
   handle_.client.disarm();
   handle_.idle = false;
+  // The head may have waited through a reload (an idle keep-alive connection):
+  // the request is decided under the config current when it arrived.
+  snap_ = w_.snapshot();
   const Next next = plan_request(head_end);
   if (next != Next::Proceed) co_return next;
   UpstreamPool& pool = *snap_->pools[static_cast<std::size_t>(planner_.target()->upstream)];
@@ -393,8 +400,9 @@ asio::awaitable<Next> Session::handle_request() {
 Next Session::plan_request(std::size_t head_end) {
   rec_.start = std::chrono::steady_clock::now();
   const std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-  planner_.plan(data, head_end, PlanContext{*snap_->engine, snap_->routes, client_, w_.shared().tls_listener},
-                w_);
+  planner_.plan(
+      data, head_end,
+      PlanContext{*snap_->engine, snap_->routes, client_, w_.shared().tls_listener && !check_, check_}, w_);
   buffer_.consume(planner_.head_bytes());
   request_id_ = planner_.request_id();
   client_keep_alive_ = planner_.keep_alive();
@@ -406,6 +414,7 @@ Next Session::plan_request(std::size_t head_end) {
   rec_.detail = planner_.detail();
   if (const auto& token = planner_.token()) rec_.token_id = token->record.id;
   if (!planner_.forward()) {
+    rec_.allowed = check_ && policy::forward_auth_status(planner_.outcome()) == 200;
     return reply(planner_.outcome(), planner_.close_after_reply(), planner_.message(), planner_.allow());
   }
   rec_.allowed = true;
@@ -810,17 +819,28 @@ asio::awaitable<Next> Session::send_reply() {
   const Reply& r = reply_;
   const policy::OutcomeInfo& info = policy::info(r.outcome);
   if (request_id_.empty()) w_.make_request_id(request_id_);
-  rec_.status = info.status;
+  // A check's answer says allow, authenticate or deny, in a status every ingress
+  // understands; the outcome itself goes in X-Tokengate-Reason.
+  const int status = check_ ? policy::forward_auth_status(r.outcome) : info.status;
+  rec_.status = status;
   const bool close = r.close || !client_keep_alive_ || w_.shared().stopping.load(std::memory_order_relaxed);
 
-  begin_head(info.status, http::obsolete_reason(static_cast<http::status>(info.status)));
-  append_field(down_head_, "Content-Type", "application/json");
-  if (!info.challenge.empty()) append_field(down_head_, "WWW-Authenticate", info.challenge);
-  if (!r.allow.empty()) append_field(down_head_, "Allow", r.allow);
-  const std::string body = error_body(info.error, r.message);
-  append_content_length(down_head_, body.size());
-  finish_head(!close);
-  if (!is_head_) down_head_.append(body);
+  begin_head(status, http::obsolete_reason(static_cast<http::status>(status)));
+  if (status == 200) {
+    // An allowed check: the identity for the ingress to copy onto the request.
+    down_head_.append(planner_.identity_fields());
+    append_content_length(down_head_, 0);
+    finish_head(!close);
+  } else {
+    append_field(down_head_, "Content-Type", "application/json");
+    if (!info.challenge.empty()) append_field(down_head_, "WWW-Authenticate", info.challenge);
+    if (!r.allow.empty() && !check_) append_field(down_head_, "Allow", r.allow);
+    if (check_) append_field(down_head_, "X-Tokengate-Reason", info.name);
+    const std::string body = error_body(info.error, r.message);
+    append_content_length(down_head_, body.size());
+    finish_head(!close);
+    if (!is_head_) down_head_.append(body);
+  }
   handle_.client.arm(std::chrono::seconds(10));
   auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(down_head_), kNoThrow);
   handle_.client.disarm();
@@ -857,9 +877,10 @@ asio::awaitable<void> Session::linger_close() {
 }  // namespace
 
 asio::awaitable<void> run_session(Worker& worker, tcp::socket socket, std::shared_ptr<ssl::context> tls,
+                                  Listener listener,
                                   [[maybe_unused]] ConnectionSlot slot) {  // released with this frame
   try {
-    Session session(worker, std::move(socket), std::move(tls));
+    Session session(worker, std::move(socket), std::move(tls), listener);
     co_await session.run();
   } catch (const std::exception& e) {
     log_line(LogLevel::Error, fmt::format("connection aborted by an internal error: {}", e.what()));

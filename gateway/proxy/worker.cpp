@@ -24,6 +24,7 @@ Worker::Worker(SharedState& shared, MetricsShard& metrics, LogWriter::Outbox& lo
     : shared_(shared),
       context_(std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO)),
       acceptor_(std::in_place, *context_),
+      forward_auth_acceptor_(std::in_place, *context_),
       replica_(shared.directory.make_replica()),
       log_(*context_, log),
       metrics_(metrics),
@@ -33,22 +34,30 @@ Worker::~Worker() {
   // Every socket (the acceptor, idle upstream connections in the pools) goes
   // before the io_context whose services they use.
   acceptor_.reset();
+  forward_auth_acceptor_.reset();
   snapshot_.reset();
   pools_.clear();
   context_.reset();
 }
 
 void Worker::start() {
-  asio::co_spawn(*context_, accept_loop(), [this](std::exception_ptr error) {
+  start_accepting(Listener::Proxy);
+  if (forward_auth_acceptor_->is_open()) start_accepting(Listener::ForwardAuth);
+}
+
+void Worker::start_accepting(Listener listener) {
+  asio::co_spawn(*context_, accept_loop(listener), [this, listener](std::exception_ptr error) {
     if (!error) return;
     report_escaped_exception("accept loop", error);
-    if (acceptor_->is_open()) start();  // keep accepting
+    auto& acceptor = listener == Listener::Proxy ? *acceptor_ : *forward_auth_acceptor_;
+    if (acceptor.is_open()) start_accepting(listener);  // keep accepting
   });
 }
 
 void Worker::stop() {
   boost::system::error_code ignored;
   acceptor_->close(ignored);
+  forward_auth_acceptor_->close(ignored);
   for (auto* c : connections_) {
     if (c->idle) c->client.socket->close(ignored);
   }
@@ -100,12 +109,13 @@ asio::awaitable<void> Worker::sweep_deadlines() {
   }
 }
 
-asio::awaitable<void> Worker::accept_loop() {
+asio::awaitable<void> Worker::accept_loop(Listener listener) {
   constexpr auto token = asio::as_tuple(asio::use_awaitable);
+  tcp::acceptor& acceptor = listener == Listener::Proxy ? *acceptor_ : *forward_auth_acceptor_;
   for (;;) {
-    auto [ec, socket] = co_await acceptor_->async_accept(token);
+    auto [ec, socket] = co_await acceptor.async_accept(token);
     if (ec) {
-      if (!acceptor_->is_open() || ec == asio::error::operation_aborted) co_return;
+      if (!acceptor.is_open() || ec == asio::error::operation_aborted) co_return;
       // Out of descriptors and the like: back off instead of spinning.
       asio::steady_timer timer(*context_, std::chrono::milliseconds(50));
       co_await timer.async_wait(token);
@@ -131,13 +141,14 @@ asio::awaitable<void> Worker::accept_loop() {
     }
     socket.set_option(tcp::no_delay(true), ignored);
     std::shared_ptr<ssl::context> tls;
-    if (shared_.tls_listener) {
+    if (shared_.tls_listener && listener == Listener::Proxy) {
       if (listener_tls_version_ != shared_.listener_tls.version()) {
         std::tie(listener_tls_, listener_tls_version_) = shared_.listener_tls.load();
       }
       tls = listener_tls_;
     }
-    asio::co_spawn(*context_, run_session(*this, std::move(socket), std::move(tls), std::move(slot)),
+    asio::co_spawn(*context_,
+                   run_session(*this, std::move(socket), std::move(tls), listener, std::move(slot)),
                    ContainExceptions{"connection"});
   }
 }

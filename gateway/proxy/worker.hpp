@@ -92,6 +92,10 @@ struct TokenEntry {
   store::TimePoint last_reported{};
 };
 
+// Which listener a connection came in on: the public proxy, or forward_auth
+// (every request a check for another proxy, nothing forwarded).
+enum class Listener { Proxy, ForwardAuth };
+
 class Worker final : public PlanEnvironment {
  public:
   Worker(SharedState& shared, MetricsShard& metrics, LogWriter::Outbox& log);
@@ -101,6 +105,9 @@ class Worker final : public PlanEnvironment {
 
   boost::asio::io_context& context() noexcept { return *context_; }
   boost::asio::ip::tcp::acceptor& acceptor() noexcept { return *acceptor_; }
+  // Bound by the server when forward_auth is configured; start() accepts on it
+  // only if it is open.
+  boost::asio::ip::tcp::acceptor& forward_auth_acceptor() noexcept { return *forward_auth_acceptor_; }
   SharedState& shared() noexcept { return shared_; }
   AccessLog& log() noexcept { return log_; }
   MetricsShard& metrics() noexcept { return metrics_; }
@@ -139,7 +146,8 @@ class Worker final : public PlanEnvironment {
   void remove(ConnectionHandle* c) { connections_.erase(c); }
 
  private:
-  boost::asio::awaitable<void> accept_loop();
+  void start_accepting(Listener listener);
+  boost::asio::awaitable<void> accept_loop(Listener listener);
   // Runs while connections exist: every tick, closes the sockets whose deadline
   // has passed. The tick is a twentieth of the shortest configured timeout, within
   // 10 to 100 ms: a timeout of 200 ms or more fires at most 5 % late, a shorter
@@ -151,6 +159,7 @@ class Worker final : public PlanEnvironment {
   // suspended sessions) while the members those sessions touch still exist.
   std::unique_ptr<boost::asio::io_context> context_;
   std::optional<boost::asio::ip::tcp::acceptor> acceptor_;
+  std::optional<boost::asio::ip::tcp::acceptor> forward_auth_acceptor_;
   std::unique_ptr<store::TokenDirectory::Replica> replica_;
   std::shared_ptr<EngineSnapshot> snapshot_;
   // Upstream pools of the current config, by upstream_identity(); a pool whose
@@ -192,6 +201,7 @@ class ConnectionSlot {
 // the caller (obs/contain.hpp).
 // tls: the listener's server context, or null for plain HTTP.
 boost::asio::awaitable<void> run_session(Worker& worker, boost::asio::ip::tcp::socket socket,
-                                         std::shared_ptr<ssl::context> tls, ConnectionSlot slot);
+                                         std::shared_ptr<ssl::context> tls, Listener listener,
+                                         ConnectionSlot slot);
 
 }  // namespace tokengate::gateway

@@ -44,6 +44,13 @@ std::optional<std::string> restart_required(const conf::Config& a, const conf::C
     return fmt::format("admin.listen changed from {} to {}", endpoint_or(a.admin.listen),
                        endpoint_or(b.admin.listen));
   }
+  const auto forward_auth_listen = [](const conf::Config& c) {
+    return c.forward_auth ? std::optional<conf::Endpoint>(c.forward_auth->listen) : std::nullopt;
+  };
+  if (endpoint_or(forward_auth_listen(a)) != endpoint_or(forward_auth_listen(b))) {
+    return fmt::format("forward_auth.listen changed from {} to {}", endpoint_or(forward_auth_listen(a)),
+                       endpoint_or(forward_auth_listen(b)));
+  }
   if (path_or(a.admin.socket) != path_or(b.admin.socket)) {
     return fmt::format("admin.socket changed from {} to {}", path_or(a.admin.socket),
                        path_or(b.admin.socket));

@@ -122,7 +122,7 @@ class Server {
   std::optional<AdminServer> admin_server_;
   std::vector<std::thread> threads_;
   std::size_t running_ = 0;
-  std::string ready_line_;  // "listening on ..." of the public listener
+  std::string ready_line_;  // "listening on ..." of the public and forward_auth listeners
   std::optional<LastUsedWriter> last_used_;
   asio::steady_timer last_used_timer_{main_context_};
   asio::steady_timer drain_timer_{main_context_};
@@ -214,6 +214,28 @@ bool Server::open_listeners() {
   conf::Endpoint actual = config_->listen;
   actual.port = endpoint->port();
   ready_line_ = fmt::format("listening on {}{}\n", actual.to_string(), listener_tls_ ? " (tls)" : "");
+  if (config_->forward_auth) {
+    // The check listener: the same workers (token replica, rights cache, engine
+    // generation) on a port of its own.
+    auto check_endpoint = listen_endpoint(config_->forward_auth->listen, error);
+    if (!check_endpoint) {
+      fail_line(error);
+      return false;
+    }
+    for (std::size_t i = 0; i < workers_.size(); ++i) {
+      error_code ec;
+      auto& acceptor = workers_[i]->forward_auth_acceptor();
+      if (!bind_acceptor(acceptor, *check_endpoint, ec)) {
+        fail_line(fmt::format("cannot listen on {} (forward_auth): {}",
+                              config_->forward_auth->listen.to_string(), ec.message()));
+        return false;
+      }
+      if (i == 0) check_endpoint->port(acceptor.local_endpoint(ec).port());
+    }
+    conf::Endpoint check_actual = config_->forward_auth->listen;
+    check_actual.port = check_endpoint->port();
+    ready_line_ += fmt::format("listening on {} (forward_auth)\n", check_actual.to_string());
+  }
   return true;
 }
 

@@ -49,21 +49,26 @@ TEST_CASE("requests are summed over shards and labelled by route name, status cl
   m.shard(0).count_request(-1, 404, false, Outcome::NoRoute, 1ms);
   m.shard(0).count_request(7, 502, false, Outcome::UpstreamBadResponse, 1ms);
   const auto s = parse(m.render_prometheus());
-  CHECK(s.at(R"(tokengate_requests_total{route="/api/**",status="2xx",decision="allow",reason="allowed"})") ==
-        2);
   CHECK(
       s.at(
-          R"(tokengate_requests_total{route="/api/**",status="4xx",decision="deny",reason="insufficient_scope"})") ==
-      1);
-  CHECK(s.at(R"(tokengate_requests_total{route="none",status="4xx",decision="deny",reason="no_route"})") ==
-        1);
+          R"(tokengate_requests_total{route="/api/**",status="2xx",decision="allow",reason="allowed",mode="proxy"})") ==
+      2);
   CHECK(
       s.at(
-          R"(tokengate_requests_total{route="#7",status="5xx",decision="deny",reason="upstream_bad_response"})") ==
+          R"(tokengate_requests_total{route="/api/**",status="4xx",decision="deny",reason="insufficient_scope",mode="proxy"})") ==
       1);
-  CHECK(s.count(
-            R"(tokengate_requests_total{route="/public",status="2xx",decision="allow",reason="allowed"})") ==
-        0);
+  CHECK(
+      s.at(
+          R"(tokengate_requests_total{route="none",status="4xx",decision="deny",reason="no_route",mode="proxy"})") ==
+      1);
+  CHECK(
+      s.at(
+          R"(tokengate_requests_total{route="#7",status="5xx",decision="deny",reason="upstream_bad_response",mode="proxy"})") ==
+      1);
+  CHECK(
+      s.count(
+          R"(tokengate_requests_total{route="/public",status="2xx",decision="allow",reason="allowed",mode="proxy"})") ==
+      0);
 }
 
 TEST_CASE("latency histogram is cumulative with matching count and sum") {
@@ -159,6 +164,8 @@ TEST_CASE("concurrent writers on their own shards and a concurrent scraper lose 
   scraper.join();
   const auto s = parse(m.render_prometheus());
   CHECK(s.at("tokengate_request_duration_seconds_count") == kThreads * kEach);
-  CHECK(s.at(R"(tokengate_requests_total{route="#0",status="2xx",decision="allow",reason="allowed"})") ==
-        kThreads * kEach / 5);
+  CHECK(
+      s.at(
+          R"(tokengate_requests_total{route="#0",status="2xx",decision="allow",reason="allowed",mode="proxy"})") ==
+      kThreads * kEach / 5);
 }

@@ -26,6 +26,7 @@ namespace {
 constexpr std::string_view kConfig = R"(listen: 127.0.0.1:0
 store: { path: var/tokens, key_file: var/key }
 limits: { max_header_bytes: 1024, max_body_bytes: 100 }
+forward_auth: { listen: 127.0.0.1:0, path_prefix: /auth }
 upstreams:
   echo: { url: "http://backend.test:9000/base" }
 roles:
@@ -75,10 +76,11 @@ struct Fixture {
   std::pmr::monotonic_buffer_resource arena;
   gw::RequestPlanner planner{arena};
 
-  const gw::RequestPlanner& plan(std::string_view bytes) {
+  // check: as a forward-auth check (the forward_auth listener) instead of a proxied request.
+  const gw::RequestPlanner& plan(std::string_view bytes, bool check = false) {
     const std::size_t head_end = gw::find_head_end(bytes);
     REQUIRE(head_end != std::string_view::npos);
-    planner.plan(bytes, head_end, gw::PlanContext{*engine, routes, "10.0.0.7", false}, environment);
+    planner.plan(bytes, head_end, gw::PlanContext{*engine, routes, "10.0.0.7", false, check}, environment);
     return planner;
   }
 };
@@ -265,6 +267,94 @@ TEST_CASE("the proxy's plan and `tokengate explain` take the same decision") {
     CHECK(explained.at("reason").as_string() == proxy_reason);
     CHECK(explained.at("status").as_int64() == proxy_status);
     CHECK(explained.at("decision").as_string() == (plan.forward() ? "allow" : "deny"));
+
+    // The same request asked about by an ingress, as nginx and as Envoy ask: the
+    // same decision, or non_canonical_target where the proxy would have decided
+    // on a path other than the one the ingress serves.
+    const bool canonical =
+        explained.at("canonical_path").is_string() && explained.at("canonical_path").as_string() == c.target;
+    const std::string nginx_extra =
+        "X-Original-Method: " + c.method + "\r\nX-Original-URI: " + c.target + "\r\n";
+    for (const std::string& check_bytes : {request("GET", "/auth-check", c.token, nginx_extra),
+                                           request(c.method, "/auth" + c.target, c.token)}) {
+      CAPTURE(check_bytes);
+      const auto& check = f.plan(check_bytes, true);
+      CHECK_FALSE(check.forward());
+      CHECK(to_string(check.outcome()) == (canonical ? proxy_reason : std::string("non_canonical_target")));
+      CHECK(to_string(check.outcome()) == explained.at("forward_auth").at("reason").as_string());
+      CHECK(tokengate::policy::forward_auth_status(check.outcome()) ==
+            explained.at("forward_auth").at("status").as_int64());
+    }
   }
   fs::remove_all(dir);
+}
+
+TEST_CASE("forward-auth check: answers, identity and refusals") {
+  Fixture f;
+  const auto& allowed = f.plan(
+      request("GET", "/", "tg_reader", "X-Original-URI: /api/orders/1?x=%2F\r\nX-Original-Method: GET\r\n"),
+      true);
+  CHECK(allowed.outcome() == Outcome::Allowed);
+  CHECK_FALSE(allowed.forward());
+  CHECK_FALSE(allowed.close_after_reply());
+  CHECK(allowed.identity_fields() == "X-Auth-Subject: reader\r\n");
+  CHECK(allowed.path() == "/api/orders/1");
+  CHECK(allowed.upstream_head().empty());
+
+  // The original method decides, not the check's (nginx sends its subrequest as GET).
+  const auto& post = f.plan(
+      request("GET", "/", "tg_reader", "X-Original-URI: /api/orders/1/refund\r\nX-Original-Method: POST\r\n"),
+      true);
+  CHECK(post.outcome() == Outcome::InsufficientScope);
+  CHECK(post.method() == "POST");
+
+  // Anonymous on a public route: allowed, and no identity for the ingress to copy.
+  const auto& anonymous = f.plan(request("GET", "/", {}, "X-Forwarded-Uri: /healthz\r\n"), true);
+  CHECK(anonymous.outcome() == Outcome::PublicRoute);
+  CHECK(anonymous.identity_fields().empty());
+  const auto& invalid_public = f.plan(request("GET", "/", "tg_nope", "X-Forwarded-Uri: /healthz\r\n"), true);
+  CHECK(invalid_public.outcome() == Outcome::PublicRoute);
+  CHECK(invalid_public.identity_fields().empty());
+
+  // Path tricks an ingress forwards raw.
+  for (const char* trick : {"/healthz/../api/orders/1", "//api/orders/1", "/healthz/..%2fapi/orders/1",
+                            "/api/orders/%31", "/api/orders/./1", "/api/orders/1#x", "/api/orders/1%00"}) {
+    CAPTURE(trick);
+    const auto& denied =
+        f.plan(request("GET", "/", "tg_reader", std::string("X-Original-URI: ") + trick + "\r\n"), true);
+    CHECK(denied.outcome() == Outcome::NonCanonicalTarget);
+    CHECK(tokengate::policy::forward_auth_status(denied.outcome()) == 403);
+  }
+
+  // A check with a body is refused and its connection closed, the body unread.
+  const auto& body = f.plan(
+      request("POST", "/", "tg_admin", "X-Original-URI: /api/x\r\nContent-Length: 3\r\n") + "abc", true);
+  CHECK(body.outcome() == Outcome::BadCheckRequest);
+  CHECK(body.close_after_reply());
+  // An empty body is no body.
+  CHECK(f.plan(request("POST", "/", "tg_admin", "X-Original-URI: /api/x\r\nContent-Length: 0\r\n"), true)
+            .outcome() == Outcome::Allowed);
+
+  // Envoy's path_prefix must be a whole segment of the check's path.
+  CHECK(f.plan(request("GET", "/authz/api/x", "tg_admin"), true).outcome() == Outcome::BadCheckRequest);
+  CHECK(f.plan(request("GET", "/auth", "tg_admin"), true).outcome() == Outcome::BadCheckRequest);
+  CHECK(f.plan(request("GET", "/auth/api/x", "tg_admin"), true).outcome() == Outcome::Allowed);
+
+  // Framing is checked on checks exactly as on proxied requests.
+  CHECK(f.plan("GET / HTTP/1.1\r\nHost: a, b\r\nX-Original-URI: /healthz\r\n\r\n", true).outcome() ==
+        Outcome::BadFraming);
+}
+
+TEST_CASE("forward-auth check: every outcome is answered with 200, 401 or 403") {
+  using tokengate::policy::forward_auth_status;
+  for (std::size_t i = 0; i < static_cast<std::size_t>(Outcome::Count); ++i) {
+    const auto outcome = static_cast<Outcome>(i);
+    CAPTURE(to_string(outcome));
+    const int status = forward_auth_status(outcome);
+    CHECK((status == 200 || status == 401 || status == 403));
+    CHECK((status == 200) == (outcome == Outcome::Allowed || outcome == Outcome::PublicRoute));
+    CHECK((status == 401) ==
+          (tokengate::policy::info(outcome).challenge == tokengate::policy::kBearerChallenge ||
+           tokengate::policy::info(outcome).challenge == tokengate::policy::kInvalidTokenChallenge));
+  }
 }

@@ -39,6 +39,8 @@ START_TIMEOUT = 20.0
 LISTENING_RE = re.compile(r"listening on (\[[^\]]+\]|[^\s:]+):(\d+)( \(tls\))?$")
 # The gateway logs its admin listener as `listening on HOST:PORT (admin)`.
 ADMIN_LISTENING_RE = re.compile(r"listening on (\[[^\]]+\]|[^\s:]+):(\d+) \(admin\)$")
+# ... and its forward_auth listener as `listening on HOST:PORT (forward_auth)`.
+FORWARD_AUTH_LISTENING_RE = re.compile(r"listening on (\[[^\]]+\]|[^\s:]+):(\d+) \(forward_auth\)$")
 
 
 class Process:
@@ -211,9 +213,13 @@ class Gateway:
     Tokens must be created before start(): the store is locked while the gateway runs.
     """
 
-    def __init__(self, body_yaml, limits=None, identity=None, workers=2, admin=False, tokens=None):
+    def __init__(self, body_yaml, limits=None, identity=None, workers=2, admin=False, tokens=None,
+                 forward_auth=None):
         self.dir = tempfile.mkdtemp(prefix="tokengate-it-")
         self.admin_port = None
+        # forward_auth: a dict of forward_auth keys besides `listen` (port 0), or {}.
+        self.forward_auth = forward_auth
+        self.forward_auth_port = None
         # admin=True: admin.listen on port 0 and admin.socket in the temp dir.
         self.socket_path = os.path.join(self.dir, "admin.sock") if admin else None
         self.config_path = os.path.join(self.dir, "tokengate.yaml")
@@ -226,6 +232,9 @@ class Gateway:
         ]
         if admin:
             lines += ["admin:", "  listen: 127.0.0.1:0", "  socket: %s" % self.socket_path]
+        if forward_auth is not None:
+            lines += ["forward_auth:", "  listen: 127.0.0.1:0"]
+            lines += ["  %s: %s" % (k, v) for k, v in forward_auth.items()]
         if tokens:
             lines.append("tokens:")
             lines += ["  %s: %s" % (k, v) for k, v in tokens.items()]
@@ -282,6 +291,12 @@ class Gateway:
                 self.process.stop()
                 raise RuntimeError("no admin listening line; stderr:\n%s" % self.process.stderr_text())
             self.admin_port = int(m.group(2))
+        if self.forward_auth is not None:
+            m = self.process.wait_for_line(FORWARD_AUTH_LISTENING_RE)
+            if not m:
+                self.process.stop()
+                raise RuntimeError("no forward_auth listening line; stderr:\n%s" % self.process.stderr_text())
+            self.forward_auth_port = int(m.group(2))
         return self
 
     def admin(self, timeout=10.0):
@@ -320,6 +335,10 @@ class Gateway:
 
     def connect(self, timeout=10.0):
         return RawConnection(self.host, self.port, timeout)
+
+    def check_connection(self, timeout=10.0):
+        """A raw connection to the forward_auth listener."""
+        return RawConnection(self.host, self.forward_auth_port, timeout)
 
     def stop(self):
         """Stops the gateway with SIGTERM; returns its exit status (None if never started)."""

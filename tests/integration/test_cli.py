@@ -442,11 +442,20 @@ class ExplainTest(CliTestCase):
 
     def test_json_shape_and_anonymous_request(self):
         out = self.explain("GET", "/api/orders/42")
-        self.assertEqual(set(out), {"canonical_path", "route", "rights", "decision", "status", "reason"})
+        self.assertEqual(set(out), {"canonical_path", "route", "rights", "decision", "status", "reason",
+                                    "forward_auth"})
+        self.assertEqual(out["forward_auth"], {"status": 401, "reason": "missing_token"})
         self.assertEqual(out["canonical_path"], "/api/orders/42")
         self.assertEqual(out["route"], self.route("/api/orders/**", 1))
         self.assertEqual(out["rights"], {"roles": [], "groups": [], "permissions": [], "licenses": []})
         self.assertEqual((out["decision"], out["status"], out["reason"]), ("deny", 401, "missing_token"))
+
+    def test_forward_auth_answer_refuses_a_target_that_is_not_canonical(self):
+        out = self.explain("--roles", "orders-reader", "GET", "/api/orders/./42")
+        self.assertEqual((out["decision"], out["reason"]), ("allow", "allowed"))
+        self.assertEqual(out["forward_auth"], {"status": 403, "reason": "non_canonical_target"})
+        out = self.explain("GET", "/nowhere?x=/../")
+        self.assertEqual(out["forward_auth"], {"status": 403, "reason": "no_route"})
 
     def test_allow_with_given_rights(self):
         out = self.explain("--roles", "orders-reader", "GET", "/api/orders/42")

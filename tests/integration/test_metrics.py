@@ -23,9 +23,9 @@ def body(upstream_port, down_port):
     )
 
 
-def requests_total(samples, route, status, decision, reason):
-    key = 'tokengate_requests_total{route="%s",status="%s",decision="%s",reason="%s"}' % (
-        route, status, decision, reason)
+def requests_total(samples, route, status, decision, reason, mode="proxy"):
+    key = 'tokengate_requests_total{route="%s",status="%s",decision="%s",reason="%s",mode="%s"}' % (
+        route, status, decision, reason, mode)
     return samples.get(key, 0.0)
 
 

@@ -99,5 +99,13 @@ constexpr int forward_auth_status(Outcome outcome) noexcept {
   if (status == 200 || status == 401) return status;
   return 403;
 }
+// The JSON error code of such a denial: the outcome's own for a 401 or
+// insufficient_scope, else "forbidden" (a "not_found" under a 403 would only
+// confuse; the outcome itself is in X-Tokengate-Reason).
+constexpr std::string_view forward_auth_error(Outcome outcome) noexcept {
+  if (forward_auth_status(outcome) == 401 || outcome == Outcome::InsufficientScope)
+    return info(outcome).error;
+  return "forbidden";
+}
 
 }  // namespace tokengate::policy

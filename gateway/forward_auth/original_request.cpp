@@ -30,6 +30,15 @@ bool is_token(std::string_view s) noexcept {
   });
 }
 
+// What RFC 3986 allows in a request-target: visible ASCII except the characters it
+// never allows unencoded (space, controls, '"', '<', '>', '\\', '^', '`', '{', '|', '}').
+bool is_request_target_text(std::string_view s) noexcept {
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u > 0x20 && u < 0x7F && std::string_view("\"<>\\^`{|}").find(c) == std::string_view::npos;
+  });
+}
+
 // "scheme://authority/path?query" -> "/path?query". ingress-nginx builds it from
 // $scheme://$http_host$request_uri, so the path always starts with '/'.
 std::string_view target_of_url(std::string_view url) noexcept {
@@ -78,31 +87,59 @@ OriginalRequest original_request(const Fields& fields, std::string_view check_me
     }
   }
 
+  // An ingress describes the request in one way only. Fields of another way, or a
+  // second description, come from the client: Caddy, Traefik and ingress-nginx
+  // pass the client's own fields on to the check, so "the first one found" would
+  // let a client name the path that gets authorized.
+  const bool original = original_method.count + original_uri.count + original_url.count != 0;
+  const bool forwarded = forwarded_method.count + forwarded_uri.count != 0;
+  const bool under_prefix = !path_prefix.empty() && check_target.starts_with(path_prefix) &&
+                            check_target.size() > path_prefix.size() &&
+                            check_target[path_prefix.size()] == '/';
+  if (original && forwarded) {
+    out.error = "both X-Original-* and X-Forwarded-* fields describe a request";
+    return out;
+  }
+  if (under_prefix && (original || forwarded)) {
+    // Under path_prefix the check itself is the request (Envoy); such fields can
+    // only be the client's.
+    out.error = "X-Original-* or X-Forwarded-* fields on a check under forward_auth.path_prefix";
+    return out;
+  }
+
   const FieldValue* method = nullptr;
-  if (original_uri.count != 0) {
-    out.source = OriginalSource::OriginalUri;
-    out.target = original_uri.value;
+  if (original) {
     method = &original_method;
-  } else if (original_url.count != 0) {
-    out.source = OriginalSource::OriginalUrl;
-    out.target = target_of_url(original_url.value);
-    method = &original_method;
-    if (out.target.empty()) {
+    const std::string_view from_url = original_url.count != 0 ? target_of_url(original_url.value) : "";
+    if (original_url.count != 0 && from_url.empty()) {
       out.error = "X-Original-URL is not an absolute URL with a path";
       return out;
     }
-  } else if (forwarded_uri.count != 0) {
+    if (original_uri.count != 0 && original_url.count != 0 && from_url != original_uri.value) {
+      out.error = "X-Original-URI and X-Original-URL name different targets";
+      return out;
+    }
+    if (original_uri.count == 0 && original_url.count == 0) {
+      out.error = "X-Original-Method without X-Original-URI or X-Original-URL";
+      return out;
+    }
+    out.source = original_uri.count != 0 ? OriginalSource::OriginalUri : OriginalSource::OriginalUrl;
+    out.target = original_uri.count != 0 ? original_uri.value : from_url;
+  } else if (forwarded) {
+    if (forwarded_uri.count == 0) {
+      out.error = "X-Forwarded-Method without X-Forwarded-Uri";
+      return out;
+    }
+    method = &forwarded_method;
     out.source = OriginalSource::ForwardedUri;
     out.target = forwarded_uri.value;
-    method = &forwarded_method;
   } else {
     out.source = OriginalSource::CheckTarget;
     out.method = check_method;
     out.target = check_target;
     if (!path_prefix.empty()) {
       // The prefix must be a whole number of segments: "/auth" never matches "/authz".
-      if (!check_target.starts_with(path_prefix) || check_target.size() == path_prefix.size() ||
-          check_target[path_prefix.size()] != '/') {
+      if (!under_prefix) {
         out.error = "the check's path does not start with forward_auth.path_prefix";
         return out;
       }
@@ -116,7 +153,13 @@ OriginalRequest original_request(const Fields& fields, std::string_view check_me
     out.error = "the original method is not a valid method";
     return out;
   }
-  if (out.target.empty()) out.error = "the original target is empty";
+  if (out.target.empty()) {
+    out.error = "the original target is empty";
+  } else if (!is_request_target_text(out.target)) {
+    // A field value may hold what a request line cannot (a space, "<", "{", ...):
+    // no ingress sends such a target, and the canonical-path rules never see them.
+    out.error = "the original target has characters a request-target cannot have";
+  }
   return out;
 }
 

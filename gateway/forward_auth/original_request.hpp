@@ -28,9 +28,12 @@ struct OriginalRequest {
   std::string_view error;
 };
 
-// The first of the sources above that the check carries. A repeated field is an
-// error (two ingress hops each adding one, or a client's copy let through:
-// guessing which one counts would authorize a request nobody can name).
+// The one source above that the check carries. The check names no request (error
+// set) when it carries fields of two sources (X-Original-* and X-Forwarded-*;
+// X-Original-URI and -URL that disagree), a repeated field, a method field
+// without its target field, or such fields while its own path is under
+// `path_prefix`: an ingress sends one description, so a second one is the
+// client's, and picking one would let the client name the path authorized.
 // `path_prefix` is "" or "/x" (checked by the config loader).
 OriginalRequest original_request(const Fields& fields, std::string_view check_method,
                                  std::string_view check_target, std::string_view path_prefix) noexcept;

@@ -827,8 +827,12 @@ asio::awaitable<Next> Session::send_reply() {
 
   begin_head(status, http::obsolete_reason(static_cast<http::status>(status)));
   if (status == 200) {
-    // An allowed check: the identity for the ingress to copy onto the request.
-    down_head_.append(planner_.identity_fields());
+    // An allowed check: the identity for the ingress to copy onto the request. An
+    // anonymous one (public route) sends every field empty, so that whatever the
+    // ingress copies replaces a client's own copy (Caddy 2.6's copy_headers would
+    // otherwise set an absent field to its unexpanded placeholder).
+    const std::string& identity = planner_.identity_fields();
+    down_head_.append(identity.empty() ? snap_->empty_identity_fields : identity);
     append_content_length(down_head_, 0);
     finish_head(!close);
   } else {
@@ -836,7 +840,8 @@ asio::awaitable<Next> Session::send_reply() {
     if (!info.challenge.empty()) append_field(down_head_, "WWW-Authenticate", info.challenge);
     if (!r.allow.empty() && !check_) append_field(down_head_, "Allow", r.allow);
     if (check_) append_field(down_head_, "X-Tokengate-Reason", info.name);
-    const std::string body = error_body(info.error, r.message);
+    const std::string body =
+        error_body(check_ ? policy::forward_auth_error(r.outcome) : info.error, r.message);
     append_content_length(down_head_, body.size());
     finish_head(!close);
     if (!is_head_) down_head_.append(body);

@@ -127,8 +127,9 @@ asio::awaitable<void> Worker::accept_loop(Listener listener) {
       continue;
     }
     const std::size_t limit = snapshot()->engine->config().limits.max_connections;
-    const std::size_t open = shared_.open_connections.fetch_add(1, std::memory_order_relaxed);
-    ConnectionSlot slot(shared_.open_connections);  // owns the count just added
+    auto& count = listener == Listener::Proxy ? shared_.open_connections : shared_.open_checks;
+    const std::size_t open = count.fetch_add(1, std::memory_order_relaxed);
+    ConnectionSlot slot(count);  // owns the count just added
     if (open >= limit) {
       socket.close(ignored);  // the slot's destructor gives the count back
       const auto now = std::chrono::steady_clock::now();
@@ -185,6 +186,10 @@ std::shared_ptr<EngineSnapshot> Worker::snapshot() {
   snap->h_groups = prefix + "Groups";
   snap->h_permissions = prefix + "Permissions";
   snap->h_licenses = prefix + "Licenses";
+  for (const auto* name : {&snap->h_subject, &snap->h_name, &snap->h_roles, &snap->h_groups,
+                           &snap->h_permissions, &snap->h_licenses}) {
+    append_field(snap->empty_identity_fields, *name, "");
+  }
   const auto& limits = config.limits;
   const auto shortest = std::min(
       {limits.header_timeout, limits.idle_timeout, limits.upstream_connect_timeout, limits.upstream_timeout});

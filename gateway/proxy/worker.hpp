@@ -64,6 +64,9 @@ struct SharedState {
   // count for the gateway (an atomic add per connection, never per request), so the
   // limit is exact however the kernel spreads connections, and follows a reload.
   std::atomic<std::size_t> open_connections{0};
+  // The same for the forward_auth listener, counted apart: a flood of idle
+  // connections on the public listener must not refuse an ingress's checks.
+  std::atomic<std::size_t> open_checks{0};
   bool tls_listener = false;
   TlsHolder listener_tls;  // the public listener's context when tls_listener
 };
@@ -78,6 +81,7 @@ struct EngineSnapshot {
   std::vector<std::shared_ptr<UpstreamPool>> pools;  // in Config::upstreams order
   std::vector<RouteTarget> routes;                   // by route index: its upstream, for the request plan
   std::string h_subject, h_name, h_roles, h_groups, h_permissions, h_licenses;
+  std::string empty_identity_fields;  // every identity field with an empty value
 };
 
 // Effective rights and the identity header fields of one token under one engine

@@ -10,8 +10,8 @@
 #include <utility>
 
 namespace gw = tokengate::gateway;
-using gw::forward_auth::OriginalSource;
 using gw::forward_auth::original_request;
+using gw::forward_auth::OriginalSource;
 
 namespace {
 
@@ -27,7 +27,7 @@ struct Check {
 
 TEST_CASE("original request: nginx, ingress-nginx, Traefik/Caddy, then the check itself") {
   {
-    Check c{{"X-Original-URI", "/a?b=1"}, {"X-Original-Method", "POST"}, {"X-Forwarded-Uri", "/other"}};
+    Check c{{"X-Original-URI", "/a?b=1"}, {"X-Original-Method", "POST"}, {"X-Forwarded-For", "10.0.0.1"}};
     const auto r = original_request(c.fields, "GET", "/check", "");
     CHECK(r.error.empty());
     CHECK(r.source == OriginalSource::OriginalUri);
@@ -50,12 +50,12 @@ TEST_CASE("original request: nginx, ingress-nginx, Traefik/Caddy, then the check
     CHECK(r.target == "/api/x?y=%2F");
   }
   {
-    // X-Original-URI wins over X-Original-URL when both are sent.
-    Check c{{"X-Original-URL", "http://h/url"}, {"X-Original-URI", "/uri"}};
-    CHECK(original_request(c.fields, "GET", "/", "").target == "/uri");
+    // X-Original-URI and -URL together when they agree.
+    Check c{{"X-Original-URL", "http://h/uri?q"}, {"X-Original-URI", "/uri?q"}};
+    CHECK(original_request(c.fields, "GET", "/", "").target == "/uri?q");
   }
   {
-    Check c{{"X-Forwarded-Uri", "/t/x"}, {"X-Forwarded-Method", "PATCH"}, {"X-Original-Method", "GET"}};
+    Check c{{"X-Forwarded-Uri", "/t/x"}, {"X-Forwarded-Method", "PATCH"}};
     const auto r = original_request(c.fields, "GET", "/check", "");
     CHECK(r.source == OriginalSource::ForwardedUri);
     CHECK(r.method == "PATCH");
@@ -63,13 +63,16 @@ TEST_CASE("original request: nginx, ingress-nginx, Traefik/Caddy, then the check
   }
   {
     // Envoy's ext_authz: the check is the original request, behind path_prefix.
-    Check c{{"X-Original-Method", "POST"}};  // a method without a target names nothing
+    Check c{{"X-Request-Id", "abc"}};
     const auto r = original_request(c.fields, "DELETE", "/auth/api/x?q", "/auth");
     CHECK(r.error.empty());
     CHECK(r.source == OriginalSource::CheckTarget);
     CHECK(r.method == "DELETE");
     CHECK(r.target == "/api/x?q");
     CHECK(original_request(c.fields, "GET", "/api/x", "").target == "/api/x");
+    // With path_prefix set, a check outside it is asked the nginx way.
+    Check n{{"X-Original-URI", "/a"}};
+    CHECK(original_request(n.fields, "GET", "/_check", "/auth").target == "/a");
   }
 }
 
@@ -81,7 +84,9 @@ TEST_CASE("original request: checks that name no request are refused") {
   } cases[] = {
       {"repeated X-Original-URI", {{"X-Original-URI", "/a"}, {"X-Original-URI", "/b"}}, "/"},
       {"repeated X-Forwarded-Uri", {{"X-Forwarded-Uri", "/a"}, {"x-forwarded-uri", "/b"}}, "/"},
-      {"repeated method", {{"X-Forwarded-Uri", "/a"}, {"X-Forwarded-Method", "GET"}, {"X-Forwarded-Method", "PUT"}}, "/"},
+      {"repeated method",
+       {{"X-Forwarded-Uri", "/a"}, {"X-Forwarded-Method", "GET"}, {"X-Forwarded-Method", "PUT"}},
+       "/"},
       {"URL without scheme", {{"X-Original-URL", "/relative"}}, "/"},
       {"URL without path", {{"X-Original-URL", "http://host"}}, "/"},
       {"URL with query but no path", {{"X-Original-URL", "http://host?x=/y"}}, "/"},
@@ -89,6 +94,29 @@ TEST_CASE("original request: checks that name no request are refused") {
       {"method with a space", {{"X-Original-URI", "/a"}, {"X-Original-Method", "GET /b"}}, "/"},
       {"empty method", {{"X-Forwarded-Uri", "/a"}, {"X-Forwarded-Method", ""}}, "/"},
       {"outside path_prefix", {}, "/other/x"},
+      // A client's own fields next to the ingress's (Caddy and Traefik pass them on).
+      {"X-Original-URI next to X-Forwarded-Uri",
+       {{"X-Forwarded-Uri", "/admin/x"}, {"X-Original-URI", "/public/x"}},
+       "/"},
+      {"X-Original-Method next to X-Forwarded-Uri",
+       {{"X-Forwarded-Uri", "/a"}, {"X-Original-Method", "GET"}},
+       "/"},
+      {"X-Original-URL next to X-Forwarded-*",
+       {{"X-Forwarded-Method", "GET"}, {"X-Original-URL", "http://h/a"}},
+       "/"},
+      {"URI and URL disagree",
+       {{"X-Original-URL", "http://h/admin/x"}, {"X-Original-URI", "/public/x"}},
+       "/"},
+      {"method without target", {{"X-Original-Method", "GET"}}, "/"},
+      {"forwarded method without target", {{"X-Forwarded-Method", "GET"}}, "/"},
+      // Under path_prefix the check is the request (Envoy): any such field is the client's.
+      {"X-Original-URI under path_prefix", {{"X-Original-URI", "/public/x"}}, "/auth/admin/x"},
+      {"X-Forwarded-Uri under path_prefix", {{"X-Forwarded-Uri", "/public/x"}}, "/auth/admin/x"},
+      // Field values can hold what no request line can.
+      {"space in the target", {{"X-Original-URI", "/public/ /admin"}}, "/"},
+      {"comma list", {{"X-Forwarded-Uri", "/public/x, /admin/x"}}, "/"},
+      {"control character", {{"X-Original-URI", "/public/\x7f"}}, "/"},
+      {"brace", {{"X-Original-URI", "/public/{x}"}}, "/"},
       {"prefix not a whole segment", {}, "/authz/x"},
       {"prefix alone", {}, "/auth"},
       {"prefix with query only", {}, "/auth?x"},

@@ -106,10 +106,13 @@ class ForwardAuthCheckTest(harness.GatewayTestCase):
         w = self.check("/admin/x", method="DELETE", token=self.writer)
         self.assertEqual(w.status, 200, w)
         self.assertEqual(w.header("X-Auth-Licenses"), "pro")
-        # Public route without a token: allowed, and no identity for the ingress to copy.
+        # Public route without a token: allowed, every identity field empty, so that
+        # what the ingress copies replaces a client's own copy.
         p = self.check("/public/x", headers=[("X-Auth-Subject", "spoofed")])
         self.assertEqual(p.status, 200, p)
-        self.assertEqual([n for n, _ in p.headers if n.lower().startswith("x-auth-")], [])
+        self.assertEqual([(n, v) for n, v in p.headers if n.lower().startswith("x-auth-")],
+                         [("X-Auth-Subject", ""), ("X-Auth-Name", ""), ("X-Auth-Roles", ""), ("X-Auth-Groups", ""),
+                          ("X-Auth-Permissions", ""), ("X-Auth-Licenses", "")])
 
     def test_every_denial_is_401_or_403_with_its_reason(self):
         bad = harness.make_token()
@@ -133,7 +136,8 @@ class ForwardAuthCheckTest(harness.GatewayTestCase):
                 self.assertEqual(r.header("WWW-Authenticate"), challenge)
                 self.assertIsNone(r.header("Allow"))
                 self.assertEqual(r.header("Content-Type"), "application/json")
-                self.assertIn("error", r.json())
+                self.assertEqual(r.json()["error"], {401: r.json()["error"], 403: "forbidden"}[status]
+                                 if reason != "insufficient_scope" else "insufficient_scope")
                 self.assertIsNone(r.header("X-Auth-Subject"))
         # Basic credentials are a missing bearer token.
         r = self.check("/api/orders/1", headers=[("Authorization", "Basic dTpw")])
@@ -163,6 +167,16 @@ class ForwardAuthCheckTest(harness.GatewayTestCase):
             r = c.request("GET", "/ext/admin/x", [bearer(self.reader)])
             self.assertEqual((r.status, r.header("X-Tokengate-Reason")), (403, "insufficient_scope"))
             r = c.request("GET", "/api/orders/1", [bearer(self.reader)])
+            self.assertEqual((r.status, r.header("X-Tokengate-Reason")), (403, "bad_check_request"))
+            # A second description of the request is a client's (Caddy, Traefik and
+            # ingress-nginx pass the client's headers on): never "the first one found".
+            for extra in ([("X-Forwarded-Uri", "/admin/x"), ("X-Original-URI", "/public/x")],
+                          [("X-Original-URL", "http://h/admin/x"), ("X-Original-URI", "/public/x")],
+                          [("X-Forwarded-Uri", "/admin/x"), ("X-Original-Method", "GET")],
+                          [("X-Original-URI", "/public/ /admin/x")]):
+                r = c.request("GET", "/check", extra + [bearer(self.writer)])
+                self.assertEqual((r.status, r.header("X-Tokengate-Reason")), (403, "bad_check_request"), extra)
+            r = c.request("GET", "/ext/admin/x", [("X-Original-URI", "/public/x")])
             self.assertEqual((r.status, r.header("X-Tokengate-Reason")), (403, "bad_check_request"))
             # Two copies of the original target: which one the ingress serves is unknown.
             r = c.request("GET", "/check", [("X-Original-URI", "/public/x"), ("X-Original-URI", "/admin/x"),
@@ -220,6 +234,39 @@ class ForwardAuthCheckTest(harness.GatewayTestCase):
             return json.loads(out.stdout)["last_used_at"]
 
         self.assertIsNotNone(harness.wait_until(last_used, 10.0))
+
+
+class ForwardAuthConnectionBudgetTest(harness.GatewayTestCase):
+    """Idle connections filling the public listener's budget never refuse checks."""
+
+    @classmethod
+    def make_gateway(cls, upstream_port):
+        return harness.Gateway(body(upstream_port), forward_auth={}, limits={"max_connections": 4})
+
+    def test_checks_have_their_own_connection_budget(self):
+        held = []
+        try:
+            # Four public connections that got an answer, so the gateway counts them.
+            for _ in range(4):
+                c = self.gw.connect()
+                held.append(c)
+                self.assertEqual(c.request("GET", "/public/held").status, 200)
+            # The public listener is full: a fifth connection is closed at once...
+            with self.gw.connect() as c:
+                try:
+                    c.send(harness.build_request("GET", "/public/over", []))
+                    closed = c.is_closed(5.0)
+                except OSError:
+                    closed = True
+                self.assertTrue(closed, "a fifth public connection was served with max_connections 4")
+            # ... while checks are still answered, up to their own budget.
+            for _ in range(3):
+                c = self.gw.check_connection()
+                held.append(c)
+                self.assertEqual(c.request("GET", "/check", [("X-Original-URI", "/public/x")]).status, 200)
+        finally:
+            for c in held:
+                c.close()
 
 
 class ForwardAuthReloadTest(harness.GatewayTestCase):
@@ -336,6 +383,30 @@ class IngressTests:
         seen = echo_headers(r)
         for name, value in spoof:
             self.assertNotIn(value, headers_named(seen, name), name)
+
+    def test_an_anonymous_request_gets_no_identity(self):
+        r = self.request("/public/hello")
+        self.assertEqual(r.status, 200, r)
+        for name, value in echo_headers(r):
+            if name.lower().startswith("x-auth-"):
+                self.assertEqual(value, "", name)
+
+    def test_a_client_cannot_describe_the_request_itself(self):
+        # Headers an ingress passes on to the check: a client's own description of a
+        # harmless request must not get its real one through.
+        for extra in ([("X-Original-URI", "/public/x")], [("X-Original-URL", "http://h/public/x")],
+                      [("X-Original-URI", "/public/x"), ("X-Original-Method", "GET")],
+                      [("X-Forwarded-Uri", "/public/x"), ("X-Forwarded-Method", "GET")]):
+            for token in (None, self.reader):
+                marker = unique_marker()
+                with self.subTest(extra=extra, token=token and "reader"):
+                    headers = extra + ([bearer(token)] if token else [])
+                    r = self.request("/admin/" + marker, headers)
+                    self.assertIn(r.status, (401, 403), r)
+                    self.assertEqual(upstream_targets(self.upstream, marker), [])
+        # And an honest request that carries such a header still goes through.
+        r = self.request("/api/orders/1", [("X-Original-URI", "/whatever"), bearer(self.reader)])
+        self.assertEqual(r.status, 200, r)
 
     def test_401_with_the_challenge_reaches_the_client(self):
         r = self.request("/api/orders/1")

@@ -470,6 +470,35 @@ class Loader {
     return *d;
   }
 
+  // `{rate: COUNT/UNIT, burst: N}`; burst defaults to COUNT. Errors point at the
+  // offending value.
+  RateLimit rate_limit(const Field& f) const {
+    expect_map(f);
+    std::optional<RateLimit> limit;
+    std::optional<Field> burst_field;
+    for (const auto& k : fields(f.value, f.path, {"rate", "burst"})) {
+      if (k.key == "rate") {
+        std::string error;
+        if (!k.value.IsScalar() || !(limit = parse_rate(k.value.Scalar(), error))) {
+          fail(k, k.value.IsScalar()
+                      ? error
+                      : fmt::format("expected a rate such as 100/s, got {}", node_kind(k.value)));
+        }
+      } else {
+        burst_field = k;
+      }
+    }
+    if (!limit) fail(to_mark(f.key_node.Mark()), fmt::format("{}: missing required key 'rate'", f.path));
+    if (burst_field) {
+      const Field& b = *burst_field;
+      if (b.value.IsScalar() && b.value.Tag() != "!" && b.value.Scalar().starts_with('-'))
+        fail(b, "must not be negative");
+      limit->burst = integer(b, 1, kMaxBurst);
+      if (auto why = check_rate_limit(*limit); !why.empty()) fail(b, why);
+    }
+    return *limit;
+  }
+
   Duration positive_duration(const Field& f) const {
     Duration d = duration(f);
     if (d.count() == 0) fail(f, "must be greater than zero");
@@ -603,8 +632,12 @@ class Loader {
 
   void load_tokens(const Field& section) {
     expect_map(section);
-    for (const auto& f : fields(section.value, section.path, {"max_lifetime"})) {
-      config_.tokens.max_lifetime = duration(f);
+    for (const auto& f : fields(section.value, section.path, {"max_lifetime", "default_rate_limit"})) {
+      if (f.key == "max_lifetime") {
+        config_.tokens.max_lifetime = duration(f);
+      } else {
+        config_.tokens.default_rate_limit = rate_limit(f);
+      }
     }
   }
 
@@ -848,7 +881,8 @@ class Loader {
       bool has_upstream = false;
       std::optional<Field> require_field;
       std::optional<Field> public_field;
-      for (const auto& f : fields(node, route_path, {"path", "methods", "upstream", "public", "require"})) {
+      for (const auto& f :
+           fields(node, route_path, {"path", "methods", "upstream", "public", "require", "rate_limit"})) {
         if (f.key == "path") {
           route.path = string(f);
           if (route.path.empty() || route.path.front() != '/')
@@ -867,6 +901,8 @@ class Loader {
         } else if (f.key == "public") {
           route.is_public = boolean(f);
           public_field = f;
+        } else if (f.key == "rate_limit") {
+          route.rate_limit = rate_limit(f);
         } else {
           require_field = f;
         }

@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "conf/rate_limit.hpp"
+
 namespace tokengate::conf {
 
 using Duration = std::chrono::milliseconds;
@@ -70,6 +72,8 @@ struct StoreConfig {
 
 struct TokensConfig {
   Duration max_lifetime{0};  // 0 = unlimited
+  // For every token without its own `rate_limit`; none = such tokens are unlimited.
+  std::optional<RateLimit> default_rate_limit;
 };
 
 struct Limits {
@@ -142,6 +146,9 @@ struct Route {
   std::string upstream;              // name of an entry in Config::upstreams
   bool is_public = false;
   std::optional<Requirement> require;
+  // Per token on this route; on a public route, per client address for requests
+  // without a valid token.
+  std::optional<RateLimit> rate_limit;
   Mark mark;  // position of the route's "path" key (the line `explain` prints)
 };
 

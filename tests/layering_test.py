@@ -23,6 +23,8 @@ FORBIDDEN = {
     "gateway/forward_auth": ["boost/asio", "gateway/obs", "gateway/proxy", "gateway/admin", "gateway/server",
                              "gateway/cli", "store/", "policy/"],
     "gateway/obs": ["gateway/proxy", "gateway/admin", "gateway/server", "gateway/cli"],
+    "gateway/ratelimit": ["boost/beast", "boost/asio", "store/", "gateway/obs", "gateway/proxy", "gateway/admin",
+                          "gateway/server", "gateway/cli"],
     "gateway/proxy": ["gateway/admin", "gateway/server", "gateway/cli"],
     "gateway/admin": ["gateway/proxy", "gateway/server", "gateway/cli"],
     "gateway/server": ["gateway/cli"],

@@ -97,7 +97,62 @@ boost::json::object to_json(const TokenRecord& r) {
   o["last_used_at"] = time_or_null(r.last_used_at);
   o["rotated_at"] = time_or_null(r.rotated_at);
   o["created_by"] = r.created_by;
+  o["rate_limit"] = rate_limit_json(r.rate_limit);
   return o;
+}
+
+boost::json::value rate_limit_json(const std::optional<conf::RateLimit>& limit) {
+  if (!limit) return nullptr;
+  boost::json::object o;
+  o["rate"] = limit->rate_text();
+  o["burst"] = limit->burst;
+  return o;
+}
+
+bool rate_limit_from_json(const boost::json::value& value, std::optional<conf::RateLimit>& out,
+                          std::string& error) {
+  if (value.is_null()) {
+    out.reset();
+    return true;
+  }
+  constexpr std::string_view kShape = R"(must be {"rate": "COUNT/UNIT", "burst": N} or null)";
+  if (!value.is_object()) {
+    error = fmt::format("field 'rate_limit' {}", kShape);
+    return false;
+  }
+  const auto& o = value.get_object();
+  for (const auto& kv : o) {
+    if (kv.key() != "rate" && kv.key() != "burst") {
+      error = fmt::format("field 'rate_limit' {}", kShape);
+      return false;
+    }
+  }
+  const auto* rate = o.if_contains("rate");
+  if (!rate || !rate->is_string()) {
+    error = fmt::format("field 'rate_limit' {}", kShape);
+    return false;
+  }
+  auto limit = conf::parse_rate(std::string_view(rate->get_string()), error);
+  if (!limit) {
+    error = "field 'rate_limit': " + error;
+    return false;
+  }
+  if (const auto* burst = o.if_contains("burst")) {
+    if (burst->is_int64() && burst->get_int64() >= 0) {
+      limit->burst = static_cast<std::uint64_t>(burst->get_int64());
+    } else if (burst->is_uint64()) {
+      limit->burst = burst->get_uint64();
+    } else {
+      error = "field 'rate_limit': burst must be a whole number of requests, at least 1";
+      return false;
+    }
+    if (auto why = conf::check_rate_limit(*limit); !why.empty()) {
+      error = "field 'rate_limit': " + why;
+      return false;
+    }
+  }
+  out = limit;
+  return true;
 }
 
 void normalize_names(std::vector<std::string>& names) {

@@ -186,6 +186,11 @@ StoredToken decode_token(std::string_view id, std::string_view text) {
   t.record.expires_at = opt_time(r, "expires_at");
   t.record.rotated_at = opt_time(r, "rotated_at");
   t.record.created_by = str(r, "created_by");
+  // Records written before rate limits existed have no such field: the default.
+  if (const json::value* rl = r.if_contains("rate_limit")) {
+    std::string error;
+    if (!rate_limit_from_json(*rl, t.record.rate_limit, error)) throw Bad(error);
+  }
   auto current = from_hex(str(o, "current"));
   if (!current) throw Bad("bad credential");
   t.credential.current = *current;
@@ -233,6 +238,7 @@ class RocksTokenStore final : public TokenStore {
     t.record.updated_at = now;
     t.record.expires_at = request.expires_at;
     t.record.created_by = request.created_by;
+    t.record.rate_limit = request.rate_limit;
     std::string secret = random_base62(kSecretLength);
     t.credential.current = key_->hmac(secret);
     write_token(t);
@@ -253,6 +259,7 @@ class RocksTokenStore final : public TokenStore {
     if (patch.permissions) r.permissions = *patch.permissions;
     if (patch.licenses) r.licenses = *patch.licenses;
     if (patch.expires_at) r.expires_at = *patch.expires_at;
+    if (patch.rate_limit) r.rate_limit = *patch.rate_limit;
     normalize(r);
     r.updated_at = now();
     write_token(*t);

@@ -65,6 +65,7 @@ struct NewToken {
   std::vector<std::string> roles, groups, permissions, licenses;
   std::optional<TimePoint> expires_at;
   std::string created_by = "cli";
+  std::optional<conf::RateLimit> rate_limit;  // none = the configured default
 };
 
 // Only the fields that are set change. expires_at: nullopt = keep, a nullopt inside = never.
@@ -73,6 +74,7 @@ struct TokenPatch {
   std::optional<std::string> description;
   std::optional<std::vector<std::string>> roles, groups, permissions, licenses;
   std::optional<std::optional<TimePoint>> expires_at;
+  std::optional<std::optional<conf::RateLimit>> rate_limit;  // a nullopt inside = back to the default
 };
 
 // The result of create and rotate: the plaintext, handed out exactly once.

@@ -163,6 +163,8 @@ struct AdminApi::Caller {
   bool write = false;
   policy::Rights rights;
   std::optional<store::TimePoint> expires_at;
+  // The caller's own rate limit as it applies (own, else the default; none = unlimited).
+  std::optional<conf::RateLimit> rate_limit;
 };
 
 namespace {
@@ -316,6 +318,7 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
     const auto& record = verified.token->record;
     caller.id = record.id;
     caller.expires_at = record.expires_at;
+    caller.rate_limit = record.rate_limit ? record.rate_limit : engine_()->config().tokens.default_rate_limit;
     caller.rights =
         engine_()->effective_rights({record.roles, record.groups, record.permissions, record.licenses});
     caller.all = contains(caller.rights.permissions, kAdminPermission);
@@ -413,6 +416,24 @@ void check_expiry_bound(const std::optional<store::TimePoint>& caller,
   }
 }
 
+std::optional<conf::RateLimit> get_rate_limit(const json::value& v) {
+  std::optional<conf::RateLimit> limit;
+  std::string error;
+  if (!store::rate_limit_from_json(v, limit, error)) throw HttpError{400, error};
+  return limit;
+}
+
+// A write-only caller cannot give a token a larger budget than its own: a higher
+// rate or a larger burst, comparing the limits that apply (null = the default).
+void check_rate_limit_bound(const std::optional<conf::RateLimit>& caller,
+                            const std::optional<conf::RateLimit>& own, const conf::Config& config,
+                            std::string_view what) {
+  const auto effective = own ? own : config.tokens.default_rate_limit;
+  if (!conf::exceeds(effective, caller)) return;
+  throw HttpError{403, fmt::format("{} would get a larger rate limit ({}) than the caller's own ({})", what,
+                                   effective ? effective->to_string() : "none", caller->to_string())};
+}
+
 std::vector<std::string> added(const std::vector<std::string>& now, const std::vector<std::string>& before) {
   std::vector<std::string> out;
   for (const auto& n : now) {
@@ -458,8 +479,10 @@ AdminResponse AdminApi::tokens_create(const AdminRequest& request, const Caller&
   std::string token_id;
   try {
     const json::object body = parse_object(request.body, false);
-    check_fields(body, {"name", "description", "roles", "groups", "permissions", "licenses", "expires_at"},
-                 {"id", "created_at", "updated_at", "last_used_at", "rotated_at", "created_by", "token"});
+    check_fields(
+        body,
+        {"name", "description", "roles", "groups", "permissions", "licenses", "expires_at", "rate_limit"},
+        {"id", "created_at", "updated_at", "last_used_at", "rotated_at", "created_by", "token"});
     store::NewToken n;
     if (!body.contains("name")) throw HttpError{400, "field 'name' is required"};
     n.name = get_string(body.at("name"), "name");
@@ -469,10 +492,13 @@ AdminResponse AdminApi::tokens_create(const AdminRequest& request, const Caller&
     if (auto* v = body.if_contains("permissions")) n.permissions = get_names(*v, "permissions");
     if (auto* v = body.if_contains("licenses")) n.licenses = get_names(*v, "licenses");
     if (auto* v = body.if_contains("expires_at")) n.expires_at = get_expiry(*v);
+    if (auto* v = body.if_contains("rate_limit")) n.rate_limit = get_rate_limit(*v);
     n.created_by = caller.id;
     if (!caller.all) {
       check_grants(caller.rights, n.roles, n.groups, n.permissions, n.licenses, "grant");
       check_expiry_bound(caller.expires_at, n.expires_at, "a token created by this caller");
+      check_rate_limit_bound(caller.rate_limit, n.rate_limit, engine_()->config(),
+                             "a token created by this caller");
     }
     std::string idempotency;
     if (request.idempotency_key) {
@@ -542,8 +568,10 @@ AdminResponse AdminApi::tokens_patch(const AdminRequest& request, const Caller& 
   const std::string token_id(id.substr(0, 12));
   try {
     const json::object body = parse_object(request.body, false);
-    check_fields(body, {"name", "description", "roles", "groups", "permissions", "licenses", "expires_at"},
-                 {"id", "created_at", "updated_at", "last_used_at", "rotated_at", "created_by", "token"});
+    check_fields(
+        body,
+        {"name", "description", "roles", "groups", "permissions", "licenses", "expires_at", "rate_limit"},
+        {"id", "created_at", "updated_at", "last_used_at", "rotated_at", "created_by", "token"});
     store::TokenPatch patch;
     if (auto* v = body.if_contains("name")) patch.name = get_string(*v, "name");
     if (auto* v = body.if_contains("description")) patch.description = get_string(*v, "description");
@@ -552,6 +580,7 @@ AdminResponse AdminApi::tokens_patch(const AdminRequest& request, const Caller& 
     if (auto* v = body.if_contains("permissions")) patch.permissions = get_names(*v, "permissions");
     if (auto* v = body.if_contains("licenses")) patch.licenses = get_names(*v, "licenses");
     if (auto* v = body.if_contains("expires_at")) patch.expires_at.emplace(get_expiry(*v));
+    if (auto* v = body.if_contains("rate_limit")) patch.rate_limit.emplace(get_rate_limit(*v));
     if (body.empty()) throw HttpError{400, "nothing to update: give at least one field"};
 
     auto current = store::is_valid_id(id) ? store_.get(id) : std::nullopt;
@@ -565,6 +594,8 @@ AdminResponse AdminApi::tokens_patch(const AdminRequest& request, const Caller& 
                    patch.permissions ? added(*patch.permissions, current->permissions) : kNone,
                    patch.licenses ? added(*patch.licenses, current->licenses) : kNone, "grant");
       if (patch.expires_at) check_expiry_bound(caller.expires_at, *patch.expires_at, "the token");
+      if (patch.rate_limit)
+        check_rate_limit_bound(caller.rate_limit, *patch.rate_limit, engine->config(), "the token");
     }
     store::TokenManager manager(store_, engine->config_ptr());
     const auto updated = manager.update(id, std::move(patch));

@@ -102,6 +102,12 @@ int dispatch(int argc, char** argv) {
   auto* create_expires =
       create->add_option("--expires", expires, "RFC 3339 time, YYYY-MM-DD or duration (30d)")
           ->type_name("WHEN");
+  std::string rate_limit;
+  auto* create_rate_limit =
+      create
+          ->add_option("--rate-limit", rate_limit,
+                       "own rate limit, e.g. 100/s or 6000/m:500 (default: the config's)")
+          ->type_name("RATE[:BURST]");
   create->add_flag("--json", create_options.json, "print one JSON object");
 
   bool list_json = false;
@@ -141,6 +147,9 @@ int dispatch(int argc, char** argv) {
   auto* update_expires =
       update->add_option("--expires", expires, "RFC 3339 time, YYYY-MM-DD, duration (30d) or never")
           ->type_name("WHEN");
+  auto* update_rate_limit =
+      update->add_option("--rate-limit", rate_limit, "own rate limit (100/s, 6000/m:500) or default")
+          ->type_name("RATE[:BURST]");
   update->add_flag("--json", update_options.json, "print one JSON object");
 
   std::string rotate_id, grace;
@@ -183,6 +192,7 @@ int dispatch(int argc, char** argv) {
   }
   if (create->parsed()) {
     if (!create_expires->empty()) create_options.expires = expires;
+    if (!create_rate_limit->empty()) create_options.rate_limit = rate_limit;
     return token_create(*backend_for(token_config), create_options);
   }
   if (list->parsed()) return token_list(*backend_for(token_config), list_json);
@@ -191,6 +201,7 @@ int dispatch(int argc, char** argv) {
     if (!update_name->empty()) update_options.name = new_name;
     if (!update_description->empty()) update_options.description = new_description;
     if (!update_expires->empty()) update_options.expires = expires;
+    if (!update_rate_limit->empty()) update_options.rate_limit = rate_limit;
     return token_update(*backend_for(token_config), update_options);
   }
   if (rotate->parsed()) {

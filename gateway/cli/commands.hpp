@@ -41,6 +41,7 @@ struct TokenCreateOptions {
   std::string description;
   std::vector<std::string> roles, groups, permissions, licenses;
   std::optional<std::string> expires;
+  std::optional<std::string> rate_limit;  // RATE[:BURST]
   bool json = false;
 };
 
@@ -50,7 +51,8 @@ struct TokenUpdateOptions {
   std::optional<std::string> description;
   std::vector<std::string> add_roles, remove_roles, add_groups, remove_groups;
   std::vector<std::string> add_permissions, remove_permissions, add_licenses, remove_licenses;
-  std::optional<std::string> expires;  // WHEN or "never"
+  std::optional<std::string> expires;     // WHEN or "never"
+  std::optional<std::string> rate_limit;  // RATE[:BURST] or "default"
   bool json = false;
 };
 

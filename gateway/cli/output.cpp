@@ -67,6 +67,10 @@ std::string format_time(const std::optional<store::TimePoint>& t, std::string_vi
   return t ? store::format_rfc3339(*t) : std::string(none);
 }
 
+std::string rate_limit_text(const std::optional<conf::RateLimit>& limit) {
+  return limit ? fmt::format("{}:{}", limit->rate_text(), limit->burst) : std::string("default");
+}
+
 Fields record_fields(const store::TokenRecord& record, store::TimePoint now) {
   auto set = [](const std::vector<std::string>& names) {
     return names.empty() ? std::string("-") : join(names, ", ");
@@ -87,6 +91,7 @@ Fields record_fields(const store::TokenRecord& record, store::TimePoint now) {
       {"last_used_at", format_time(record.last_used_at, "never")},
       {"rotated_at", format_time(record.rotated_at, "never")},
       {"created_by", record.created_by},
+      {"rate_limit", rate_limit_text(record.rate_limit)},
   };
 }
 

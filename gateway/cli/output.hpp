@@ -29,6 +29,8 @@ void print_json(const boost::json::value& value);
 
 // A time for people: RFC 3339, or `none` when absent.
 std::string format_time(const std::optional<store::TimePoint>& t, std::string_view none);
+// A token's own rate limit as `--rate-limit` takes it ("100/s:200"), or "default".
+std::string rate_limit_text(const std::optional<conf::RateLimit>& limit);
 
 // The record as `key: value` pairs (show, update, and the details of create/rotate).
 Fields record_fields(const store::TokenRecord& record, store::TimePoint now);

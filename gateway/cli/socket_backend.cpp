@@ -63,6 +63,12 @@ store::TokenRecord record_from(const json::value& v) {
   r.last_used_at = time_from(o, "last_used_at");
   r.rotated_at = time_from(o, "rotated_at");
   r.created_by = string_from(o, "created_by");
+  if (auto* v = o.if_contains("rate_limit")) {
+    std::string error;
+    if (!store::rate_limit_from_json(*v, r.rate_limit, error)) {
+      throw store::StoreError("the gateway's admin socket answered a malformed rate_limit");
+    }
+  }
   return r;
 }
 
@@ -100,7 +106,8 @@ class SocketBackend final : public TokenBackend {
                       {"groups", names_json(request.groups)},
                       {"permissions", names_json(request.permissions)},
                       {"licenses", names_json(request.licenses)},
-                      {"expires_at", time_json(request.expires_at)}};
+                      {"expires_at", time_json(request.expires_at)},
+                      {"rate_limit", store::rate_limit_json(request.rate_limit)}};
     auto reply = call(http::verb::post, "/v1/tokens", json::serialize(body));
     expect(reply, 201);
     return issued_from(reply.body);
@@ -115,6 +122,7 @@ class SocketBackend final : public TokenBackend {
     if (patch.permissions) body["permissions"] = names_json(*patch.permissions);
     if (patch.licenses) body["licenses"] = names_json(*patch.licenses);
     if (patch.expires_at) body["expires_at"] = time_json(*patch.expires_at);
+    if (patch.rate_limit) body["rate_limit"] = store::rate_limit_json(*patch.rate_limit);
     auto reply = call(http::verb::patch, token_path(id), json::serialize(body));
     if (reply.status == 404) return std::nullopt;
     expect(reply, 200);

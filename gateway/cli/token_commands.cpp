@@ -26,6 +26,17 @@ store::TimePoint parse_expires(const std::string& text) {
   return *when;
 }
 
+// `--rate-limit RATE[:BURST]`; "default" (nullopt) = the configured default.
+std::optional<conf::RateLimit> parse_rate_limit_option(const std::string& text) {
+  if (text == "default") return std::nullopt;
+  std::string error;
+  auto limit = conf::parse_rate_limit_arg(text, error);
+  if (!limit)
+    throw UserError(fmt::format(
+        "--rate-limit: {} (expected RATE[:BURST] such as 100/s or 6000/m:500, or default)", error));
+  return limit;
+}
+
 std::string no_token(const std::string& id) { return fmt::format("no token with id '{}'", id); }
 
 // The details printed to stderr after create and rotate, indented under the
@@ -41,7 +52,7 @@ void print_issued(const store::IssuedToken& issued, bool json, std::string_view 
   for (auto& field : record_fields(issued.record, store::system_now())) {
     const auto& key = field.first;
     if (key == "name" || key == "roles" || key == "groups" || key == "permissions" || key == "licenses" ||
-        key == "expires_at") {
+        key == "expires_at" || key == "rate_limit") {
       details.push_back(std::move(field));
     }
   }
@@ -84,6 +95,7 @@ int token_create(TokenBackend& backend, const TokenCreateOptions& options) {
   request.permissions = options.permissions;
   request.licenses = options.licenses;
   if (options.expires && *options.expires != "never") request.expires_at = parse_expires(*options.expires);
+  if (options.rate_limit) request.rate_limit = parse_rate_limit_option(*options.rate_limit);
   request.created_by = "cli";
   const store::IssuedToken issued = backend.create(request);
   print_issued(issued, options.json, "created", {});
@@ -104,10 +116,12 @@ int token_list(TokenBackend& backend, bool json) {
     std::string expires = format_time(r.expires_at, "-");
     if (r.expired_at(now)) expires += " (expired)";
     rows.push_back({r.id, r.name, table_set(r.roles), table_set(r.groups), table_set(r.permissions),
-                    table_set(r.licenses), expires, format_time(r.last_used_at, "-")});
+                    table_set(r.licenses), expires, format_time(r.last_used_at, "-"),
+                    rate_limit_text(r.rate_limit)});
   }
-  std::cout << render_table(
-                   {"ID", "NAME", "ROLES", "GROUPS", "PERMISSIONS", "LICENSES", "EXPIRES", "LAST USED"}, rows)
+  std::cout << render_table({"ID", "NAME", "ROLES", "GROUPS", "PERMISSIONS", "LICENSES", "EXPIRES",
+                             "LAST USED", "RATE LIMIT"},
+                            rows)
             << std::flush;
   return 0;
 }
@@ -124,12 +138,14 @@ int token_show(TokenBackend& backend, const std::string& id, bool json) {
 }
 
 int token_update(TokenBackend& backend, const TokenUpdateOptions& o) {
-  const bool any_change = o.name || o.description || o.expires || !o.add_roles.empty() ||
+  const bool any_change = o.name || o.description || o.expires || o.rate_limit || !o.add_roles.empty() ||
                           !o.remove_roles.empty() || !o.add_groups.empty() || !o.remove_groups.empty() ||
                           !o.add_permissions.empty() || !o.remove_permissions.empty() ||
                           !o.add_licenses.empty() || !o.remove_licenses.empty();
   if (!any_change) {
-    throw UserError("nothing to update: give --name, --description, --expires or --add-*/--remove-* options");
+    throw UserError(
+        "nothing to update: give --name, --description, --expires, --rate-limit or --add-*/--remove-* "
+        "options");
   }
   // Parse before touching the store so a typo changes nothing.
   std::optional<std::optional<store::TimePoint>> expires;
@@ -140,6 +156,8 @@ int token_update(TokenBackend& backend, const TokenUpdateOptions& o) {
       expires.emplace(parse_expires(*o.expires));
     }
   }
+  std::optional<std::optional<conf::RateLimit>> rate_limit;
+  if (o.rate_limit) rate_limit.emplace(parse_rate_limit_option(*o.rate_limit));
   const auto current = backend.get(o.id);
   if (!current) throw UserError(no_token(o.id));
 
@@ -151,6 +169,7 @@ int token_update(TokenBackend& backend, const TokenUpdateOptions& o) {
   patch.permissions = edit_set(current->permissions, o.add_permissions, o.remove_permissions);
   patch.licenses = edit_set(current->licenses, o.add_licenses, o.remove_licenses);
   patch.expires_at = expires;
+  patch.rate_limit = rate_limit;
 
   const auto updated = backend.update(o.id, patch);
   if (!updated) throw UserError(no_token(o.id));  // deleted in between

@@ -3,6 +3,9 @@
 
 #include <doctest/doctest.h>
 
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
 #include "test_util.hpp"
 
 using namespace tokengate::store;
@@ -167,5 +170,27 @@ TEST_CASE("parse_when and RFC 3339") {
   CHECK(j.at("created_at").as_string() == "2026-11-27T22:39:02Z");
   CHECK(j.at("expires_at").is_null());
   CHECK(j.at("last_used_at").is_null());
-  CHECK(j.size() == 13);
+  CHECK(j.at("rate_limit").is_null());
+  CHECK(j.size() == 14);
+  r.rate_limit = tokengate::conf::RateLimit{6000, 60, 500};
+  CHECK(boost::json::serialize(to_json(r).at("rate_limit")) == R"({"rate":"6000/m","burst":500})");
+}
+
+TEST_CASE("rate_limit JSON: read back, burst defaults to the count, malformed values refused") {
+  std::optional<tokengate::conf::RateLimit> limit;
+  std::string error;
+  CHECK(rate_limit_from_json(boost::json::parse(R"({"rate":"6000/m","burst":500})"), limit, error));
+  CHECK(limit == tokengate::conf::RateLimit{6000, 60, 500});
+  CHECK(rate_limit_from_json(boost::json::parse(R"({"rate":"10/s"})"), limit, error));
+  CHECK(limit == tokengate::conf::RateLimit{10, 1, 10});
+  CHECK(rate_limit_from_json(boost::json::parse("null"), limit, error));
+  CHECK_FALSE(limit);
+  for (const char* bad : {R"("10/s")", R"({"rate":"0/s"})", R"({"rate":"10/s","burst":0})",
+                          R"({"rate":"10/s","burst":-1})", R"({"rate":"10/s","burst":1.5})", R"({"burst":3})",
+                          R"({"rate":"10/s","brust":3})", R"({"rate":"10/w"})"}) {
+    CAPTURE(bad);
+    error.clear();
+    CHECK_FALSE(rate_limit_from_json(boost::json::parse(bad), limit, error));
+    CHECK(error.starts_with("field 'rate_limit'"));
+  }
 }

@@ -441,3 +441,32 @@ TEST_CASE("store: a full disk fails the write with StoreError and leaves no part
   CHECK(store->list().size() == tokens.size());
   MESSAGE("tokens written before the disk was full: " << tokens.size() << "; error: " << error);
 }
+
+TEST_CASE("store: a token's rate limit is stored, updated, cleared and kept across a reopen") {
+  TempDir dir;
+  ManualClock clock;
+  auto options = store_options(dir, clock);
+  std::string with, without;
+  {
+    auto store = TokenStore::open(options);
+    auto request = sample("limited");
+    request.rate_limit = tokengate::conf::RateLimit{100, 1, 200};
+    with = store->create(request).record.id;
+    without = store->create(sample("default")).record.id;
+    CHECK(store->get(with)->rate_limit == tokengate::conf::RateLimit{100, 1, 200});
+    CHECK_FALSE(store->get(without)->rate_limit);
+    TokenPatch patch;
+    patch.rate_limit.emplace(tokengate::conf::RateLimit{5, 60, 1});
+    CHECK(store->update(without, patch)->rate_limit == tokengate::conf::RateLimit{5, 60, 1});
+    TokenPatch other;  // a patch without the field keeps it
+    other.name = "renamed";
+    CHECK(store->update(with, other)->rate_limit == tokengate::conf::RateLimit{100, 1, 200});
+  }
+  auto store = TokenStore::open(options);
+  CHECK(store->get(with)->rate_limit == tokengate::conf::RateLimit{100, 1, 200});
+  CHECK(store->get(without)->rate_limit == tokengate::conf::RateLimit{5, 60, 1});
+  TokenPatch clear;
+  clear.rate_limit.emplace(std::nullopt);
+  CHECK_FALSE(store->update(with, clear)->rate_limit);
+  CHECK_FALSE(store->get(with)->rate_limit);
+}

@@ -63,6 +63,9 @@ class FakeEnvironment final : public gw::PlanEnvironment {
     return caller;
   }
   void make_request_id(std::string& out) override { out = "generated"; }
+  Admission admit(const tokengate::policy::RateLimits&, int, const Caller&, std::string_view) override {
+    return {};  // no budgets here: rate limits are the gateway's (tests/gateway/ratelimit_test.cpp)
+  }
 
  private:
   tokengate::policy::Rights rights_;

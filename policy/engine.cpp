@@ -245,6 +245,23 @@ Engine::Engine(std::shared_ptr<const conf::Config> config)
 
 Engine::~Engine() = default;
 
+RateLimits Engine::rate_limits(int route, bool valid_token, const conf::RateLimit* token_own) const noexcept {
+  RateLimits limits;
+  if (valid_token) {
+    limits.token_own = token_own != nullptr;
+    limits.token =
+        token_own ? token_own
+                  : (config_->tokens.default_rate_limit ? &*config_->tokens.default_rate_limit : nullptr);
+  }
+  if (route < 0 || static_cast<std::size_t>(route) >= config_->routes.size()) return limits;
+  const conf::Route& r = config_->routes[static_cast<std::size_t>(route)];
+  if (!r.rate_limit || (!valid_token && !r.is_public)) return limits;
+  limits.route = &*r.rate_limit;
+  limits.route_path = r.path;
+  limits.per_address = !valid_token;
+  return limits;
+}
+
 std::shared_ptr<const Engine> Engine::compile(std::shared_ptr<const conf::Config> config) {
   assert(config);
   std::shared_ptr<Engine> engine(new Engine(std::move(config)));

@@ -40,6 +40,17 @@ inline constexpr std::size_t kMaxRouteMethods = 64;
 // What the request carries, as far as the route decision cares.
 enum class Credential { None, WrongScheme, Invalid, Valid };
 
+// The rate limits one allowed request must fit (README.md, "Rate limits"): all
+// that apply, never just one. Pointers into the config or the token record.
+struct RateLimits {
+  const conf::RateLimit* token = nullptr;  // with a valid token: its own, else tokens.default_rate_limit
+  bool token_own = false;                  // `token` is the token's own limit
+  const conf::RateLimit* route = nullptr;  // the route's `rate_limit`
+  bool per_address = false;                // `route` counts per client address (public, no valid token)
+  std::string_view route_path;             // the route's pattern (with its index, what names its budgets)
+  bool any() const noexcept { return token != nullptr || route != nullptr; }
+};
+
 class Engine {
  public:
   static std::shared_ptr<const Engine> compile(std::shared_ptr<const conf::Config> config);
@@ -81,6 +92,12 @@ class Engine {
   // path other than the one served (for "/public/../admin": "/admin").
   static Outcome check_outcome(const RequestDecision& decided, std::string_view target,
                                std::string_view canonical_path) noexcept;
+
+  // Which limits apply to an allowed request on `route` (Decision::route): the
+  // token's (own, else the default) when the credential is valid, and the
+  // route's, per token or, without a valid token on a public route, per client
+  // address. The proxy enforces them; `tokengate explain` shows them.
+  RateLimits rate_limits(int route, bool valid_token, const conf::RateLimit* token_own) const noexcept;
 
   ~Engine();
 

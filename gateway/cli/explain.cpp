@@ -65,6 +65,37 @@ void warn_unknown(const conf::Config& config, const policy::Grants& grants) {
     if (!config.has_license(l)) fmt::print(stderr, "warning: license '{}' is not in the config\n", l);
 }
 
+// The limits an allowed request must fit (Engine::rate_limits, as the proxy asks).
+struct LimitsShown {
+  std::string text;  // "token 100/s burst 200 (default); route 10/s burst 20 (per token)" or "none"
+  boost::json::value json;
+};
+
+LimitsShown show_limits(const policy::RateLimits& limits) {
+  LimitsShown shown;
+  boost::json::object o;
+  std::vector<std::string> parts;
+  if (limits.token) {
+    const char* source = limits.token_own ? "token" : "default";
+    parts.push_back(fmt::format("token {} ({})", limits.token->to_string(),
+                                limits.token_own ? "the token's own" : "tokens.default_rate_limit"));
+    o["token"] = {{"rate", limits.token->rate_text()}, {"burst", limits.token->burst}, {"source", source}};
+  } else {
+    o["token"] = nullptr;
+  }
+  if (limits.route) {
+    const char* per = limits.per_address ? "client_address" : "token";
+    parts.push_back(fmt::format("route {} (per {})", limits.route->to_string(),
+                                limits.per_address ? "client address" : "token"));
+    o["route"] = {{"rate", limits.route->rate_text()}, {"burst", limits.route->burst}, {"per", per}};
+  } else {
+    o["route"] = nullptr;
+  }
+  shown.text = parts.empty() ? "none" : join(parts, "; ");
+  shown.json = std::move(o);
+  return shown;
+}
+
 }  // namespace
 
 int run_explain(const ExplainOptions& options) {
@@ -74,12 +105,14 @@ int run_explain(const ExplainOptions& options) {
   // Who is asking: nobody, a stored token, or hypothetical grants.
   policy::Credential credential = policy::Credential::None;
   policy::Rights rights;
+  std::optional<conf::RateLimit> own_limit;  // the stored token's own rate limit
   std::string who = "none (anonymous request)";
   if (options.token_id) {
     auto backend = make_backend(config);  // through the admin socket while a gateway runs
     const auto record = backend->get(*options.token_id);
     if (!record) throw UserError(fmt::format("no token with id '{}'", *options.token_id));
     rights = engine->effective_rights({record->roles, record->groups, record->permissions, record->licenses});
+    own_limit = record->rate_limit;
     const bool expired = record->expired_at(store::system_now());
     credential = expired ? policy::Credential::Invalid : policy::Credential::Valid;
     who = fmt::format("token {} ({}){}", record->id, record->name,
@@ -146,6 +179,10 @@ int run_explain(const ExplainOptions& options) {
       decision.route >= 0 && static_cast<std::size_t>(decision.route) < config->routes.size()
           ? &config->routes[static_cast<std::size_t>(decision.route)]
           : nullptr;
+  const auto limits =
+      show_limits(allowed ? engine->rate_limits(decision.route, credential == policy::Credential::Valid,
+                                                own_limit ? &*own_limit : nullptr)
+                          : policy::RateLimits{});
 
   if (options.json) {
     boost::json::object out;
@@ -167,6 +204,7 @@ int run_explain(const ExplainOptions& options) {
     out["status"] = status;
     out["reason"] = policy::to_string(decision.outcome);
     out["forward_auth"] = {{"status", check_status}, {"reason", policy::to_string(check)}};
+    out["rate_limits"] = limits.json;  // {"token": ... or null, "route": ... or null}; both null when denied
     print_json(out);
     return 0;
   }
@@ -188,6 +226,7 @@ int run_explain(const ExplainOptions& options) {
   fields.emplace_back("groups", names(rights.groups));
   fields.emplace_back("permissions", names(rights.permissions));
   fields.emplace_back("licenses", names(rights.licenses));
+  fields.emplace_back("rate limits", allowed ? limits.text : "none (the request is refused before them)");
   fields.emplace_back("decision", allowed ? "allow" : "deny");
   fields.emplace_back("status", std::to_string(status));
   fields.emplace_back("reason", detail.empty()

@@ -156,6 +156,9 @@ std::string Metrics::render_prometheus() const {
   std::map<std::tuple<std::string, std::string, std::string_view, std::string, std::string_view>,
            std::uint64_t>
       rows;
+  // tokengate_rate_limited_total{route} is the same count seen by route alone
+  // (429s have their own reason): the hot path counts a request once.
+  std::map<std::string, std::uint64_t> rate_limited;
   for (const auto& [key, count] : requests) {
     const std::uint32_t r = (key >> 12) & 0xFFFF;
     const bool forward_auth = (key >> 28) & 1;
@@ -171,6 +174,7 @@ std::string Metrics::render_prometheus() const {
       route = fmt::format("#{}", r - 2);
     }
     const std::string status = cls == 0 ? "other" : fmt::format("{}xx", cls);
+    if (reason == static_cast<std::uint32_t>(policy::Outcome::RateLimited) + 1) rate_limited[route] += count;
     rows[{route, status, allowed ? "allow" : "deny",
           std::string(reason >= 1 && reason <= static_cast<std::uint32_t>(policy::Outcome::Count)
                           ? policy::to_string(static_cast<policy::Outcome>(reason - 1))
@@ -184,6 +188,11 @@ std::string Metrics::render_prometheus() const {
         "{}\n",
         escape_label(std::get<0>(labels)), std::get<1>(labels), std::get<2>(labels), std::get<3>(labels),
         std::get<4>(labels), count);
+  }
+  header("tokengate_rate_limited_total", "counter", "Requests refused with 429 by a rate limit, by route.");
+  for (const auto& [route, count] : rate_limited) {
+    fmt::format_to(std::back_inserter(out), "tokengate_rate_limited_total{{route=\"{}\"}} {}\n",
+                   escape_label(route), count);
   }
   header("tokengate_requests_unlabelled_total", "counter",
          "Requests counted without labels because a worker's label table was full.");

@@ -40,6 +40,7 @@ void RequestPlanner::reset() {
   forward_ = false;
   close_ = true;
   message_ = allow_ = detail_ = {};
+  reply_fields_.clear();
   head_bytes_ = 0;
   method_.clear();
   path_.clear();
@@ -220,6 +221,22 @@ void RequestPlanner::decide(const PlanContext& context, PlanEnvironment& environ
     }
     return;
   }
+  // Rate limits after the decision: only a request that is forwarded (or, for a
+  // check, that the ingress is told to forward) counts.
+  const bool valid = caller.credential == policy::Credential::Valid;
+  auto limits = context.engine.rate_limits(route_, valid, valid ? caller.rate_limit : nullptr);
+  if (context.check && limits.per_address) {
+    // A check's peer is the ingress, not the client: one address for everyone.
+    limits.route = nullptr;
+    limits.per_address = false;
+  }
+  if (limits.any()) {
+    const auto admission = environment.admit(limits, route_, caller, context.client_address);
+    if (!admission.allowed) {
+      rate_limited(admission, close);
+      return;
+    }
+  }
   if (context.check) {
     outcome_ = decision.outcome;
     close_ = false;
@@ -258,6 +275,26 @@ bool RequestPlanner::subject_request(const PlanContext& context, std::string_vie
   method = method_;
   target = original.target;
   return true;
+}
+
+// 429 with the draft IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers):
+// the policy that refused ("token" or "route"), its quota per window, nothing
+// remaining, and the whole seconds (rounded up) until a request fits again, the
+// same number as Retry-After.
+void RequestPlanner::rate_limited(const PlanEnvironment::Admission& admission, bool close) {
+  constexpr std::uint64_t kSecond = 1'000'000'000;
+  const std::uint64_t wait = std::max<std::uint64_t>(1, (admission.retry_after_ns + kSecond - 1) / kSecond);
+  const std::string_view policy = admission.by_route ? "route" : "token";
+  const conf::RateLimit& limit = *admission.limit;
+  detail_ = admission.by_route ? "route_limit" : "token_limit";
+  auto out = std::back_inserter(reply_fields_);
+  fmt::format_to(out,
+                 "Retry-After: {}\r\nRateLimit-Policy: \"{}\";q={};w={}\r\nRateLimit: \"{}\";r=0;t={}\r\n",
+                 wait, policy, limit.count, limit.window_s, policy, wait);
+  message_buffer_.clear();
+  fmt::format_to(std::back_inserter(message_buffer_), "the {} rate limit ({}) is exceeded; retry in {} s",
+                 policy, limit.to_string(), wait);
+  refuse(Outcome::RateLimited, close, message_buffer_);
 }
 
 void RequestPlanner::write_upstream_head(const PlanContext& context, std::string_view identity_fields,

@@ -3,7 +3,8 @@
 // parses the head, runs the framing checks of docs/http.md (including the body
 // bytes that came with the head), asks the token lookup about the credential,
 // takes the one policy decision (Engine::decide_request, which `tokengate explain`
-// uses too) and writes the upstream request head. The session only moves bytes.
+// uses too), counts an allowed request against the rate limits that apply
+// (Engine::rate_limits) and writes the upstream request head. The session only moves bytes.
 #pragma once
 
 #include <boost/beast/http/empty_body.hpp>
@@ -35,9 +36,21 @@ class PlanEnvironment {
     const policy::Rights* rights = nullptr;
     std::string_view identity_fields;                 // "X-Auth-Subject: ...\r\n" ... as sent upstream
     std::shared_ptr<const store::StoredToken> token;  // pins the token for the access log
-    std::string_view failure;  // when Invalid: why (access log only, never the response)
+    std::string_view failure;                     // when Invalid: why (access log only, never the response)
+    const conf::RateLimit* rate_limit = nullptr;  // when Valid: the token's own limit, if it has one
   };
   virtual Caller check_bearer(std::string_view token) = 0;
+
+  // Counts one request against every limit in `limits` (README.md, "Rate
+  // limits"); refused when one has no room, and then nothing is counted.
+  struct Admission {
+    bool allowed = true;
+    bool by_route = false;                   // refused by the route's limit (else the token's)
+    const conf::RateLimit* limit = nullptr;  // the limit that refused
+    std::uint64_t retry_after_ns = 0;        // until the request would fit
+  };
+  virtual Admission admit(const policy::RateLimits& limits, int route, const Caller& caller,
+                          std::string_view client_address) = 0;
   virtual void make_request_id(std::string& out) = 0;
 
  protected:
@@ -85,6 +98,8 @@ class RequestPlanner {
   bool forward() const noexcept { return forward_; }
   std::string_view message() const noexcept { return message_; }  // the reply's message
   std::string_view allow() const noexcept { return allow_; }      // Allow of a 405
+  // Header lines of a 429 ("Retry-After: 1\r\nRateLimit-Policy: ...\r\n..."), else empty.
+  std::string_view reply_fields() const noexcept { return reply_fields_; }
   bool close_after_reply() const noexcept { return close_; }
   std::string_view detail() const noexcept { return detail_; }  // access log only
 
@@ -122,6 +137,7 @@ class RequestPlanner {
   void write_upstream_head(const PlanContext& context, std::string_view identity_fields,
                            const policy::CanonicalTarget& target);
   void refuse(policy::Outcome outcome, bool close, std::string_view message = {});
+  void rate_limited(const PlanEnvironment::Admission& admission, bool close);
 
   policy::Outcome outcome_ = policy::Outcome::BadFraming;
   bool forward_ = false;
@@ -134,6 +150,7 @@ class RequestPlanner {
   std::string path_;
   std::string request_id_;
   std::string message_buffer_;
+  std::string reply_fields_;
   std::string upstream_head_;
   std::string identity_;
   int route_ = -1;

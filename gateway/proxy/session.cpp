@@ -275,10 +275,10 @@ class Session {
   // An error response for send_reply to send: status, error code and challenge
   // from the outcome table; `message` replaces the table's when given. The views
   // must outlive handle_request: literals, members, the planner's or the engine's.
-  Next reply(Outcome outcome, bool close, std::string_view message = {},
-             std::string_view allow = {}) noexcept {
+  Next reply(Outcome outcome, bool close, std::string_view message = {}, std::string_view allow = {},
+             std::string_view fields = {}) noexcept {
     rec_.outcome = outcome;
-    reply_ = Reply{outcome, message.empty() ? policy::info(outcome).message : message, close, allow};
+    reply_ = Reply{outcome, message.empty() ? policy::info(outcome).message : message, close, allow, fields};
     return Next::Reply;
   }
   asio::awaitable<Next> send_reply();
@@ -331,6 +331,7 @@ class Session {
     std::string_view message;
     bool close = false;
     std::string_view allow;
+    std::string_view fields;  // complete header lines (a 429's Retry-After and RateLimit fields)
   } reply_;
   bool first_ = true;
   bool client_keep_alive_ = false;
@@ -415,7 +416,8 @@ Next Session::plan_request(std::size_t head_end) {
   if (const auto& token = planner_.token()) rec_.token_id = token->record.id;
   if (!planner_.forward()) {
     rec_.allowed = check_ && policy::forward_auth_status(planner_.outcome()) == 200;
-    return reply(planner_.outcome(), planner_.close_after_reply(), planner_.message(), planner_.allow());
+    return reply(planner_.outcome(), planner_.close_after_reply(), planner_.message(), planner_.allow(),
+                 planner_.reply_fields());
   }
   rec_.allowed = true;
   rec_.outcome = planner_.outcome();
@@ -840,6 +842,7 @@ asio::awaitable<Next> Session::send_reply() {
     if (!info.challenge.empty()) append_field(down_head_, "WWW-Authenticate", info.challenge);
     if (!r.allow.empty() && !check_) append_field(down_head_, "Allow", r.allow);
     if (check_) append_field(down_head_, "X-Tokengate-Reason", info.name);
+    down_head_.append(r.fields);  // a 429's Retry-After and RateLimit fields (also on a check's 403)
     const std::string body =
         error_body(check_ ? policy::forward_auth_error(r.outcome) : info.error, r.message);
     append_content_length(down_head_, body.size());

@@ -221,6 +221,10 @@ const TokenEntry& Worker::token_entry(const std::shared_ptr<const store::StoredT
     append_field(e.identity_fields, snapshot.h_groups, join_names(e.rights.groups));
     append_field(e.identity_fields, snapshot.h_permissions, join_names(e.rights.permissions));
     append_field(e.identity_fields, snapshot.h_licenses, join_names(e.rights.licenses));
+    // The limits may differ now: the budgets are looked up again (by a key that
+    // names the limit, so a changed limit starts with a full budget).
+    e.token_budget.reset();
+    e.route_budgets.clear();
   }
   if (now - e.last_reported >= std::chrono::minutes(1)) {
     e.last_reported = now;
@@ -244,8 +248,86 @@ PlanEnvironment::Caller Worker::check_bearer(std::string_view token) {
   caller.credential = policy::Credential::Valid;
   caller.rights = &entry.rights;
   caller.identity_fields = entry.identity_fields;
+  caller.rate_limit = verified.token->record.rate_limit ? &*verified.token->record.rate_limit : nullptr;
   caller.token = std::move(verified.token);
   return caller;
+}
+
+namespace {
+
+using ratelimit::Budget;
+using ratelimit::GcraParams;
+
+// One request against a budget held in `slot`, taking it from the node's table
+// (by `key()`) when the slot is empty or the table's sweep retired it.
+template <class Key>
+Budget::Result take_budget(ratelimit::BudgetTable& table, std::shared_ptr<Budget>& slot, Key key,
+                           const GcraParams& params, std::uint64_t now) {
+  for (;;) {
+    if (!slot) slot = table.acquire(key());
+    const auto result = slot->take(now, params);
+    if (result.verdict != Budget::Verdict::Retired) return result;
+    slot.reset();
+  }
+}
+
+std::string limit_key(const GcraParams& p) { return fmt::format("{}:{}", p.interval_ns, p.tolerance_ns); }
+
+}  // namespace
+
+PlanEnvironment::Admission Worker::admit(const policy::RateLimits& limits, int route, const Caller& caller,
+                                         std::string_view client_address) {
+  const std::uint64_t now = ratelimit::steady_now_ns();
+  Admission refused;
+  refused.allowed = false;
+  if (limits.per_address) {  // a public route and no valid token: the client address's budget
+    const auto r = shared_.address_budgets.take(client_address, static_cast<std::uint32_t>(route),
+                                                GcraParams::of(*limits.route), now);
+    if (r.allowed) return {};
+    refused.by_route = true;
+    refused.limit = limits.route;
+    refused.retry_after_ns = r.retry_after_ns;
+    return refused;
+  }
+  if (!caller.token) return {};  // only a valid caller has token budgets
+  // The entry check_bearer just filled for this token; its budget pointers are
+  // kept across requests. (A stand-in if it is gone: correct, only slower.)
+  TokenEntry standin;
+  auto it = tokens_.find(caller.token.get());
+  TokenEntry& entry = it != tokens_.end() ? it->second : standin;
+  const std::string& id = caller.token->record.id;
+  Budget* counted = nullptr;
+  GcraParams token_params;
+  if (limits.token) {
+    token_params = GcraParams::of(*limits.token);
+    const auto r = take_budget(
+        shared_.budgets, entry.token_budget,
+        [&] { return fmt::format("t:{}:{}", id, limit_key(token_params)); }, token_params, now);
+    if (r.verdict == Budget::Verdict::Limited) {
+      refused.limit = limits.token;
+      refused.retry_after_ns = r.gcra.retry_after_ns;
+      return refused;
+    }
+    counted = entry.token_budget.get();
+  }
+  if (limits.route) {
+    const auto index = static_cast<std::size_t>(route);
+    if (entry.route_budgets.size() <= index) entry.route_budgets.resize(index + 1);
+    const auto params = GcraParams::of(*limits.route);
+    const auto r = take_budget(
+        shared_.budgets, entry.route_budgets[index],
+        [&] { return fmt::format("r:{}:{}:{}:{}", id, index, limits.route_path, limit_key(params)); }, params,
+        now);
+    if (r.verdict == Budget::Verdict::Limited) {
+      // Not forwarded, so not counted against the token either.
+      if (counted) counted->refund(token_params);
+      refused.by_route = true;
+      refused.limit = limits.route;
+      refused.retry_after_ns = r.gcra.retry_after_ns;
+      return refused;
+    }
+  }
+  return {};
 }
 
 std::vector<std::pair<std::string, store::TimePoint>> Worker::take_uses() {

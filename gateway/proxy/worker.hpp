@@ -1,7 +1,7 @@
 // One I/O thread of the gateway: its own io_context, acceptor (SO_REUSEPORT),
 // token replica, per-token rights cache, upstream pools and access log. Nothing
 // here is shared between workers except EngineHolder, which is read with one
-// atomic load per request.
+// atomic load per request, and the rate-limit budgets (one atomic per budget).
 #pragma once
 
 #include <atomic>
@@ -26,6 +26,7 @@
 #include "gateway/proxy/request_plan.hpp"
 #include "gateway/proxy/tls.hpp"
 #include "gateway/proxy/upstream_pool.hpp"
+#include "gateway/ratelimit/tables.hpp"
 #include "policy/engine.hpp"
 #include "store/token_verifier.hpp"
 
@@ -69,6 +70,9 @@ struct SharedState {
   std::atomic<std::size_t> open_checks{0};
   bool tls_listener = false;
   TlsHolder listener_tls;  // the public listener's context when tls_listener
+  // The node's rate-limit budgets, one per key for all workers (README.md, "Rate limits").
+  ratelimit::BudgetTable budgets;
+  ratelimit::AddressTable address_budgets;
 };
 
 // A worker's view of one engine generation: the engine plus what the hot path
@@ -94,6 +98,10 @@ struct TokenEntry {
   // one copy per request instead of six fields joined again.
   std::string identity_fields;
   store::TimePoint last_reported{};
+  // This token's rate-limit budgets (the node's, from SharedState::budgets), taken
+  // on first use under this generation: a request then costs one atomic, no lock.
+  std::shared_ptr<ratelimit::Budget> token_budget;
+  std::vector<std::shared_ptr<ratelimit::Budget>> route_budgets;  // by route index
 };
 
 // Which listener a connection came in on: the public proxy, or forward_auth
@@ -137,6 +145,8 @@ class Worker final : public PlanEnvironment {
   // The token replica's verdict and, for a valid token, its cached rights and
   // identity fields under the current snapshot (counted in the metrics).
   Caller check_bearer(std::string_view token) override;
+  Admission admit(const policy::RateLimits& limits, int route, const Caller& caller,
+                  std::string_view client_address) override;
 
   // Connections register so stop() can close the idle ones and the sweep can
   // enforce their deadlines: the client socket's, and the upstream socket's while

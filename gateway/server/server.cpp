@@ -101,6 +101,7 @@ class Server {
   void start_admin();
   void start_workers();
   void arm_last_used();
+  void arm_rate_limit_sweep();
   void wait_signal();
   void drain();
   void shutdown();
@@ -126,6 +127,7 @@ class Server {
   std::optional<LastUsedWriter> last_used_;
   asio::steady_timer last_used_timer_{main_context_};
   asio::steady_timer drain_timer_{main_context_};
+  asio::steady_timer sweep_timer_{main_context_};
 };
 
 bool Server::start() {
@@ -276,6 +278,7 @@ int Server::run() {
   start_workers();
   last_used_.emplace(*token_store_, &*metrics_);
   arm_last_used();
+  arm_rate_limit_sweep();
   wait_signal();
   main_context_.run();
   shutdown();
@@ -303,6 +306,17 @@ void Server::arm_last_used() {
     for (auto& w : workers_) last_used_->add(w->take_uses());
     last_used_->flush(store::system_now());
     arm_last_used();
+  });
+}
+
+// Idle rate-limit budgets (full again, so the same as new ones) are dropped every
+// 10 s: budgets of deleted tokens, of tokens not seen lately, of old limits.
+void Server::arm_rate_limit_sweep() {
+  sweep_timer_.expires_after(std::chrono::seconds(10));
+  sweep_timer_.async_wait([this](error_code ec) {
+    if (ec) return;
+    shared_->budgets.sweep(ratelimit::steady_now_ns());
+    arm_rate_limit_sweep();
   });
 }
 
@@ -344,6 +358,7 @@ void Server::shutdown() {
   for (auto& t : threads_) t.join();
   log_writer_->stop();  // every access line out before the last operational lines
   signals_.cancel();
+  sweep_timer_.cancel();
   reloader_->stop();
   admin_server_->stop();
   for (auto& w : workers_) last_used_->add(w->take_uses());

@@ -27,6 +27,7 @@ constexpr std::string_view kConfig = R"(listen: 127.0.0.1:0
 store: { path: var/tokens, key_file: var/key }
 limits: { max_header_bytes: 1024, max_body_bytes: 100 }
 forward_auth: { listen: 127.0.0.1:0, path_prefix: /auth }
+tokens: { default_rate_limit: { rate: 100/s, burst: 200 } }
 upstreams:
   echo: { url: "http://backend.test:9000/base" }
 roles:
@@ -36,7 +37,7 @@ routes:
   - { path: /healthz, upstream: echo, public: true }
   - { path: /api/orders/**, methods: [GET, HEAD], upstream: echo, require: { permissions: [orders.read] } }
   - { path: /api/orders/*/refund, methods: [POST], upstream: echo, require: { permissions: [orders.write] } }
-  - { path: /static/**, methods: [GET, HEAD], upstream: echo, public: true }
+  - { path: /static/**, methods: [GET, HEAD], upstream: echo, public: true, rate_limit: { rate: 5/m } }
   - { path: /api/**, upstream: echo }
 )";
 
@@ -62,6 +63,20 @@ class FakeEnvironment final : public gw::PlanEnvironment {
     return caller;
   }
   void make_request_id(std::string& out) override { out = "generated-id"; }
+  // Records what the planner asks and answers `next` (allowed unless a test says otherwise).
+  Admission admit(const tokengate::policy::RateLimits& limits, int route, const Caller&,
+                  std::string_view client_address) override {
+    ++admits;
+    last_limits = limits;
+    last_route = route;
+    last_client = client_address;
+    return next;
+  }
+  Admission next;
+  int admits = 0;
+  tokengate::policy::RateLimits last_limits;
+  int last_route = -1;
+  std::string last_client;
 
  private:
   tokengate::policy::Rights reader_, admin_;
@@ -357,4 +372,73 @@ TEST_CASE("forward-auth check: every outcome is answered with 200, 401 or 403") 
           (tokengate::policy::info(outcome).challenge == tokengate::policy::kBearerChallenge ||
            tokengate::policy::info(outcome).challenge == tokengate::policy::kInvalidTokenChallenge));
   }
+}
+
+TEST_CASE("request plan: rate limits are asked after authorization, and a refusal is a 429 never forwarded") {
+  Fixture f;
+  // Refused or unauthenticated requests never reach the limiter.
+  f.plan(request("GET", "/api/orders/1"));
+  f.plan(request("POST", "/api/orders/42/refund", "tg_reader"));
+  f.plan(request("GET", "/nowhere", "tg_reader"));
+  CHECK(f.environment.admits == 0);
+  // A valid token: its limit (the default here) and no route limit.
+  CHECK(f.plan(request("GET", "/api/orders/1", "tg_reader")).forward());
+  CHECK(f.environment.admits == 1);
+  REQUIRE(f.environment.last_limits.token != nullptr);
+  CHECK(f.environment.last_limits.token->count == 100);
+  CHECK_FALSE(f.environment.last_limits.token_own);
+  CHECK(f.environment.last_limits.route == nullptr);
+  // A public route with a limit and no token: per client address.
+  CHECK(f.plan(request("GET", "/static/app.js")).forward());
+  CHECK(f.environment.last_limits.per_address);
+  CHECK(f.environment.last_limits.token == nullptr);
+  CHECK(f.environment.last_client == "10.0.0.7");
+  CHECK(f.environment.last_route == 3);
+  // With a valid token on that route: the token's and the route's, per token.
+  f.plan(request("GET", "/static/app.js", "tg_admin"));
+  CHECK_FALSE(f.environment.last_limits.per_address);
+  CHECK(f.environment.last_limits.token != nullptr);
+  CHECK(f.environment.last_limits.route != nullptr);
+  // A public route without a limit, no token: nothing to ask.
+  const int before = f.environment.admits;
+  f.plan(request("GET", "/healthz"));
+  CHECK(f.environment.admits == before);
+
+  const tokengate::conf::RateLimit route_limit{5, 60, 5};
+  f.environment.next = {false, true, &route_limit, 12'000'000'001};
+  const auto& p = f.plan(request("GET", "/static/app.js"));
+  CHECK_FALSE(p.forward());
+  CHECK(p.outcome() == Outcome::RateLimited);
+  CHECK(tokengate::policy::status_for(p.outcome()) == 429);
+  CHECK(p.upstream_head().empty());
+  CHECK_FALSE(p.close_after_reply());
+  CHECK(p.reply_fields() ==
+        "Retry-After: 13\r\nRateLimit-Policy: \"route\";q=5;w=60\r\nRateLimit: \"route\";r=0;t=13\r\n");
+  CHECK(p.message() == "the route rate limit (5/m burst 5) is exceeded; retry in 13 s");
+  CHECK(p.detail() == "route_limit");
+
+  const tokengate::conf::RateLimit token_limit{100, 1, 200};
+  f.environment.next = {false, false, &token_limit, 1};  // 1 ns still says 1 s: never 0
+  const auto& q = f.plan(request("GET", "/api/orders/1", "tg_reader", "Content-Length: 2\r\n"));
+  CHECK(q.outcome() == Outcome::RateLimited);
+  CHECK(q.close_after_reply());  // its body would be read as the next request
+  CHECK(q.reply_fields() ==
+        "Retry-After: 1\r\nRateLimit-Policy: \"token\";q=100;w=1\r\nRateLimit: \"token\";r=0;t=1\r\n");
+  // The next request starts clean.
+  f.environment.next = {};
+  CHECK(f.plan(request("GET", "/api/orders/1", "tg_reader")).reply_fields().empty());
+
+  // A forward-auth check counts like a proxied request (the ingress forwards what
+  // it allows) and is refused with the 403 a check answers, reason rate_limited...
+  const int admits = f.environment.admits;
+  f.environment.next = {false, false, &token_limit, 1};
+  const auto& check = f.plan(request("GET", "/", "tg_reader", "X-Original-URI: /api/orders/1\r\n"), true);
+  CHECK(f.environment.admits == admits + 1);
+  CHECK(check.outcome() == Outcome::RateLimited);
+  CHECK(tokengate::policy::forward_auth_status(check.outcome()) == 403);
+  // ...but never per client address: a check's peer is the ingress, not the client.
+  f.environment.next = {};
+  CHECK(f.plan(request("GET", "/", {}, "X-Forwarded-Uri: /static/app.js\r\n"), true).outcome() ==
+        Outcome::PublicRoute);
+  CHECK(f.environment.admits == admits + 1);
 }

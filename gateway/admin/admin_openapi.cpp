@@ -24,6 +24,17 @@ const std::string& openapi_document() {
         "properties": { "error": { "type": "string" }, "message": { "type": "string" } }
       },
       "Names": { "type": "array", "items": { "type": "string" } },
+      "RateLimit": {
+        "type": "object",
+        "nullable": true,
+        "description": "the token's own budget; null = tokens.default_rate_limit",
+        "additionalProperties": false,
+        "required": ["rate"],
+        "properties": {
+          "rate": { "type": "string", "pattern": "^[0-9]+/[smhd]$" },
+          "burst": { "type": "integer", "minimum": 1, "description": "defaults to the rate's count" }
+        }
+      },
       "Token": {
         "type": "object",
         "properties": {
@@ -39,7 +50,8 @@ const std::string& openapi_document() {
           "expires_at": { "type": "string", "format": "date-time", "nullable": true },
           "last_used_at": { "type": "string", "format": "date-time", "nullable": true },
           "rotated_at": { "type": "string", "format": "date-time", "nullable": true },
-          "created_by": { "type": "string" }
+          "created_by": { "type": "string" },
+          "rate_limit": { "$ref": "#/components/schemas/RateLimit" }
         }
       },
       "IssuedToken": {
@@ -59,7 +71,8 @@ const std::string& openapi_document() {
           "groups": { "$ref": "#/components/schemas/Names" },
           "permissions": { "$ref": "#/components/schemas/Names" },
           "licenses": { "$ref": "#/components/schemas/Names" },
-          "expires_at": { "type": "string", "format": "date-time", "nullable": true }
+          "expires_at": { "type": "string", "format": "date-time", "nullable": true },
+          "rate_limit": { "$ref": "#/components/schemas/RateLimit" }
         }
       },
       "TokenPatch": {
@@ -73,7 +86,8 @@ const std::string& openapi_document() {
           "groups": { "$ref": "#/components/schemas/Names" },
           "permissions": { "$ref": "#/components/schemas/Names" },
           "licenses": { "$ref": "#/components/schemas/Names" },
-          "expires_at": { "type": "string", "format": "date-time", "nullable": true }
+          "expires_at": { "type": "string", "format": "date-time", "nullable": true },
+          "rate_limit": { "$ref": "#/components/schemas/RateLimit" }
         }
       },
       "Rotate": {

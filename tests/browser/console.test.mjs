@@ -275,6 +275,8 @@ routes:
     await dialog.getByLabel('Permissions').fill('reports.view, audit.read');
     const in30d = new Date(Date.now() + 30 * 86400e3).toISOString().slice(0, 10);
     await dialog.getByLabel('Expires').fill(in30d);
+    await dialog.getByLabel('Rate limit').fill('600/m');
+    await dialog.getByLabel('Burst').fill('5');
     await dialog.getByRole('button', { name: 'Create' }).click();
 
     const secretDialog = page.locator('#secret-dialog');
@@ -310,6 +312,8 @@ routes:
     await assertGone(page, plaintext);
     await row('ci-reader').waitFor();
     assert.equal(await row('ci-reader').locator('td[data-label="ID"]').textContent(), newId);
+    assert.equal(await row('ci-reader').locator('td[data-label="Rate limit"]').textContent(), '600/m, burst 5');
+    assert.equal(await row('billing').locator('td[data-label="Rate limit"]').textContent(), 'default');
     await page.screenshot({ path: path.join(ARTIFACTS, 'console.png') });
 
     // ---- rotate without grace: a new plaintext, shown the same way; the old one stops at once

@@ -247,6 +247,7 @@
       }
       const used = cell(row, 'Last used', formatTime(record.last_used_at, 'never'));
       if (record.last_used_at) used.title = record.last_used_at;
+      cell(row, 'Rate limit', rateLimitText(record.rate_limit));
 
       const actions = cell(row, 'Actions', undefined, 'row-actions');
       actions.appendChild(actionButton('Edit', record, openEdit));
@@ -321,6 +322,21 @@
     return Number.isNaN(d.getTime()) ? '' : d.toISOString().slice(0, 10);
   }
 
+  // "100/s, burst 200", or "default" for null (the gateway's configured default).
+  function rateLimitText(limit) {
+    return limit ? limit.rate + ', burst ' + limit.burst : 'default';
+  }
+
+  // The form's rate limit as the API takes it: null (default) or {rate, burst?}.
+  function formRateLimit() {
+    const rate = $('f-rate').value.trim();
+    if (!rate) return null;
+    const limit = { rate: rate };
+    const burst = $('f-burst').value.trim();
+    if (burst) limit.burst = Number(burst);
+    return limit;
+  }
+
   function openTokenDialog(record) {
     editing = record;
     $('token-dialog-title').textContent = record ? 'Edit token' : 'New token';
@@ -333,6 +349,10 @@
     $('f-permissions').value = record ? (record.permissions || []).join(', ') : '';
     $('f-expires').value = record ? dateOf(record.expires_at) : '';
     $('f-expires').dataset.initial = $('f-expires').value;
+    const limit = record && record.rate_limit;
+    $('f-rate').value = limit ? limit.rate : '';
+    $('f-burst').value = limit ? String(limit.burst) : '';
+    $('f-rate').dataset.initial = JSON.stringify(formRateLimit());
     $('f-expires-hint').textContent = config.maxLifetime && config.maxLifetime !== '0'
       ? 'Leave empty for no expiry; the gateway refuses expiries beyond its maximum lifetime (' + config.maxLifetime + ').'
       : 'Leave empty for a token that never expires.';
@@ -364,6 +384,10 @@
     if (!editing || day !== $('f-expires').dataset.initial) {
       body.expires_at = day ? day + 'T23:59:59Z' : null;
     }
+    // Likewise an untouched rate limit is not sent: an edit by a caller without
+    // the right to raise it must not fail over a value it did not change.
+    const limit = formRateLimit();
+    if (!editing || JSON.stringify(limit) !== $('f-rate').dataset.initial) body.rate_limit = limit;
     const submit = $('token-submit');
     submit.disabled = true;
     try {

@@ -175,10 +175,10 @@ class TokenLifecycleTest(CliTestCase):
         # list: aligned table
         listing = self.ok("token", "list", "--config", self.config)
         lines = listing.out.splitlines()
-        self.assertRegex(lines[0], r"^ID +NAME +ROLES +GROUPS +PERMISSIONS +LICENSES +EXPIRES +LAST USED$")
+        self.assertRegex(lines[0], r"^ID +NAME +ROLES +GROUPS +PERMISSIONS +LICENSES +EXPIRES +LAST USED +RATE LIMIT$")
         self.assertEqual(len(lines), 3, listing)
         columns = [lines[0].index(h) for h in ("ID", "NAME", "ROLES", "GROUPS", "PERMISSIONS", "LICENSES",
-                                              "EXPIRES", "LAST USED")]
+                                              "EXPIRES", "LAST USED", "RATE LIMIT")]
         rows = {line[:12]: line for line in lines[1:]}
         self.assertEqual(set(rows), {token_id, other_id})
         reader = rows[token_id]
@@ -186,7 +186,8 @@ class TokenLifecycleTest(CliTestCase):
         self.assertTrue(reader[columns[2]:].startswith("orders-reader "), reader)
         self.assertTrue(reader[columns[3]:].startswith("- "), reader)
         self.assertTrue(reader[columns[6]:].startswith("- "), reader)
-        self.assertTrue(reader.endswith("-"), reader)  # never used
+        self.assertTrue(reader[columns[7]:].startswith("- "), reader)  # never used
+        self.assertTrue(reader.endswith("default"), reader)  # no own rate limit
         self.assertTrue(rows[other_id][columns[5]:].startswith("enterprise,pro "), rows[other_id])
         self.assertEqual(columns[2] - columns[1], len("a much longer token name") + 2)
 
@@ -443,8 +444,9 @@ class ExplainTest(CliTestCase):
     def test_json_shape_and_anonymous_request(self):
         out = self.explain("GET", "/api/orders/42")
         self.assertEqual(set(out), {"canonical_path", "route", "rights", "decision", "status", "reason",
-                                    "forward_auth"})
+                                    "forward_auth", "rate_limits"})
         self.assertEqual(out["forward_auth"], {"status": 401, "reason": "missing_token"})
+        self.assertEqual(out["rate_limits"], {"token": None, "route": None})  # denied: none apply
         self.assertEqual(out["canonical_path"], "/api/orders/42")
         self.assertEqual(out["route"], self.route("/api/orders/**", 1))
         self.assertEqual(out["rights"], {"roles": [], "groups": [], "permissions": [], "licenses": []})

@@ -28,7 +28,8 @@ std::shared_ptr<Budget> BudgetTable::acquire(std::string_view key) {
   // A retired budget never stays in the map (sweep erases under this lock), so
   // what is found is live.
   auto it = shard.budgets.find(key);
-  if (it == shard.budgets.end()) it = shard.budgets.emplace(std::string(key), std::make_shared<Budget>()).first;
+  if (it == shard.budgets.end())
+    it = shard.budgets.emplace(std::string(key), std::make_shared<Budget>()).first;
   return it->second;
 }
 
@@ -36,7 +37,8 @@ std::size_t BudgetTable::sweep(std::uint64_t now) {
   std::size_t remaining = 0;
   for (Shard& shard : shards_) {
     std::lock_guard lock(shard.mutex);
-    boost::unordered::erase_if(shard.budgets, [now](const auto& entry) { return entry.second->retire_if_idle(now); });
+    boost::unordered::erase_if(shard.budgets,
+                               [now](const auto& entry) { return entry.second->retire_if_idle(now); });
     remaining += shard.budgets.size();
   }
   return remaining;
@@ -93,8 +95,14 @@ AddressTable::Key AddressTable::make_key(std::string_view address, std::uint32_t
 
 void AddressTable::Shard::unlink(std::uint32_t i) noexcept {
   Slot& s = slots[i];
-  if (s.prev != kNone) slots[s.prev].next = s.next; else head = s.next;
-  if (s.next != kNone) slots[s.next].prev = s.prev; else tail = s.prev;
+  if (s.prev != kNone)
+    slots[s.prev].next = s.next;
+  else
+    head = s.next;
+  if (s.next != kNone)
+    slots[s.next].prev = s.prev;
+  else
+    tail = s.prev;
   s.prev = s.next = kNone;
 }
 

@@ -102,11 +102,11 @@ TEST_CASE("exceeds: a higher rate or a larger burst; no limit is the largest") {
 }
 
 TEST_CASE("config: default and route rate limits load") {
-  const auto c = parse_config(
-      "tokens:\n  default_rate_limit: { rate: 100/s, burst: 200 }\n" + kBase +
-          "routes:\n  - path: /search/**\n    upstream: app\n    rate_limit: { rate: 10/m }\n"
-          "  - path: /x\n    upstream: app\n",
-      kFake);
+  const auto c =
+      parse_config("tokens:\n  default_rate_limit: { rate: 100/s, burst: 200 }\n" + kBase +
+                       "routes:\n  - path: /search/**\n    upstream: app\n    rate_limit: { rate: 10/m }\n"
+                       "  - path: /x\n    upstream: app\n",
+                   kFake);
   REQUIRE(c->tokens.default_rate_limit);
   CHECK(*c->tokens.default_rate_limit == RateLimit{100, 1, 200});
   REQUIRE(c->routes[0].rate_limit);
@@ -122,8 +122,7 @@ TEST_CASE("config: nonsense rate limits are errors at file:line:col") {
   CHECK(error_of(route + "{ rate: -3/s }\n") ==
         at(6, 25, "routes[0].rate_limit.rate: invalid rate '-3/s': the count must not be negative"));
   CHECK(error_of(route + "{ rate: 3/w }\n") ==
-        at(6, 25,
-           "routes[0].rate_limit.rate: invalid rate '3/w': unknown unit 'w' (expected s, m, h or d)"));
+        at(6, 25, "routes[0].rate_limit.rate: invalid rate '3/w': unknown unit 'w' (expected s, m, h or d)"));
   CHECK(error_of(route + "{ rate: 3/s, burst: 0 }\n") ==
         at(6, 37, "routes[0].rate_limit.burst: expected an integer in 1..1000000000, got '0'"));
   CHECK(error_of(route + "{ rate: 3/s, burst: -2 }\n") ==

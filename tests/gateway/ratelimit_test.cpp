@@ -65,7 +65,8 @@ TEST_CASE("gcra: refill at the sustained rate, never above the burst") {
   // Sustained: one request per interval always passes.
   std::uint64_t t = kT0 + 7200 * kSecond;
   CHECK(admit(tat, t, p, 5) == 5);
-  for (int i = 1; i <= 1000; ++i) CHECK(admit(tat, t + static_cast<std::uint64_t>(i) * 100'000'000, p, 2) == 1);
+  for (int i = 1; i <= 1000; ++i)
+    CHECK(admit(tat, t + static_cast<std::uint64_t>(i) * 100'000'000, p, 2) == 1);
 }
 
 TEST_CASE("gcra: burst 1 is a strict spacing") {
@@ -168,8 +169,8 @@ TEST_CASE("address table: 200,000 distinct addresses keep the size at its capaci
   CHECK(table.capacity() == 4096);
   const auto p = params(1, 1, 1);
   for (std::uint32_t i = 0; i < 200'000; ++i) {
-    const std::string address = "10." + std::to_string((i >> 16) & 0xFF) + "." + std::to_string((i >> 8) & 0xFF) +
-                                "." + std::to_string(i & 0xFF);
+    const std::string address = "10." + std::to_string((i >> 16) & 0xFF) + "." +
+                                std::to_string((i >> 8) & 0xFF) + "." + std::to_string(i & 0xFF);
     CHECK_MESSAGE(table.take(address, 0, p, kT0).allowed, address);
     if (i % 10'000 == 0) CHECK(table.size() <= table.capacity());
   }
@@ -184,8 +185,8 @@ TEST_CASE("address table: per address and route; the least recently used goes fi
   CHECK(table.take("192.0.2.1", 0, p, kT0).allowed);
   CHECK_FALSE(table.take("192.0.2.1", 0, p, kT0).allowed);
   CHECK(table.take("::ffff:192.0.2.1", 0, p, kT0).retry_after_ns > 0);  // the same address, IPv4-mapped
-  CHECK(table.take("192.0.2.1", 1, p, kT0).allowed);                      // another route
-  CHECK(table.take("192.0.2.2", 0, p, kT0).allowed);                      // another address
+  CHECK(table.take("192.0.2.1", 1, p, kT0).allowed);                    // another route
+  CHECK(table.take("192.0.2.2", 0, p, kT0).allowed);                    // another address
   CHECK(table.take("2001:db8::1", 0, p, kT0).allowed);
   // A bigger table keeps recently used budgets while others come and go.
   AddressTable big(64 * 4);

@@ -431,7 +431,7 @@ void check_rate_limit_bound(const std::optional<conf::RateLimit>& caller,
   const auto effective = own ? own : config.tokens.default_rate_limit;
   if (!conf::exceeds(effective, caller)) return;
   throw HttpError{403, fmt::format("{} would get a larger rate limit ({}) than the caller's own ({})", what,
-                                   effective ? effective->to_string() : "none", caller->to_string())};
+                                   effective ? effective->to_string() : "no limit", caller->to_string())};
 }
 
 std::vector<std::string> added(const std::vector<std::string>& now, const std::vector<std::string>& before) {

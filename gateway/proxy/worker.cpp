@@ -290,32 +290,32 @@ PlanEnvironment::Admission Worker::admit(const policy::RateLimits& limits, int r
     return refused;
   }
   if (!caller.token) return {};  // only a valid caller has token budgets
-  // The entry check_bearer just filled for this token; its budget pointers are
-  // kept across requests. (A stand-in if it is gone: correct, only slower.)
-  TokenEntry standin;
+  // The entry check_bearer just filled for this token keeps the budget pointers
+  // across requests. (Were it gone, local slots would do: correct, only slower.)
   auto it = tokens_.find(caller.token.get());
-  TokenEntry& entry = it != tokens_.end() ? it->second : standin;
+  TokenEntry* entry = it != tokens_.end() ? &it->second : nullptr;
+  std::shared_ptr<Budget> local_token, local_route;
   const std::string& id = caller.token->record.id;
   Budget* counted = nullptr;
   GcraParams token_params;
   if (limits.token) {
     token_params = GcraParams::of(*limits.token);
     const auto r = take_budget(
-        shared_.budgets, entry.token_budget,
+        shared_.budgets, entry ? entry->token_budget : local_token,
         [&] { return fmt::format("t:{}:{}", id, limit_key(token_params)); }, token_params, now);
     if (r.verdict == Budget::Verdict::Limited) {
       refused.limit = limits.token;
       refused.retry_after_ns = r.gcra.retry_after_ns;
       return refused;
     }
-    counted = entry.token_budget.get();
+    counted = entry ? entry->token_budget.get() : local_token.get();
   }
   if (limits.route) {
     const auto index = static_cast<std::size_t>(route);
-    if (entry.route_budgets.size() <= index) entry.route_budgets.resize(index + 1);
+    if (entry && entry->route_budgets.size() <= index) entry->route_budgets.resize(index + 1);
     const auto params = GcraParams::of(*limits.route);
     const auto r = take_budget(
-        shared_.budgets, entry.route_budgets[index],
+        shared_.budgets, entry ? entry->route_budgets[index] : local_route,
         [&] { return fmt::format("r:{}:{}:{}:{}", id, index, limits.route_path, limit_key(params)); }, params,
         now);
     if (r.verdict == Budget::Verdict::Limited) {

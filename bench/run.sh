@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 usage() {
   cat <<'EOF'
 usage: bench/run.sh [--rounds N] [--duration D] [--connections N] [--tokens N] [--spread N] [--quick]
-                    [--baseline BIN] [--million | --startup N | --startup-store DIR] [--startup-only]
+                    [--baseline BIN] [--rate-limited] [--million | --startup N | --startup-store DIR] [--startup-only]
   --rounds N       alternating rounds per scenario, medians reported (default 3)
   --duration D     wrk duration per run (default 10s)
   --connections N  wrk keep-alive connections (default 64)
@@ -18,6 +18,9 @@ usage: bench/run.sh [--rounds N] [--duration D] [--connections N] [--tokens N] [
   --baseline BIN   a second tokengate binary (e.g. the previous commit's build), run as the
                    proxy "tokengate-baseline" in the same rounds on a copy of the same store;
                    the report adds the ratios tokengate/tokengate-baseline
+  --rate-limited   also run "tokengate-limited": the same binary and store copy (1 worker) with a
+                   generous rate limit on every token and on the route (10^9/s, never reached), so
+                   every request goes through both budgets; the report adds tokengate-limited/tokengate
   --million        start-up scenario: tokengate (workers: 2) on a store of 1,000,000 tokens;
                    time to "listening on", to the first authenticated 200, RSS after start
   --startup N      the start-up scenario with N tokens instead of 1,000,000
@@ -29,7 +32,7 @@ EOF
 }
 
 rounds=3 duration=10s connections=64 store_tokens=100000 spread=10000
-baseline="" startup_tokens=0 startup_only=0 startup_store=""
+baseline="" startup_tokens=0 startup_only=0 startup_store="" rate_limited=0
 while (($#)); do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -39,6 +42,7 @@ while (($#)); do
     --spread) spread=$2; shift 2 ;;
     --quick) rounds=1 duration=3s store_tokens=2000 spread=2000; shift ;;
     --baseline) baseline=$2; shift 2 ;;
+    --rate-limited) rate_limited=1; shift ;;
     --million) startup_tokens=1000000; shift ;;
     --startup) startup_tokens=$2; shift 2 ;;
     --startup-store) startup_store=$(realpath "$2"); shift 2 ;;
@@ -257,8 +261,13 @@ if ((startup_only)); then
 fi
 
 # ---------------------------------------------------------------- tokengate store and tokens
-tg_config() {  # dir workers
+tg_config() {  # dir workers [limited]
   mkdir -p "$1"
+  local limits="" route_limit=""
+  if [[ ${3:-} == limited ]]; then
+    limits=$'tokens:\n  default_rate_limit: { rate: 1000000000/s, burst: 1000000000 }'
+    route_limit="    rate_limit: { rate: 1000000000/s, burst: 1000000000 }"
+  fi
   cat >"$1/tokengate.yaml" <<EOF
 listen: 127.0.0.1:0
 workers: $2
@@ -271,12 +280,15 @@ upstreams:
 routes:
   - path: /**
     upstream: backend
+$route_limit
+$limits
 EOF
 }
 mkdir -p "$work/store"
 tg_config "$work/tg1" 1
 tg_config "$work/tg2" 2
 [[ -z $baseline ]] || tg_config "$work/tg3" 1
+((rate_limited == 0)) || tg_config "$work/tg4" 1 limited
 
 log "creating $store_tokens tokens (bench/seed_tokens: the CLI's TokenManager, one synced write each)"
 "$seed_tokens" --config "$work/tg1/tokengate.yaml" --count "$store_tokens" >"$work/tokens.txt"
@@ -312,6 +324,10 @@ if [[ -n $baseline ]]; then
   cp -a "$work/store" "$work/store3"
   sed -i "s#$work/store/#$work/store3/#" "$work/tg3/tokengate.yaml"
 fi
+if ((rate_limited)); then
+  cp -a "$work/store" "$work/store4"
+  sed -i "s#$work/store/#$work/store4/#" "$work/tg4/tokengate.yaml"
+fi
 
 # tokengate's access log (one JSON line per request, always on; nginx and HAProxy run
 # with theirs off) goes to a file, as an operator's would; after each run the lines
@@ -343,6 +359,10 @@ tg2_port=$(cat "$work/tg2/port")
 if [[ -n $baseline ]]; then
   start_tokengate "$work/tg3" "$baseline"
   tg3_port=$(cat "$work/tg3/port")
+fi
+if ((rate_limited)); then
+  start_tokengate "$work/tg4"
+  tg4_port=$(cat "$work/tg4/port")
 fi
 
 # ---------------------------------------------------------------- nginx front: map + proxy_pass
@@ -432,6 +452,13 @@ if [[ -n $baseline ]]; then
   dir_of[tokengate-baseline]=$work/tg3
   all_proxies+=(tokengate-baseline)
   proxies+=(tokengate-baseline)
+fi
+if ((rate_limited)); then
+  port_of[tokengate-limited]=$tg4_port
+  pid_of[tokengate-limited]=$(cat "$work/tg4/pid")
+  dir_of[tokengate-limited]=$work/tg4
+  all_proxies+=(tokengate-limited)
+  proxies+=(tokengate-limited)
 fi
 for name in "${all_proxies[@]}"; do
   port=${port_of[$name]}
@@ -557,6 +584,10 @@ for (scenario, proxy), (rps, p99, cpu) in med.items():
         worse = [n for n, bad in (("req/s", r[0] < 0.97), ("p99", r[1] > 1.03), ("CPU/req", r[2] > 1.03)) if bad]
         if worse:
             regressions.append("%s: %s" % (scenario, ", ".join(worse)))
+    if proxy == "tokengate" and (scenario, "tokengate-limited") in med:
+        lim = med[(scenario, "tokengate-limited")]
+        print("%-28s %-30s %10.2f %10.2f %10.2f" % (scenario, "tokengate-limited/tokengate", ratio(lim[0], rps),
+                                                     ratio(lim[1], p99), ratio(lim[2], cpu)))
 if regressions:
     print("new/baseline more than 3 % worse (medians; rerun with more rounds before believing it):")
     for line in regressions:
@@ -573,7 +604,9 @@ for proxy, r in rss.items():
     print("%-18s %14.1f %16.1f  %s" % (proxy, idle[0], loaded[0], loaded[1]))
 EOF
 
-for dir in tg1 tg2 ${baseline:+tg3}; do
+limited_dir=""
+((rate_limited == 0)) || limited_dir=tg4
+for dir in tg1 tg2 ${baseline:+tg3} $limited_dir; do
   if unexpected=$(grep -o '"status":[0-9]*' "$work/$dir/unexpected.log" | sort | uniq -c) && [[ -n $unexpected ]]; then
     echo
     echo "tokengate ($dir) answered statuses other than 200/401 (first lines kept in $work/$dir/unexpected.log; BENCH_KEEP=1 keeps them):"

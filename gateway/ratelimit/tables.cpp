@@ -61,15 +61,10 @@ std::size_t AddressTable::KeyHash::operator()(const Key& k) const noexcept {
 }
 
 AddressTable::AddressTable(std::size_t capacity) {
-  const std::size_t per_shard = std::max<std::size_t>(1, capacity / kShards);
-  capacity_ = per_shard * kShards;
+  per_shard_ = std::max<std::size_t>(1, capacity / kShards);
+  capacity_ = per_shard_ * kShards;
   shards_.reserve(kShards);
-  for (std::size_t i = 0; i < kShards; ++i) {
-    auto shard = std::make_unique<Shard>();
-    shard->slots.resize(per_shard);
-    shard->index.reserve(per_shard);
-    shards_.push_back(std::move(shard));
-  }
+  for (std::size_t i = 0; i < kShards; ++i) shards_.push_back(std::make_unique<Shard>());
 }
 
 AddressTable::Key AddressTable::make_key(std::string_view address, std::uint32_t route,
@@ -121,6 +116,12 @@ GcraResult AddressTable::take(std::string_view address, std::uint32_t route, con
   Shard& shard = *shards_[KeyHash{}(key) >> 58];  // the top 6 bits: 64 shards
   static_assert(kShards == 64);
   std::lock_guard lock(shard.mutex);
+  if (shard.slots.empty()) {
+    // A shard's slots are allocated on its first use, all at once: a gateway with
+    // no limit on a public route never pays for them.
+    shard.slots.resize(per_shard_);
+    shard.index.reserve(per_shard_);
+  }
   std::uint32_t i;
   if (auto it = shard.index.find(key); it != shard.index.end()) {
     i = it->second;

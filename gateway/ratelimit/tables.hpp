@@ -66,8 +66,8 @@ class AddressTable {
   static constexpr std::size_t kDefaultCapacity = 65536;
   static constexpr std::size_t kShards = 64;
 
-  // `capacity` is split evenly over the shards (at least one slot each); every
-  // slot is allocated here, none later.
+  // `capacity` is split evenly over the shards (at least one slot each); a
+  // shard allocates all its slots on first use and never more.
   explicit AddressTable(std::size_t capacity = kDefaultCapacity);
 
   // One GCRA step on the budget of (address, route, limit) under its shard's
@@ -106,6 +106,7 @@ class AddressTable {
   };
   static Key make_key(std::string_view address, std::uint32_t route, const GcraParams& params) noexcept;
 
+  std::size_t per_shard_;
   std::size_t capacity_;
   std::vector<std::unique_ptr<Shard>> shards_;
 };

@@ -53,7 +53,8 @@ def source_connection(gw, source):
 class RateLimitTest(harness.GatewayTestCase):
     @classmethod
     def make_gateway(cls, upstream_port):
-        return harness.Gateway(BODY % upstream_port, admin=True, tokens={"default_rate_limit": DEFAULT})
+        return harness.Gateway(BODY % upstream_port, admin=True, tokens={"default_rate_limit": DEFAULT},
+                               forward_auth={})
 
     @classmethod
     def create_tokens(cls):
@@ -194,6 +195,29 @@ class RateLimitTest(harness.GatewayTestCase):
         resp = self.api("PATCH", "/v1/tokens/" + made["id"], {"rate_limit": {"rate": "0/s"}})
         self.assertEqual(resp.status, 400, resp)
         self.assertIn("rate_limit", resp.json()["message"])
+
+    def test_forward_auth_checks_share_the_budget_and_answer_403(self):
+        made = self.token({"rate": "1/m", "burst": 3})
+        conn = self.connection()
+        self.assertEqual(self.statuses(conn, 2, "/api/fa", made["token"]), [200, 200])
+
+        def check(target, token=None, c=None):
+            headers = [("X-Original-URI", target), ("X-Original-Method", "GET")]
+            if token:
+                headers.append(bearer(token))
+            return c.request("GET", "/check", headers)
+
+        with self.gw.check_connection() as c:
+            self.assertEqual(check("/api/fa", made["token"], c).status, 200)  # the third of the burst
+            refused = check("/api/fa", made["token"], c)
+            self.assertEqual(refused.status, 403, refused)
+            self.assertEqual(refused.header("X-Tokengate-Reason"), "rate_limited")
+            self.assertEqual(refused.header("RateLimit-Policy"), '"token";q=1;w=60')
+            self.assertRegex(refused.header("Retry-After") or "", r"^[1-9][0-9]*$")
+            # Anonymous checks of a public route are never counted per address (the
+            # peer is the ingress): more than the route's 2 pass.
+            self.assertEqual([check("/public/fa", None, c).status for _ in range(4)], [200] * 4)
+        self.assert_limited(conn.request("GET", "/api/fa", [bearer(made["token"])]), "token", 1, 60)
 
     def test_explain_shows_the_limits_that_apply(self):
         def explain(*args):

@@ -621,13 +621,37 @@ class Loader {
 
   void load_store(const Field& section) {
     expect_map(section);
-    for (const auto& f : fields(section.value, section.path, {"path", "key_file"})) {
+    for (const auto& f : fields(section.value, section.path, {"path", "key_file", "postgres"})) {
       if (f.key == "path") {
         config_.store.path = path(f);
-      } else {
+      } else if (f.key == "key_file") {
         config_.store.key_file = path(f);
+      } else {
+        load_postgres(f);
       }
     }
+  }
+
+  void load_postgres(const Field& section) {
+    expect_map(section);
+    PostgresConfig pg;
+    bool has_url = false;
+    for (const auto& f : fields(section.value, section.path, {"url", "password_file", "max_staleness"})) {
+      if (f.key == "url") {
+        pg.url = string(f);
+        // Only the URI form: it is what the documentation shows, and a key=value
+        // string would be one more syntax to check for a password (never logged).
+        if (!pg.url.starts_with("postgresql://") && !pg.url.starts_with("postgres://"))
+          fail(f, "expected a libpq URI starting with postgresql://");
+        has_url = true;
+      } else if (f.key == "password_file") {
+        pg.password_file = path(f);
+      } else {
+        pg.max_staleness = duration(f);
+      }
+    }
+    if (!has_url) fail(section, "missing required key 'url'");
+    config_.store.postgres = std::move(pg);
   }
 
   void load_tokens(const Field& section) {

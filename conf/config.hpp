@@ -65,9 +65,18 @@ struct ForwardAuthConfig {
   std::string path_prefix;
 };
 
+// Cluster mode (README.md, "Running several gateways"): PostgreSQL is the source of
+// truth and `path` becomes this node's local copy.
+struct PostgresConfig {
+  std::string url;                                     // a libpq URI; may hold sslmode and other parameters
+  std::optional<std::filesystem::path> password_file;  // absolute; else libpq's PGPASSWORD / ~/.pgpass
+  Duration max_staleness{0};                           // 0 = serve the local copy however old it is
+};
+
 struct StoreConfig {
   std::filesystem::path path = "var/tokens";             // absolute after loading
   std::filesystem::path key_file = "var/tokengate.key";  // absolute after loading
+  std::optional<PostgresConfig> postgres;                // set: cluster mode
 };
 
 struct TokensConfig {

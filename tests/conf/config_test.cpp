@@ -706,6 +706,40 @@ TEST_CASE("did-you-mean hints only for close keys") {
         "groups.g.roles: unknown role 'order-reader'; did you mean 'orders-reader'?");
 }
 
+TEST_CASE("store.postgres: cluster mode settings, strict") {
+  auto message_of = [](const std::string& yaml) {
+    try {
+      parse(yaml);
+    } catch (const ConfigError& e) {
+      return e.message();
+    }
+    return std::string("accepted");
+  };
+  CHECK_FALSE(parse("workers: 1\n")->store.postgres.has_value());
+  auto c = parse_config(
+      "store:\n  postgres:\n    url: postgresql://tg@db:5432/tg?sslmode=verify-full\n"
+      "    password_file: secrets/pg\n    max_staleness: 5m\n",
+      "/srv/tg/main.yaml");
+  REQUIRE(c->store.postgres.has_value());
+  CHECK(c->store.postgres->url == "postgresql://tg@db:5432/tg?sslmode=verify-full");
+  CHECK(c->store.postgres->password_file == fs::path("/srv/tg/secrets/pg"));
+  CHECK(c->store.postgres->max_staleness == std::chrono::minutes(5));
+  auto d = parse("store: { postgres: { url: 'postgres://h/db' } }\n");
+  CHECK_FALSE(d->store.postgres->password_file.has_value());
+  CHECK(d->store.postgres->max_staleness == Duration{0});
+
+  CHECK(message_of("store:\n  postgres: { password_file: p }\n") ==
+        "store.postgres: missing required key 'url'");
+  CHECK(message_of("store:\n  postgres: { url: 'host=db dbname=tg' }\n") ==
+        "store.postgres.url: expected a libpq URI starting with postgresql://");
+  CHECK(message_of("store:\n  postgres: { url: 'postgres://h/db', max_staleness: soon }\n") ==
+        "store.postgres.max_staleness: invalid duration 'soon' (expected e.g. 500ms, 10s, 5m, 2h, 30d or 0)");
+  CHECK(message_of("store:\n  postgres: { url: 'postgres://h/db', pasword_file: p }\n") ==
+        "unknown key 'pasword_file' in store.postgres; did you mean 'password_file'?");
+  CHECK(message_of("store:\n  postgres: postgres://h/db\n") ==
+        "store.postgres: expected a mapping, got 'postgres://h/db'");
+}
+
 TEST_CASE("relative paths resolve against the config file's directory") {
   const std::string yaml =
       "tls: { cert: certs/c.pem, key: /etc/tg/k.pem }\n"

@@ -25,6 +25,9 @@
 #include <system_error>
 #include <unordered_map>
 
+#include "store/local_copy.hpp"
+#include "store/token_codec.hpp"
+
 namespace tokengate::store {
 
 std::string_view to_string(VerifyFailure failure) noexcept {
@@ -69,6 +72,9 @@ namespace json = boost::json;
 constexpr int kFormatVersion = 1;
 constexpr std::string_view kMetaFormatVersion = "format_version";
 constexpr std::string_view kMetaKeyCheck = "key_check";
+// Cluster mode: which PostgreSQL database this copy mirrors and up to which revision.
+constexpr std::string_view kMetaClusterId = "cluster_id";
+constexpr std::string_view kMetaRevision = "cluster_revision";
 constexpr std::string_view kKeyCheckMessage = "tokengate key check";
 constexpr int kIdAttempts = 16;
 constexpr std::string_view kMarkerFile = "TOKENGATE_STORE";
@@ -113,20 +119,6 @@ std::optional<TimePoint> decode_time(std::string_view s) {
   return TimePoint{std::chrono::seconds{v}};
 }
 
-std::string encode_token(const StoredToken& t) {
-  json::object record = to_json(t.record);
-  record.erase("last_used_at");  // kept in its own column family, written behind
-  json::object o;
-  o["v"] = kFormatVersion;
-  o["record"] = std::move(record);
-  o["current"] = to_hex(t.credential.current);
-  o["previous"] = t.credential.previous ? json::value(to_hex(*t.credential.previous)) : json::value(nullptr);
-  o["previous_until"] = t.credential.previous_until
-                            ? json::value(format_rfc3339(*t.credential.previous_until))
-                            : json::value(nullptr);
-  return json::serialize(o);
-}
-
 // Throws std::exception on any malformed field; the caller turns that into StoreError.
 struct Bad : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -162,6 +154,22 @@ std::vector<std::string> str_list(const json::object& o, std::string_view key) {
     out.emplace_back(e.get_string());
   }
   return out;
+}
+
+}  // namespace
+
+std::string encode_token(const StoredToken& t) {
+  json::object record = to_json(t.record);
+  record.erase("last_used_at");  // kept in its own column family, written behind
+  json::object o;
+  o["v"] = kFormatVersion;
+  o["record"] = std::move(record);
+  o["current"] = to_hex(t.credential.current);
+  o["previous"] = t.credential.previous ? json::value(to_hex(*t.credential.previous)) : json::value(nullptr);
+  o["previous_until"] = t.credential.previous_until
+                            ? json::value(format_rfc3339(*t.credential.previous_until))
+                            : json::value(nullptr);
+  return json::serialize(o);
 }
 
 StoredToken decode_token(std::string_view id, std::string_view text) {
@@ -203,7 +211,60 @@ StoredToken decode_token(std::string_view id, std::string_view text) {
   return t;
 }
 
-class RocksTokenStore final : public TokenStore {
+StoredToken make_token(const NewToken& request, std::string id, const Sha256& digest, TimePoint now) {
+  StoredToken t;
+  t.record.id = std::move(id);
+  t.record.name = request.name;
+  t.record.description = request.description;
+  t.record.roles = request.roles;
+  t.record.groups = request.groups;
+  t.record.permissions = request.permissions;
+  t.record.licenses = request.licenses;
+  normalize_names(t.record.roles);
+  normalize_names(t.record.groups);
+  normalize_names(t.record.permissions);
+  normalize_names(t.record.licenses);
+  t.record.created_at = now;
+  t.record.updated_at = now;
+  t.record.expires_at = request.expires_at;
+  t.record.created_by = request.created_by;
+  t.record.rate_limit = request.rate_limit;
+  t.credential.current = digest;
+  return t;
+}
+
+void apply_patch(TokenRecord& r, const TokenPatch& patch, TimePoint now) {
+  if (patch.name) r.name = *patch.name;
+  if (patch.description) r.description = *patch.description;
+  if (patch.roles) r.roles = *patch.roles;
+  if (patch.groups) r.groups = *patch.groups;
+  if (patch.permissions) r.permissions = *patch.permissions;
+  if (patch.licenses) r.licenses = *patch.licenses;
+  if (patch.expires_at) r.expires_at = *patch.expires_at;
+  if (patch.rate_limit) r.rate_limit = *patch.rate_limit;
+  normalize_names(r.roles);
+  normalize_names(r.groups);
+  normalize_names(r.permissions);
+  normalize_names(r.licenses);
+  r.updated_at = now;
+}
+
+void rotate_credential(StoredToken& t, const Sha256& digest, std::chrono::seconds grace, TimePoint now) {
+  Credential& c = t.credential;
+  if (grace > std::chrono::seconds::zero()) {
+    c.previous = c.current;
+    c.previous_until = now + grace;
+  } else {
+    c.previous.reset();
+    c.previous_until.reset();
+  }
+  c.current = digest;
+  t.record.rotated_at = now;
+}
+
+namespace {
+
+class RocksTokenStore final : public LocalCopy {
  public:
   RocksTokenStore(const Options& options) : options_(options) {}
 
@@ -220,27 +281,14 @@ class RocksTokenStore final : public TokenStore {
 
   IssuedToken create(const NewToken& request) override {
     std::lock_guard lock(write_mutex_);
-    StoredToken t;
+    std::string id;
     for (int attempt = 0;; ++attempt) {
-      t.record.id = random_base62(kIdLength);
-      if (!read_raw(Cf::Tokens, t.record.id)) break;
+      id = random_base62(kIdLength);
+      if (!read_raw(Cf::Tokens, id)) break;
       if (attempt + 1 >= kIdAttempts) throw StoreError("could not find an unused token id");
     }
-    const TimePoint now = this->now();
-    t.record.name = request.name;
-    t.record.description = request.description;
-    t.record.roles = request.roles;
-    t.record.groups = request.groups;
-    t.record.permissions = request.permissions;
-    t.record.licenses = request.licenses;
-    normalize(t.record);
-    t.record.created_at = now;
-    t.record.updated_at = now;
-    t.record.expires_at = request.expires_at;
-    t.record.created_by = request.created_by;
-    t.record.rate_limit = request.rate_limit;
     std::string secret = random_base62(kSecretLength);
-    t.credential.current = key_->hmac(secret);
+    StoredToken t = make_token(request, std::move(id), key_->hmac(secret), now());
     write_token(t);
     IssuedToken issued{SecretToken(format_token(t.record.id, secret)), t.record};
     notify(t.record.id, &t);
@@ -251,38 +299,18 @@ class RocksTokenStore final : public TokenStore {
     std::lock_guard lock(write_mutex_);
     auto t = load(id);
     if (!t) return std::nullopt;
-    TokenRecord& r = t->record;
-    if (patch.name) r.name = *patch.name;
-    if (patch.description) r.description = *patch.description;
-    if (patch.roles) r.roles = *patch.roles;
-    if (patch.groups) r.groups = *patch.groups;
-    if (patch.permissions) r.permissions = *patch.permissions;
-    if (patch.licenses) r.licenses = *patch.licenses;
-    if (patch.expires_at) r.expires_at = *patch.expires_at;
-    if (patch.rate_limit) r.rate_limit = *patch.rate_limit;
-    normalize(r);
-    r.updated_at = now();
+    apply_patch(t->record, patch, now());
     write_token(*t);
-    notify(r.id, &*t);
-    return r;
+    notify(t->record.id, &*t);
+    return t->record;
   }
 
   std::optional<IssuedToken> rotate(std::string_view id, std::chrono::seconds grace) override {
     std::lock_guard lock(write_mutex_);
     auto t = load(id);
     if (!t) return std::nullopt;
-    const TimePoint now = this->now();
     std::string secret = random_base62(kSecretLength);
-    Credential& c = t->credential;
-    if (grace > std::chrono::seconds::zero()) {
-      c.previous = c.current;
-      c.previous_until = now + grace;
-    } else {
-      c.previous.reset();
-      c.previous_until.reset();
-    }
-    c.current = key_->hmac(secret);
-    t->record.rotated_at = now;
+    rotate_credential(*t, key_->hmac(secret), grace, now());
     write_token(*t);
     IssuedToken issued{SecretToken(format_token(t->record.id, secret)), t->record};
     notify(t->record.id, &*t);
@@ -298,6 +326,64 @@ class RocksTokenStore final : public TokenStore {
     commit(batch, true);
     notify(id, nullptr);
     return true;
+  }
+
+  SyncState sync_state() const override {
+    SyncState state;
+    if (auto c = read_raw(Cf::Meta, kMetaClusterId)) state.cluster_id = *c;
+    if (auto r = read_raw(Cf::Meta, kMetaRevision)) {
+      auto [p, ec] = std::from_chars(r->data(), r->data() + r->size(), state.revision);
+      if (ec != std::errc{} || p != r->data() + r->size())
+        throw StoreError(fmt::format("store {} is corrupt: bad cluster revision", options_.path.string()));
+    }
+    return state;
+  }
+
+  // The changes and the revision they bring the copy to in one synced batch: after
+  // a crash the copy is at a revision it fully holds.
+  void apply_changes(const std::vector<Change>& changes, std::uint64_t revision) override {
+    std::lock_guard lock(write_mutex_);
+    rocksdb::WriteBatch batch;
+    for (const auto& c : changes) {
+      if (c.token) {
+        check(batch.Put(handle(Cf::Tokens), slice(c.id), encode_token(*c.token)));
+      } else {
+        check(batch.Delete(handle(Cf::Tokens), slice(c.id)));
+        check(batch.Delete(handle(Cf::LastUsed), slice(c.id)));
+      }
+    }
+    check(batch.Put(handle(Cf::Meta), slice(kMetaRevision), std::to_string(revision)));
+    commit(batch, true);
+    for (const auto& c : changes) notify(c.id, c.token ? &*c.token : nullptr);
+  }
+
+  void replace_all(const std::vector<StoredToken>& tokens, const SyncState& state) override {
+    std::lock_guard lock(write_mutex_);
+    std::unordered_map<std::string, const StoredToken*> next;
+    for (const auto& t : tokens) next.emplace(t.record.id, &t);
+    std::vector<std::string> gone;
+    rocksdb::WriteBatch batch;
+    {
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handle(Cf::Tokens)));
+      for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        if (!next.count(it->key().ToString())) gone.push_back(it->key().ToString());
+      }
+      check_read(it->status());
+    }
+    for (const auto& id : gone) {
+      check(batch.Delete(handle(Cf::Tokens), slice(id)));
+      check(batch.Delete(handle(Cf::LastUsed), slice(id)));
+    }
+    for (const auto& t : tokens) {
+      check(batch.Put(handle(Cf::Tokens), slice(t.record.id), encode_token(t)));
+      if (t.record.last_used_at)
+        check(batch.Put(handle(Cf::LastUsed), slice(t.record.id), encode_time(*t.record.last_used_at)));
+    }
+    check(batch.Put(handle(Cf::Meta), slice(kMetaClusterId), state.cluster_id));
+    check(batch.Put(handle(Cf::Meta), slice(kMetaRevision), std::to_string(state.revision)));
+    commit(batch, true);
+    for (const auto& id : gone) notify(id, nullptr);
+    for (const auto& t : tokens) notify(t.record.id, &t);
   }
 
   std::optional<TokenRecord> get(std::string_view id) const override {
@@ -369,13 +455,6 @@ class RocksTokenStore final : public TokenStore {
 
  private:
   rocksdb::ColumnFamilyHandle* handle(Cf cf) const { return handles_[static_cast<std::size_t>(cf)]; }
-
-  static void normalize(TokenRecord& r) {
-    normalize_names(r.roles);
-    normalize_names(r.groups);
-    normalize_names(r.permissions);
-    normalize_names(r.licenses);
-  }
 
   void check(const rocksdb::Status& s) const {
     if (!s.ok()) throw StoreError(fmt::format("store {}: {}", options_.path.string(), s.ToString()));
@@ -598,6 +677,12 @@ void RocksTokenStore::open() {
 }  // namespace
 
 std::unique_ptr<TokenStore> TokenStore::open(const Options& options) {
+  auto store = std::make_unique<RocksTokenStore>(options);
+  store->open();
+  return store;
+}
+
+std::unique_ptr<LocalCopy> open_local_copy(const TokenStore::Options& options) {
   auto store = std::make_unique<RocksTokenStore>(options);
   store->open();
   return store;

@@ -2,6 +2,7 @@
 // hashes only. Owns the server key. Thread-safe (RocksDB is; writes serialize).
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -23,6 +24,13 @@ namespace tokengate::store {
 class StoreError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// Cluster mode: PostgreSQL, the source of truth, cannot be reached or did not
+// answer in time, so a write cannot be committed (admin API: 503 store_unavailable).
+class StoreUnavailable : public StoreError {
+ public:
+  using StoreError::StoreError;
 };
 
 // What the store keeps to check a secret: HMAC-SHA256(server_key, secret) of the

@@ -9,6 +9,9 @@ packages=(
   libfmt-dev libcli11-dev doctest-dev
   clang-14 libclang-rt-14-dev
 )
+# --- cluster mode: libpq to build; a PostgreSQL server the tests start themselves (never the service)
+packages+=(libpq-dev postgresql-15)
+# --- end cluster mode
 # --- web console browser test: Debian's chromium (and node, when the machine has none)
 packages+=(chromium)
 command -v node >/dev/null || packages+=(nodejs npm)
@@ -33,6 +36,9 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# --- cluster mode: libpq to build; a PostgreSQL server the tests start themselves (never the service)
+packages+=(libpq-dev postgresql-15)
+# --- end cluster mode
 # --- web console browser test: playwright-core (no browser download) from the lock file
 if [[ ! -d "$(dirname "$0")/../tests/browser/node_modules/playwright-core" ]]; then
   echo "setup: installing playwright-core into tests/browser/node_modules" >&2

@@ -15,9 +15,10 @@ INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
 
 # room -> include prefixes it must never use
 FORBIDDEN = {
-    "conf": ["boost/beast", "boost/asio", "gateway/", "policy/", "store/"],
-    "store": ["boost/beast", "boost/asio", "gateway/", "policy/"],
-    "policy": ["boost/beast", "boost/asio", "gateway/", "store/"],
+    "conf": ["boost/beast", "boost/asio", "gateway/", "policy/", "store/", "cluster/"],
+    "store": ["boost/beast", "boost/asio", "gateway/", "policy/", "cluster/"],
+    "cluster": ["boost/beast", "gateway/", "policy/"],
+    "policy": ["boost/beast", "boost/asio", "gateway/", "store/", "cluster/"],
     "gateway/http": ["boost/asio/ip", "boost/asio/ssl", "boost/asio/io_context", "boost/asio/awaitable",
                      "gateway/obs", "gateway/proxy", "gateway/admin", "gateway/server", "gateway/cli", "store/"],
     "gateway/forward_auth": ["boost/asio", "gateway/obs", "gateway/proxy", "gateway/admin", "gateway/server",

@@ -167,6 +167,16 @@ int dispatch(int argc, char** argv) {
   add_config(remove, token_config);
   remove->add_option("ID", delete_id, "token id")->required();
 
+  // store ... (cluster mode)
+  auto* store_cmd = app.add_subcommand("store", "manage the PostgreSQL token store of cluster mode");
+  store_cmd->require_subcommand(1);
+  std::string store_config, import_from;
+  auto* migrate = store_cmd->add_subcommand("migrate", "create or upgrade the PostgreSQL schema");
+  add_config(migrate, store_config);
+  auto* import = store_cmd->add_subcommand("import", "copy a single-node store into PostgreSQL");
+  add_config(import, store_config);
+  import->add_option("--from", import_from, "the single-node store directory")->required()->type_name("DIR");
+
   auto* version = app.add_subcommand("version", "print the version");
 
   try {
@@ -185,6 +195,8 @@ int dispatch(int argc, char** argv) {
     return gateway::serve(serve_options);
   }
   if (check->parsed()) return run_check(check_options);
+  if (migrate->parsed()) return store_migrate(store_config);
+  if (import->parsed()) return store_import(store_config, import_from);
   if (explain->parsed()) {
     if (!token_id_option->empty()) explain_options.token_id = token_id;
     for (auto* option : grant_options) explain_options.grants_given |= !option->empty();

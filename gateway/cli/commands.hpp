@@ -56,6 +56,10 @@ struct TokenUpdateOptions {
   bool json = false;
 };
 
+// Cluster mode (store.postgres): create or upgrade the schema; copy a single-node store in.
+int store_migrate(const std::string& config_file);
+int store_import(const std::string& config_file, const std::string& from);
+
 int token_create(TokenBackend& backend, const TokenCreateOptions& options);
 int token_list(TokenBackend& backend, bool json);
 int token_show(TokenBackend& backend, const std::string& id, bool json);

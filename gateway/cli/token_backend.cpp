@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "cluster/cluster_client.hpp"
 #include "store/token_manager.hpp"
 
 namespace tokengate::cli {
@@ -55,6 +56,13 @@ class DirectBackend final : public TokenBackend {
   // typo'd config must not leave a new empty store (and key file) behind.
   store::TokenManager* manager(bool create_store) {
     if (manager_) return manager_.get();
+    if (config_->store.postgres) {
+      // Cluster mode: PostgreSQL is the token set; this node's local copy is the
+      // gateway's (it follows the change from PostgreSQL when it runs).
+      store_ = cluster::open_cluster_client(*config_);
+      manager_ = std::make_unique<store::TokenManager>(*store_, config_);
+      return manager_.get();
+    }
     std::error_code ec;
     if (!create_store && !std::filesystem::exists(config_->store.path, ec)) return nullptr;
     try {

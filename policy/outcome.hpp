@@ -24,6 +24,7 @@ enum class Outcome : std::uint8_t {
   MethodNotAllowed,  // with Allow
   StoreError,        // fail closed
   RateLimited,       // over the token's or the route's rate limit (Engine::rate_limits)
+  StoreUnavailable,  // cluster mode: no local copy yet, or older than max_staleness
   // Decided by the data plane around the policy.
   BadFraming,      // ambiguous or malformed framing (docs/http.md)
   HeaderTooLarge,  // head, or chunk extensions + trailers, over max_header_bytes
@@ -70,6 +71,7 @@ inline constexpr std::array<OutcomeInfo, static_cast<std::size_t>(Outcome::Count
     {"method_not_allowed", 405, "method_not_allowed", "", "the method is not allowed on this path"},
     {"store_error", 503, "service_unavailable", "", "the token store is unavailable"},
     {"rate_limited", 429, "rate_limited", "", "too many requests: a rate limit is exceeded"},
+    {"store_unavailable", 503, "store_unavailable", "", "the token store is not in sync; try again later"},
     {"bad_framing", 400, "bad_request", "", "the request framing is invalid"},
     {"header_too_large", 431, "request_header_fields_too_large", "", "the request head is too large"},
     {"header_timeout", 408, "request_timeout", "", "the request head did not arrive in time"},

@@ -235,6 +235,11 @@ AdminResponse AdminApi::handle(const AdminRequest& request) {
     response.headers = e.headers;
   } catch (const store::ValidationError& e) {
     response = error_response(422, e.what());
+  } catch (const store::StoreUnavailable& e) {
+    // Cluster mode: PostgreSQL is away, so writes cannot commit (README.md, "Running several gateways").
+    response.status = 503;
+    response.body =
+        error_body("store_unavailable", printable_utf8(e.what(), std::string_view(e.what()).size()));
   } catch (const store::StoreError& e) {
     response = error_response(503, e.what());
   } catch (const std::exception& e) {
@@ -265,6 +270,13 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
   }
   if (path == "/readyz") {
     only("GET");
+    if (hooks_.store_status) {
+      // Cluster mode: the store's sync state decides as well (README.md, "Running several gateways").
+      auto status = hooks_.store_status();
+      const bool ready = ready_.load() && status.ready;
+      return json_response(ready ? 200 : 503, json::object{{"status", ready ? "ready" : "not_ready"},
+                                                           {"store", std::move(status.store)}});
+    }
     if (!ready_.load()) return json_response(503, json::object{{"status", "unavailable"}});
     return json_response(200, json::object{{"status", "ready"}});
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/json/object.hpp>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -63,6 +64,12 @@ const std::string& openapi_document();
 // Hooks that other parts of the gateway fill; an empty one answers 404.
 struct AdminHooks {
   std::function<AdminResponse()> metrics;  // GET /metrics (Prometheus text)
+  // Cluster mode: the store's part of /readyz. Unset (single node): /readyz follows set_ready alone.
+  struct StoreStatus {
+    bool ready = true;
+    boost::json::object store;  // {"mode","source","revision","last_sync"}
+  };
+  std::function<StoreStatus()> store_status;
   // Sink of audit lines (one JSON object per line, newline included); default stderr.
   std::function<void(std::string_view)> audit;
 };

@@ -211,6 +211,13 @@ void RequestPlanner::decide(const PlanContext& context, PlanEnvironment& environ
     refuse(Outcome::BadRequest, close, message_buffer_);
     return;
   }
+  // A protected route cannot be decided without a token set to check against
+  // (public routes, unknown paths and wrong methods are answered as usual).
+  if (route_ >= 0 && decision.outcome != Outcome::PublicRoute &&
+      decision.outcome != Outcome::MethodNotAllowed && !environment.store_serving()) {
+    refuse(Outcome::StoreUnavailable, close);
+    return;
+  }
   if (decision.verdict == policy::Verdict::Deny) {
     if (decision.outcome == Outcome::MethodNotAllowed) allow_ = evaluated.match.allow;
     if (decision.outcome == Outcome::InsufficientScope && !decision.missing.empty()) {

@@ -52,6 +52,9 @@ class PlanEnvironment {
   virtual Admission admit(const policy::RateLimits& limits, int route, const Caller& caller,
                           std::string_view client_address) = 0;
   virtual void make_request_id(std::string& out) = 0;
+  // Cluster mode: false while the node has no copy of the token set or its copy
+  // is older than store.postgres.max_staleness; protected routes then answer 503.
+  virtual bool store_serving() const { return true; }
 
  protected:
   ~PlanEnvironment() = default;

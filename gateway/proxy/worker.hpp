@@ -61,6 +61,9 @@ struct SharedState {
   EngineHolder engines;
   store::TokenDirectory& directory;
   std::atomic<bool> stopping{false};  // set by SIGTERM/SIGINT; /readyz answers 503 from then on
+  // Cluster mode's sync state (cluster/cluster_node.hpp), written by the control
+  // thread when it changes, read with one relaxed load per protected request.
+  std::atomic<bool> store_serving{true};
   // Client connections open on all workers, against limits.max_connections: one
   // count for the gateway (an atomic add per connection, never per request), so the
   // limit is exact however the kernel spreads connections, and follows a reload.
@@ -147,6 +150,7 @@ class Worker final : public PlanEnvironment {
   Caller check_bearer(std::string_view token) override;
   Admission admit(const policy::RateLimits& limits, int route, const Caller& caller,
                   std::string_view client_address) override;
+  bool store_serving() const override { return shared_.store_serving.load(std::memory_order_relaxed); }
 
   // Connections register so stop() can close the idle ones and the sweep can
   // enforce their deadlines: the client socket's, and the upstream socket's while

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/cluster_node.hpp"
 #include "conf/config.hpp"
 #include "gateway/admin/admin_server.hpp"
 #include "gateway/obs/access_log.hpp"
@@ -77,6 +78,29 @@ bool bind_acceptor(tcp::acceptor& acceptor, const tcp::endpoint& endpoint, error
   return !ec;
 }
 
+// The cluster metrics (README.md, "Running several gateways"), appended to /metrics.
+std::string cluster_metrics(const cluster::NodeStatus& s) {
+  const long long last_sync =
+      s.last_sync ? std::chrono::duration_cast<std::chrono::seconds>(s.last_sync->time_since_epoch()).count()
+                  : 0;
+  return fmt::format(
+      "# HELP tokengate_store_source_up 1 while PostgreSQL is connected and this node follows its changes.\n"
+      "# TYPE tokengate_store_source_up gauge\ntokengate_store_source_up {}\n"
+      "# HELP tokengate_store_revision Last PostgreSQL revision applied to the local copy.\n"
+      "# TYPE tokengate_store_revision gauge\ntokengate_store_revision {}\n"
+      "# HELP tokengate_store_last_sync_timestamp_seconds When the local copy was last known current (0: "
+      "never).\n"
+      "# TYPE tokengate_store_last_sync_timestamp_seconds gauge\ntokengate_store_last_sync_timestamp_seconds "
+      "{}\n"
+      "# HELP tokengate_store_changes_applied_total Changes applied from the PostgreSQL change log.\n"
+      "# TYPE tokengate_store_changes_applied_total counter\ntokengate_store_changes_applied_total {}\n"
+      "# HELP tokengate_store_full_reloads_total Full reloads of the token set from PostgreSQL.\n"
+      "# TYPE tokengate_store_full_reloads_total counter\ntokengate_store_full_reloads_total {}\n"
+      "# HELP tokengate_store_write_errors_total Token writes that failed to commit in PostgreSQL.\n"
+      "# TYPE tokengate_store_write_errors_total counter\ntokengate_store_write_errors_total {}\n",
+      s.connected ? 1 : 0, s.revision, last_sync, s.changes_applied, s.full_reloads, s.write_errors);
+}
+
 std::vector<std::string> route_names(const conf::Config& config) {
   std::vector<std::string> names;
   names.reserve(config.routes.size());
@@ -111,6 +135,7 @@ class Server {
   std::shared_ptr<const policy::Engine> engine_;
   std::shared_ptr<ssl::context> listener_tls_;
   std::unique_ptr<store::TokenStore> token_store_;
+  cluster::ClusterNode* cluster_ = nullptr;  // cluster mode: token_store_ is this node
   std::unique_ptr<store::TokenDirectory> directory_;
   std::optional<SharedState> shared_;
   std::optional<Metrics> metrics_;
@@ -154,13 +179,24 @@ bool Server::load() {
     config_ = conf::load_config(options_.config);
     engine_ = policy::Engine::compile(config_);
     if (config_->tls) listener_tls_ = make_server_tls_context(*config_->tls);
-    token_store_ = store::TokenStore::open({config_->store.path, config_->store.key_file, store::system_now});
+    if (config_->store.postgres) {
+      // Cluster mode: syncs the local copy with PostgreSQL before anything serves.
+      auto node = cluster::ClusterNode::open(*config_, [](bool warning, std::string_view line) {
+        log_line(warning ? LogLevel::Warn : LogLevel::Info, line);
+      });
+      cluster_ = node.get();
+      token_store_ = std::move(node);
+    } else {
+      token_store_ =
+          store::TokenStore::open({config_->store.path, config_->store.key_file, store::system_now});
+    }
     directory_ = std::make_unique<store::TokenDirectory>(*token_store_);
   } catch (const std::exception& e) {
     fail_line(e.what());
     return false;
   }
   shared_.emplace(engine_, *directory_);
+  if (cluster_) cluster_->on_serving_changed([this](bool serving) { shared_->store_serving.store(serving); });
   if (listener_tls_) {
     shared_->tls_listener = true;
     shared_->listener_tls.publish(listener_tls_);
@@ -251,8 +287,23 @@ void Server::start_admin() {
     response.status = 200;
     response.content_type = "text/plain; version=0.0.4";
     response.body = metrics_->render_prometheus();
+    if (cluster_) response.body += cluster_metrics(cluster_->status());
     return response;
   };
+  if (cluster_) {
+    hooks.store_status = [this] {
+      const auto s = cluster_->status();
+      AdminHooks::StoreStatus status;
+      status.ready = s.serving;
+      status.store = boost::json::object{
+          {"mode", "cluster"},
+          {"source", s.connected ? "connected" : "disconnected"},
+          {"revision", s.revision},
+          {"last_sync",
+           s.last_sync ? boost::json::value(store::format_rfc3339(*s.last_sync)) : boost::json::value()}};
+      return status;
+    };
+  }
   admin_api_.emplace(
       *token_store_, [this] { return shared_->engines.load().first; }, std::move(hooks));
   admin_server_.emplace(*admin_api_);
@@ -275,6 +326,7 @@ void Server::start_admin() {
 }
 
 int Server::run() {
+  if (cluster_) cluster_->start();
   start_workers();
   last_used_.emplace(*token_store_, &*metrics_);
   arm_last_used();
@@ -364,6 +416,7 @@ void Server::shutdown() {
   for (auto& w : workers_) last_used_->add(w->take_uses());
   last_used_->flush(store::system_now(), true);
   metrics_->set_expiring_soon_source(nullptr);
+  if (cluster_) cluster_->stop();
   workers_.clear();
   directory_.reset();
   token_store_.reset();  // closes RocksDB (flushes and releases the lock)

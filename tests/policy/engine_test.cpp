@@ -311,6 +311,7 @@ TEST_CASE("Engine: reason names and statuses") {
       {Outcome::NoRoute, "no_route", 404},
       {Outcome::MethodNotAllowed, "method_not_allowed", 405},
       {Outcome::StoreError, "store_error", 503},
+      {Outcome::StoreUnavailable, "store_unavailable", 503},
   };
   for (const auto& c : cases) {
     SUBCASE(c.name) {

@@ -214,7 +214,9 @@ class Gateway:
     """
 
     def __init__(self, body_yaml, limits=None, identity=None, workers=2, admin=False, tokens=None,
-                 forward_auth=None):
+                 forward_auth=None, postgres=None, key_file=None):
+        """postgres: a dict of store.postgres settings (cluster mode, tests/integration/postgres.py);
+        key_file: a key file to share between nodes (default: one in the temp dir)."""
         self.dir = tempfile.mkdtemp(prefix="tokengate-it-")
         self.admin_port = None
         # forward_auth: a dict of forward_auth keys besides `listen` (port 0), or {}.
@@ -228,8 +230,11 @@ class Gateway:
             "workers: %d" % workers,
             "store:",
             "  path: %s" % os.path.join(self.dir, "tokens"),
-            "  key_file: %s" % os.path.join(self.dir, "tokengate.key"),
+            "  key_file: %s" % (key_file or os.path.join(self.dir, "tokengate.key")),
         ]
+        if postgres:
+            lines.append("  postgres:")
+            lines += ["    %s: %s" % (k, v) for k, v in postgres.items()]
         if admin:
             lines += ["admin:", "  listen: 127.0.0.1:0", "  socket: %s" % self.socket_path]
         if forward_auth is not None:

@@ -36,8 +36,9 @@ namespace {
 // nothing, twice a second per node.
 constexpr auto kPollInterval = std::chrono::milliseconds(500);
 constexpr auto kPollTimeout = std::chrono::seconds(2);
-// Changes read and applied per page (one RocksDB batch, one fsync each).
-constexpr int kPageSize = 2000;
+// Changes read and applied per page (one RocksDB batch, one fsync each); small
+// enough (a few hundred KiB) to arrive well within kPollTimeout on a slow link.
+constexpr int kPageSize = 500;
 // Reconnect backoff: doubles from the first to the last.
 constexpr auto kBackoffFirst = std::chrono::milliseconds(250);
 constexpr auto kBackoffMax = std::chrono::seconds(5);
@@ -133,8 +134,10 @@ struct ClusterNode::Impl {
     }
   }
 
-  asio::awaitable<void> full_reload(std::string_view reason) {
-    warn(fmt::format("reloading every token from PostgreSQL: {}", reason));
+  // A first sync is routine (info); a copy that fell behind the log or belongs
+  // elsewhere is worth a warning.
+  asio::awaitable<void> full_reload(std::string_view reason, bool warning = true) {
+    log(warning, fmt::format("reloading every token from PostgreSQL: {}", reason));
     Snapshot snap = co_await load_snapshot(conn);
     local->replace_all(snap.tokens, store::SyncState{cluster_id, snap.revision});
     applied = snap.revision;
@@ -146,7 +149,7 @@ struct ClusterNode::Impl {
   // The one path by which changes reach the local copy and the directory.
   asio::awaitable<void> catch_up() {
     for (;;) {
-      ChangeBatch batch = co_await changes_since(conn, applied, kPageSize);
+      ChangeBatch batch = co_await changes_since(conn, applied, kPageSize, kPollTimeout);
       CatchUpPlan plan = plan_catch_up(applied, batch);
       if (plan.step == CatchUpPlan::Step::UpToDate) {
         mark_synced();
@@ -197,7 +200,7 @@ struct ClusterNode::Impl {
             fmt::format("the local copy belongs to another cluster ({}, this one is {}); discarding it",
                         state.cluster_id, id));
       } else {
-        co_await full_reload("the local copy has never been synced with this cluster");
+        co_await full_reload("the local copy has never been synced with this cluster", /*warning=*/false);
       }
       co_return;
     }

@@ -92,8 +92,9 @@ asio::awaitable<PgConnection::Ready> PgConnection::wait(bool want_read, bool wan
   if (want_read && want_write) {
     auto r = co_await (socket_->async_wait(W::wait_read, tok) || socket_->async_wait(W::wait_write, tok) ||
                        timer_.async_wait(tok));
-    if (r.index() == 0) co_return Ready::Read;
-    if (r.index() == 1) co_return Ready::Write;
+    // An error on the socket wait (cancelled by close()) ends the wait like the deadline.
+    if (r.index() == 0) co_return std::get<0>(std::get<0>(r)) ? Ready::Timeout : Ready::Read;
+    if (r.index() == 1) co_return std::get<0>(std::get<1>(r)) ? Ready::Timeout : Ready::Write;
     co_return Ready::Timeout;
   }
   auto r =

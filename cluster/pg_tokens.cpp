@@ -240,14 +240,15 @@ asio::awaitable<std::string> open_cluster(PgConnection& conn, const store::Serve
   co_return *rows[0][1];
 }
 
-asio::awaitable<ChangeBatch> changes_since(PgConnection& conn, std::uint64_t after, int limit) {
+asio::awaitable<ChangeBatch> changes_since(PgConnection& conn, std::uint64_t after, int limit,
+                                           std::chrono::milliseconds timeout) {
   // One statement, so the head and the page come from the same snapshot.
   std::vector<Param> params{opt(std::to_string(after)), opt(std::to_string(limit))};
   auto rows = co_await conn.query(
       "SELECT r.n, c.revision, c.id, c.data::text FROM tokengate_revision r LEFT JOIN LATERAL "
       "(SELECT revision, id, data FROM tokengate_changes WHERE revision > $1 ORDER BY revision LIMIT $2) c "
       "ON true ORDER BY c.revision",
-      std::move(params));
+      std::move(params), timeout);
   ChangeBatch batch;
   if (rows.empty()) throw StoreError("PostgreSQL's tokengate_revision is empty");
   batch.head = to_u64(rows[0][0]);

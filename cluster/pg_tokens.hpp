@@ -38,7 +38,8 @@ boost::asio::awaitable<std::string> open_cluster(PgConnection& conn, const store
                                                  bool create_if_empty);
 
 // Up to `limit` changes after `after`, with the head revision, in one snapshot.
-boost::asio::awaitable<ChangeBatch> changes_since(PgConnection& conn, std::uint64_t after, int limit);
+boost::asio::awaitable<ChangeBatch> changes_since(PgConnection& conn, std::uint64_t after, int limit,
+                                                  std::chrono::milliseconds timeout);
 
 // The whole set and the revision it is at, in one snapshot.
 struct Snapshot {

@@ -270,9 +270,9 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
   }
   if (path == "/readyz") {
     only("GET");
-    if (hooks_.store_status) {
+    if (store_status_) {
       // Cluster mode: the store's sync state decides as well (README.md, "Running several gateways").
-      auto status = hooks_.store_status();
+      auto status = store_status_();
       const bool ready = ready_.load() && status.ready;
       return json_response(ready ? 200 : 503, json::object{{"status", ready ? "ready" : "not_ready"},
                                                            {"store", std::move(status.store)}});

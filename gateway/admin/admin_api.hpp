@@ -64,14 +64,14 @@ const std::string& openapi_document();
 // Hooks that other parts of the gateway fill; an empty one answers 404.
 struct AdminHooks {
   std::function<AdminResponse()> metrics;  // GET /metrics (Prometheus text)
-  // Cluster mode: the store's part of /readyz. Unset (single node): /readyz follows set_ready alone.
-  struct StoreStatus {
-    bool ready = true;
-    boost::json::object store;  // {"mode","source","revision","last_sync"}
-  };
-  std::function<StoreStatus()> store_status;
   // Sink of audit lines (one JSON object per line, newline included); default stderr.
   std::function<void(std::string_view)> audit;
+};
+
+// Cluster mode: the store's part of /readyz.
+struct StoreStatus {
+  bool ready = true;
+  boost::json::object store;  // {"mode","source","revision","last_sync"}
 };
 
 class AdminApi {
@@ -86,6 +86,8 @@ class AdminApi {
   AdminResponse handle(const AdminRequest& request);
 
   void set_ready(bool ready) noexcept { ready_.store(ready); }
+  // Cluster mode, before the admin listener starts. Unset (single node): /readyz follows set_ready alone.
+  void set_store_status(std::function<StoreStatus()> source) { store_status_ = std::move(source); }
 
  private:
   struct Caller;
@@ -104,6 +106,7 @@ class AdminApi {
   EngineSource engine_;
   AdminHooks hooks_;
   std::atomic<bool> ready_{false};
+  std::function<StoreStatus()> store_status_;
 
   // Creates already answered, by (caller, Idempotency-Key): a retried create gets 409
   // naming the token instead of a second token (the secret cannot be shown again).

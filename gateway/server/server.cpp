@@ -290,10 +290,12 @@ void Server::start_admin() {
     if (cluster_) response.body += cluster_metrics(cluster_->status());
     return response;
   };
+  admin_api_.emplace(
+      *token_store_, [this] { return shared_->engines.load().first; }, std::move(hooks));
   if (cluster_) {
-    hooks.store_status = [this] {
+    admin_api_->set_store_status([this] {
       const auto s = cluster_->status();
-      AdminHooks::StoreStatus status;
+      StoreStatus status;
       status.ready = s.serving;
       status.store = boost::json::object{
           {"mode", "cluster"},
@@ -302,10 +304,8 @@ void Server::start_admin() {
           {"last_sync",
            s.last_sync ? boost::json::value(store::format_rfc3339(*s.last_sync)) : boost::json::value()}};
       return status;
-    };
+    });
   }
-  admin_api_.emplace(
-      *token_store_, [this] { return shared_->engines.load().first; }, std::move(hooks));
   admin_server_.emplace(*admin_api_);
   std::string error;
   if (!admin_server_->listen(config_->admin, error)) {

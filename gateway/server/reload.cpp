@@ -40,6 +40,15 @@ std::optional<std::string> restart_required(const conf::Config& a, const conf::C
     return fmt::format("store.key_file changed from {} to {}", a.store.key_file.string(),
                        b.store.key_file.string());
   }
+  // The control thread holds its connection and the local copy's cluster for the
+  // process's life. The URL is not quoted: it may hold a password.
+  const auto& pa = a.store.postgres;
+  const auto& pb = b.store.postgres;
+  if (pa.has_value() != pb.has_value() ||
+      (pa && (pa->url != pb->url || pa->password_file != pb->password_file ||
+              pa->max_staleness != pb->max_staleness))) {
+    return std::string("store.postgres changed");
+  }
   if (endpoint_or(a.admin.listen) != endpoint_or(b.admin.listen)) {
     return fmt::format("admin.listen changed from {} to {}", endpoint_or(a.admin.listen),
                        endpoint_or(b.admin.listen));

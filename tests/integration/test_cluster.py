@@ -79,13 +79,13 @@ class ClusterTest(unittest.TestCase):
             self.pg.start()
         self.pg.resume()
 
-    def node(self, start=True, key=None, **settings):
+    def node(self, start=True, key=None, env=None, **settings):
         pg = {"url": self.pg.url(self.db)}
         pg.update(settings)
         gw = harness.Gateway(BODY % self.upstream.port, admin=True, postgres=pg, key_file=key or self.key)
         self.addCleanup(gw.stop)
         if start:
-            gw.start()
+            gw.start(env=env)
         return gw
 
     def create(self, gw, **fields):
@@ -349,6 +349,18 @@ class ClusterTest(unittest.TestCase):
         self.assertTrue(any("belongs to another cluster" in line for line in a.log_lines()), a.log_lines())
         self.assertEqual(self.status(a, made["token"]), 401)
 
+    def test_a_reload_does_not_change_store_postgres(self):
+        a = self.node()
+        with open(a.config_path) as f:
+            text = f.read()
+        with open(a.config_path + ".tmp", "w") as f:
+            f.write(text.replace("    url: postgresql://", "    max_staleness: 5m\n    url: postgresql://"))
+        os.replace(a.config_path + ".tmp", a.config_path)
+        line = a.wait_log(lambda l: "store.postgres changed" in l)
+        self.assertIsNotNone(line, a.log_lines())
+        self.assertIn("needs a restart", line)
+        self.assertNotIn("postgresql://", line)
+
     def test_serve_creates_the_schema_and_refuses_an_unknown_one(self):
         a = self.node()  # an empty database: serve created the tables
         self.assertEqual(self.pg.psql("SELECT value FROM tokengate_meta WHERE key = 'schema_version'", db=self.db),
@@ -382,6 +394,30 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1, r)
         self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
         self.assertNotIn("s3cr3t", r.stderr)
+
+    def test_last_used_reaches_postgres_and_the_latest_time_wins(self):
+        fast = {"TOKENGATE_LAST_USED_FLUSH_MS": "100"}
+        a, b = self.node(env=fast), self.node(env=fast)
+        x, y = self.create(a, roles=["reader"]), self.create(a, roles=["reader"])
+        query = "SELECT extract(epoch from last_used_at)::bigint FROM tokengate_tokens WHERE id = '%s'"
+        self.assertEqual(self.status(a, x["token"]), 200)
+        used = harness.wait_until(lambda: self.pg.psql(query % x["id"], db=self.db), 10, 0.05)
+        self.assertTrue(used, "last_used_at never reached PostgreSQL")
+        self.assertLess(abs(int(used) - time.time()), 120)
+        # Another node reports later: x holds a newer time (kept), y an older one (replaced).
+        later, earlier = int(time.time()) + 3600, int(time.time()) - 3600
+        for token, t in ((x, later), (y, earlier)):
+            self.pg.psql("UPDATE tokengate_tokens SET last_used_at = to_timestamp(%d) WHERE id = '%s'"
+                         % (t, token["id"]), db=self.db)
+        self.assertIsNotNone(self.wait_status(b, x["token"], 200))
+        self.assertIsNotNone(self.wait_status(b, y["token"], 200))
+        # B sends its batches in order on one connection: once y's is in, x's is too.
+        self.assertTrue(harness.wait_until(lambda: int(self.pg.psql(query % y["id"], db=self.db)) > earlier, 10,
+                                           0.05))
+        self.assertEqual(self.pg.psql(query % x["id"], db=self.db), str(later))
+        idle = self.node(start=False)
+        shown = json.loads(self.cli(idle, "token", "show", x["id"], "--json").stdout)
+        self.assertIsNotNone(shown["last_used_at"])
 
     def test_cli_without_a_gateway_writes_to_postgres(self):
         a = self.node()

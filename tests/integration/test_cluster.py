@@ -83,10 +83,19 @@ class ClusterTest(unittest.TestCase):
         pg = {"url": self.pg.url(self.db)}
         pg.update(settings)
         gw = harness.Gateway(BODY % self.upstream.port, admin=True, postgres=pg, key_file=key or self.key)
-        self.addCleanup(gw.stop)
+        gw.killed = False
+        self.addCleanup(self.stop_node, gw)
         if start:
             gw.start(env=env)
         return gw
+
+    def stop_node(self, gw):
+        """SIGTERM; every node not killed on purpose must exit 0 (a sanitizer report at
+        shutdown, or a hang in the control thread's stop, would show here)."""
+        process = gw.process
+        status = gw.stop()
+        if process is not None and not gw.killed:
+            self.assertEqual(process.proc.returncode, 0, process.stderr_text())
 
     def create(self, gw, **fields):
         resp = unix_request(gw.socket_path, "POST", "/v1/tokens", {"name": "t", **fields})
@@ -313,6 +322,7 @@ class ClusterTest(unittest.TestCase):
         for t in threads:
             t.start()
         harness.wait_until(lambda: len(received) >= 10, 20, 0.01)
+        a.killed = True
         a.process.proc.kill()
         stop.set()
         for t in threads:

@@ -271,6 +271,13 @@ struct ClusterNode::Impl {
           co_await prune_changes(conn, kKeepChanges);
           continue;
         }
+        // Notifications read from the socket while a statement ran are already
+        // off the socket: waiting for it to become readable would miss them until
+        // the next poll.
+        if (!conn.take_notifications().empty()) {
+          co_await catch_up();
+          continue;
+        }
         if (SteadyClock::now() >= next_poll) {
           next_poll = SteadyClock::now() + kPollInterval;
           co_await catch_up();

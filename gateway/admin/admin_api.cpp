@@ -277,8 +277,14 @@ AdminResponse AdminApi::dispatch(const AdminRequest& request, std::string_view p
       return json_response(ready ? 200 : 503, json::object{{"status", ready ? "ready" : "not_ready"},
                                                            {"store", std::move(status.store)}});
     }
-    if (!ready_.load()) return json_response(503, json::object{{"status", "unavailable"}});
-    return json_response(200, json::object{{"status", "ready"}});
+    // One node on its own RocksDB store: the same shape, with nothing to sync
+    // (no revisions, no last sync); the store is open while the gateway runs.
+    const bool ready = ready_.load();
+    return json_response(ready ? 200 : 503, json::object{{"status", ready ? "ready" : "not_ready"},
+                                                         {"store", json::object{{"mode", "local"},
+                                                                                {"source", "connected"},
+                                                                                {"revision", nullptr},
+                                                                                {"last_sync", nullptr}}}});
   }
   if (path == "/metrics") {
     only("GET");

@@ -409,7 +409,10 @@ class AdminLifecycleTest(unittest.TestCase):
         self.addCleanup(gw.stop)
         gw.start()
         with gw.admin() as c:
-            self.assertEqual(c.request("GET", "/readyz").status, 200)
+            r = c.request("GET", "/readyz")
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.json(), {"status": "ready", "store": {"mode": "local", "source": "connected",
+                                                                       "revision": None, "last_sync": None}})
         slow = gw.connect()
         self.addCleanup(slow.close)
         slow.send(harness.build_request("GET", "/__slow?ms=4000"))
@@ -419,11 +422,12 @@ class AdminLifecycleTest(unittest.TestCase):
         def readyz():
             try:
                 with gw.admin() as c:
-                    return c.request("GET", "/readyz").status
+                    r = c.request("GET", "/readyz")
+                    return r.status, r.json()["status"]
             except OSError:
                 return None
 
-        self.assertEqual(harness.wait_until(lambda: readyz() == 503, 3, 0.02), True)
+        self.assertEqual(harness.wait_until(lambda: readyz() == (503, "not_ready"), 3, 0.02), True)
         with gw.admin() as c:
             self.assertEqual(c.request("GET", "/healthz").status, 200)  # still alive while draining
         self.assertEqual(slow.read_response().status, 200)  # the in-flight request finishes

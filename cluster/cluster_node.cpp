@@ -90,6 +90,7 @@ struct ClusterNode::Impl {
   std::string cluster_id;
   std::uint64_t applied = 0;
   bool stopping = false;
+  bool draining = false;   // stopping once the last last-used batch is out
   std::string last_error;  // logged once per distinct failure
   SteadyClock::time_point next_prune{};
   std::function<void(bool)> serving_callback;
@@ -234,6 +235,7 @@ struct ClusterNode::Impl {
     auto next_poll = SteadyClock::now();
     while (!stopping) {
       if (!conn.connected()) {
+        if (draining) break;  // the connection went while draining: nothing more to send
         std::string failure;
         try {
           co_await connect_and_sync();
@@ -266,6 +268,10 @@ struct ClusterNode::Impl {
           co_await cluster::record_last_used(conn, std::move(uses));
           continue;
         }
+        if (draining) {
+          stopping = true;  // the shutdown's last-used batch is in PostgreSQL
+          break;
+        }
         if (SteadyClock::now() >= next_prune) {
           next_prune = SteadyClock::now() + kPruneEvery;
           co_await prune_changes(conn, kKeepChanges);
@@ -288,7 +294,7 @@ struct ClusterNode::Impl {
           if (!conn.take_notifications().empty()) co_await catch_up();
         }
       } catch (const std::exception& e) {
-        if (stopping) break;
+        if (stopping || draining) break;
         lost(e.what());
       }
     }
@@ -396,6 +402,13 @@ void ClusterNode::stop() {
   p->accepting.store(false);
   if (!p->thread.joinable()) return;
   asio::post(p->context, [p] {
+    if (p->conn.connected() && !p->pending_uses.empty()) {
+      // The server's final last-used flush (posted before this) goes out first;
+      // a hung server bounds it by the statement deadline.
+      p->draining = true;
+      p->conn.interrupt();
+      return;
+    }
     p->stopping = true;
     p->conn.close();  // wakes the loop wherever it waits
     p->backoff_timer.cancel();

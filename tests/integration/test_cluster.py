@@ -429,6 +429,16 @@ class ClusterTest(unittest.TestCase):
         shown = json.loads(self.cli(idle, "token", "show", x["id"], "--json").stdout)
         self.assertIsNotNone(shown["last_used_at"])
 
+    def test_last_used_times_pending_at_shutdown_reach_postgres(self):
+        a = self.node()  # the default flush period (30 s): only the shutdown flush can send it
+        x = self.create(a, roles=["reader"])
+        self.assertEqual(self.status(a, x["token"]), 200)
+        self.assertEqual(a.stop(), 0)
+        query = "SELECT extract(epoch from last_used_at)::bigint FROM tokengate_tokens WHERE id = '%s'"
+        used = self.pg.psql(query % x["id"], db=self.db)
+        self.assertTrue(used, "the last-used time pending at SIGTERM never reached PostgreSQL")
+        self.assertLess(abs(int(used) - time.time()), 120)
+
     def test_cli_without_a_gateway_writes_to_postgres(self):
         a = self.node()
         idle = self.node(start=False)  # no gateway runs with this config: the CLI talks to PostgreSQL

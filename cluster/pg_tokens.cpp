@@ -112,11 +112,12 @@ asio::awaitable<int> schema_version(PgConnection& conn) {
   co_return static_cast<int>(to_u64(rows[0][0]));
 }
 
-// Runs `body` in a transaction: COMMIT after it, ROLLBACK when it throws (co_await
-// is not allowed in a handler, hence the exception_ptr).
+// Runs `body` in a transaction opened by `begin`: COMMIT after it, ROLLBACK when it
+// throws (co_await is not allowed in a handler, hence the exception_ptr).
 template <typename F>
-auto in_transaction(PgConnection& conn, F body) -> asio::awaitable<decltype(body().await_resume())> {
-  co_await conn.query("BEGIN");
+auto in_transaction(PgConnection& conn, F body, const char* begin = "BEGIN")
+    -> asio::awaitable<decltype(body().await_resume())> {
+  co_await conn.query(begin);
   std::exception_ptr error;
   try {
     auto result = co_await body();
@@ -259,31 +260,23 @@ asio::awaitable<ChangeBatch> changes_since(PgConnection& conn, std::uint64_t aft
   co_return batch;
 }
 
-asio::awaitable<Snapshot> load_snapshot(PgConnection& conn) {
-  co_await conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+static asio::awaitable<Snapshot> read_snapshot(PgConnection& conn) {
   Snapshot snap;
-  std::exception_ptr error;
-  try {
-    auto head = co_await conn.query("SELECT n FROM tokengate_revision");
-    if (head.empty()) throw StoreError("PostgreSQL's tokengate_revision is empty");
-    snap.revision = to_u64(head[0][0]);
-    auto rows = co_await conn.query(
-        "SELECT id, data::text, extract(epoch from last_used_at)::bigint FROM tokengate_tokens", {},
-        std::chrono::seconds(30));
-    snap.tokens.reserve(rows.size());
-    for (auto& row : rows) snap.tokens.push_back(decode_row(row[0].value_or(""), row[1], row[2]));
-    co_await conn.query("COMMIT");
-    co_return snap;
-  } catch (...) {
-    error = std::current_exception();
-  }
-  if (conn.connected()) {
-    try {
-      co_await conn.query("ROLLBACK");
-    } catch (const PgError&) {
-    }
-  }
-  std::rethrow_exception(error);
+  auto head = co_await conn.query("SELECT n FROM tokengate_revision");
+  if (head.empty()) throw StoreError("PostgreSQL's tokengate_revision is empty");
+  snap.revision = to_u64(head[0][0]);
+  auto rows = co_await conn.query(
+      "SELECT id, data::text, extract(epoch from last_used_at)::bigint FROM tokengate_tokens", {},
+      std::chrono::seconds(30));
+  snap.tokens.reserve(rows.size());
+  for (auto& row : rows) snap.tokens.push_back(decode_row(row[0].value_or(""), row[1], row[2]));
+  co_return snap;
+}
+
+asio::awaitable<Snapshot> load_snapshot(PgConnection& conn) {
+  // One snapshot for the revision and the rows, so they belong together.
+  co_return co_await in_transaction(
+      conn, [&] { return read_snapshot(conn); }, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
 }
 
 asio::awaitable<WriteResult> create_token(PgConnection& conn, const store::NewToken& request,

@@ -473,6 +473,10 @@ std::optional<store::TokenRecord> ClusterNode::get(std::string_view id) const {
 }
 std::vector<store::TokenRecord> ClusterNode::list() const { return impl_->local->list(); }
 std::vector<store::StoredToken> ClusterNode::load_all() const { return impl_->local->load_all(); }
+std::size_t ClusterNode::count_estimate() const { return impl_->local->count_estimate(); }
+void ClusterNode::scan(const std::function<void(store::StoredToken&&)>& visit) const {
+  impl_->local->scan(visit);
+}
 store::VerifyResult ClusterNode::verify(std::string_view token) const { return impl_->local->verify(token); }
 
 void ClusterNode::record_last_used(const std::vector<std::pair<std::string, store::TimePoint>>& uses) {

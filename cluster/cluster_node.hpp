@@ -64,6 +64,8 @@ class ClusterNode final : public store::TokenStore {
   std::optional<store::TokenRecord> get(std::string_view id) const override;
   std::vector<store::TokenRecord> list() const override;
   std::vector<store::StoredToken> load_all() const override;
+  void scan(const std::function<void(store::StoredToken&&)>& visit) const override;
+  std::size_t count_estimate() const override;
   store::VerifyResult verify(std::string_view token) const override;
   void record_last_used(const std::vector<std::pair<std::string, store::TimePoint>>& uses) override;
   void set_change_listener(ChangeListener listener) override;

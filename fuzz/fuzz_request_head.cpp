@@ -51,7 +51,7 @@ class FakeEnvironment final : public gw::PlanEnvironment {
  public:
   explicit FakeEnvironment(const tokengate::policy::Engine& engine)
       : rights_(engine.effective_rights({{"reader"}, {}, {}, {}})) {}
-  Caller check_bearer(std::string_view token) override {
+  Caller check_bearer(std::string_view token, std::string& identity_fields) override {
     Caller caller;
     if (token != "tg_valid") {
       caller.failure = "unknown";
@@ -59,7 +59,7 @@ class FakeEnvironment final : public gw::PlanEnvironment {
     }
     caller.credential = tokengate::policy::Credential::Valid;
     caller.rights = &rights_;
-    caller.identity_fields = "X-Auth-Subject: abc\r\n";
+    identity_fields = "X-Auth-Subject: abc\r\n";
     return caller;
   }
   void make_request_id(std::string& out) override { out = "generated"; }

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -53,14 +54,19 @@ std::string_view to_string(VerifyFailure failure) noexcept {
 // with the same 401 anyway; the order only matters for the access-log reason).
 VerifyFailure check_secret(const StoredToken& token, std::string_view secret, const ServerKey& key,
                            TimePoint now) noexcept {
-  const Sha256 digest = key.hmac(secret);
-  if (digest_equal(digest, token.credential.current)) {
-    return token.record.expired_at(now) ? VerifyFailure::Expired : VerifyFailure::None;
-  }
   const Credential& c = token.credential;
-  if (c.previous && digest_equal(digest, *c.previous)) {
-    if (!c.previous_until || now >= *c.previous_until) return VerifyFailure::RotatedOut;
-    return token.record.expired_at(now) ? VerifyFailure::Expired : VerifyFailure::None;
+  return check_digest(key.hmac(secret), c.current, c.previous ? &*c.previous : nullptr, c.previous_until,
+                      token.record.expires_at, now);
+}
+
+VerifyFailure check_digest(const Sha256& digest, const Sha256& current, const Sha256* previous,
+                           const std::optional<TimePoint>& previous_until,
+                           const std::optional<TimePoint>& expires_at, TimePoint now) noexcept {
+  const bool expired = expires_at && *expires_at <= now;
+  if (digest_equal(digest, current)) return expired ? VerifyFailure::Expired : VerifyFailure::None;
+  if (previous && digest_equal(digest, *previous)) {
+    if (!previous_until || now >= *previous_until) return VerifyFailure::RotatedOut;
+    return expired ? VerifyFailure::Expired : VerifyFailure::None;
   }
   return VerifyFailure::Mismatch;
 }
@@ -174,7 +180,11 @@ std::string encode_token(const StoredToken& t) {
 
 StoredToken decode_token(std::string_view id, std::string_view text) {
   std::error_code ec;
-  json::value v = json::parse(json::string_view(text.data(), text.size()), ec);
+  // A record is a few hundred bytes: its DOM fits this buffer, so decoding a
+  // million of them at start-up does not call malloc for every JSON node.
+  unsigned char buffer[4096];
+  json::monotonic_resource arena(buffer, sizeof buffer);
+  json::value v = json::parse(json::string_view(text.data(), text.size()), ec, &arena);
   if (ec || !v.is_object()) throw Bad("not JSON");
   const json::object& o = v.get_object();
   const json::value* rv = o.if_contains("record");
@@ -419,6 +429,21 @@ class RocksTokenStore final : public LocalCopy {
       return std::tie(a.record.created_at, a.record.id) < std::tie(b.record.created_at, b.record.id);
     });
     return out;
+  }
+
+  std::size_t count_estimate() const override {
+    std::uint64_t keys = 0;
+    if (!db_->GetIntProperty(handle(Cf::Tokens), "rocksdb.estimate-num-keys", &keys)) return 0;
+    return static_cast<std::size_t>(std::min<std::uint64_t>(keys, 100'000'000));
+  }
+
+  void scan(const std::function<void(StoredToken&&)>& visit) const override {
+    rocksdb::ReadOptions options;
+    options.fill_cache = false;  // one pass over everything: keep the block cache for point reads
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, handle(Cf::Tokens)));
+    for (it->SeekToFirst(); it->Valid(); it->Next())
+      visit(decode(it->key().ToStringView(), it->value().ToStringView()));
+    check_read(it->status());
   }
 
   VerifyResult verify(std::string_view token) const override {

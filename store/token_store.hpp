@@ -66,6 +66,11 @@ struct VerifyResult {
 // store and the in-memory verifier so they can never disagree.
 VerifyFailure check_secret(const StoredToken& token, std::string_view secret, const ServerKey& key,
                            TimePoint now) noexcept;
+// That rule over the parts every form of a token keeps; `digest` is the keyed hash
+// of the presented secret, `previous` null when there is none.
+VerifyFailure check_digest(const Sha256& digest, const Sha256& current, const Sha256* previous,
+                           const std::optional<TimePoint>& previous_until,
+                           const std::optional<TimePoint>& expires_at, TimePoint now) noexcept;
 
 struct NewToken {
   std::string name;
@@ -116,6 +121,13 @@ class TokenStore {
   virtual std::optional<TokenRecord> get(std::string_view id) const = 0;
   virtual std::vector<TokenRecord> list() const = 0;  // ordered by created_at, then id
   virtual std::vector<StoredToken> load_all() const = 0;
+  // Every token once, in no particular order, record.last_used_at not filled: what
+  // the in-memory directory loads, one token at a time instead of all at once.
+  virtual void scan(const std::function<void(StoredToken&&)>& visit) const {
+    for (auto& t : load_all()) visit(std::move(t));
+  }
+  // About how many tokens there are (for sizing a table before a scan); may be off.
+  virtual std::size_t count_estimate() const { return 0; }
 
   // Reads the store; the gateway's hot path uses TokenDirectory instead.
   virtual VerifyResult verify(std::string_view token) const = 0;

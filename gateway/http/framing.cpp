@@ -318,12 +318,15 @@ std::string join_names(const std::vector<std::string>& names) {
   return out;
 }
 
-std::string sanitize_header_value(std::string_view value) {
-  std::string out(value);
-  for (char& c : out) {
-    if (c == '\r' || c == '\n' || c == '\0') c = ' ';
+void append_sanitized_field(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ");
+  const std::size_t start = out.size();
+  out.append(value);
+  for (std::size_t i = start; i < out.size(); ++i) {
+    if (out[i] == '\r' || out[i] == '\n' || out[i] == '\0') out[i] = ' ';
   }
-  return out;
+  out.append("\r\n");
 }
 
 }  // namespace tokengate::gateway

@@ -111,8 +111,8 @@ void append_decimal(std::string& out, std::uint64_t value);
 // "a,b,c" of sorted names (the caller's vectors are already sorted and unique).
 std::string join_names(const std::vector<std::string>& names);
 
-// A header value with CR, LF and NUL replaced: token names come from the store and
-// must never be able to inject a header line.
-std::string sanitize_header_value(std::string_view value);
+// Appends "name: value\r\n" with CR, LF and NUL in the value replaced by spaces:
+// token names come from the store and must never be able to inject a header line.
+void append_sanitized_field(std::string& out, std::string_view name, std::string_view value);
 
 }  // namespace tokengate::gateway

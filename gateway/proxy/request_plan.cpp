@@ -179,7 +179,7 @@ void RequestPlanner::decide(const PlanContext& context, PlanEnvironment& environ
                       : auth.kind == AuthKind::WrongScheme ? policy::Credential::WrongScheme
                                                            : policy::Credential::Invalid;
   if (auth.kind == AuthKind::Bearer) {
-    caller = environment.check_bearer(auth.token);
+    caller = environment.check_bearer(auth.token, caller_identity_);
     if (caller.credential == policy::Credential::Valid) {
       token_ = caller.token;
     } else {
@@ -247,7 +247,7 @@ void RequestPlanner::decide(const PlanContext& context, PlanEnvironment& environ
   if (context.check) {
     outcome_ = decision.outcome;
     close_ = false;
-    if (caller.credential == policy::Credential::Valid) identity_ = caller.identity_fields;
+    if (caller.credential == policy::Credential::Valid) identity_ = caller_identity_;
     return;
   }
   if (static_cast<std::size_t>(route_) >= context.routes.size() || context.routes[route_].upstream < 0) {
@@ -258,7 +258,7 @@ void RequestPlanner::decide(const PlanContext& context, PlanEnvironment& environ
   outcome_ = decision.outcome;
   forward_ = true;
   close_ = false;
-  write_upstream_head(context, caller.credential == policy::Credential::Valid ? caller.identity_fields : "",
+  write_upstream_head(context, caller.credential == policy::Credential::Valid ? caller_identity_ : "",
                       evaluated.target);
 }
 

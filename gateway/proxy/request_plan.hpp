@@ -32,14 +32,16 @@ class PlanEnvironment {
  public:
   struct Caller {
     policy::Credential credential = policy::Credential::Invalid;
-    // When Valid; used before the plan returns (they point into a cache).
+    // When Valid; used before the plan returns (it points into a cache).
     const policy::Rights* rights = nullptr;
-    std::string_view identity_fields;                 // "X-Auth-Subject: ...\r\n" ... as sent upstream
-    std::shared_ptr<const store::StoredToken> token;  // pins the token for the access log
+    std::shared_ptr<const store::ActiveToken> token;  // pins the token for the access log
     std::string_view failure;                     // when Invalid: why (access log only, never the response)
     const conf::RateLimit* rate_limit = nullptr;  // when Valid: the token's own limit, if it has one
   };
-  virtual Caller check_bearer(std::string_view token) = 0;
+  // For a valid token, also replaces `identity_fields` with its identity header
+  // fields as sent upstream ("X-Auth-Subject: ...\r\n" through Licenses), written
+  // into the caller's buffer so that nothing is allocated per request.
+  virtual Caller check_bearer(std::string_view token, std::string& identity_fields) = 0;
 
   // Counts one request against every limit in `limits` (README.md, "Rate
   // limits"); refused when one has no room, and then nothing is counted.
@@ -113,7 +115,7 @@ class RequestPlanner {
   std::string_view request_id() const noexcept { return request_id_; }
   int route() const noexcept { return route_; }
   const RouteTarget* target() const noexcept { return target_; }
-  const std::shared_ptr<const store::StoredToken>& token() const noexcept { return token_; }
+  const std::shared_ptr<const store::ActiveToken>& token() const noexcept { return token_; }
   unsigned version() const noexcept { return version_; }
   bool keep_alive() const noexcept { return keep_alive_; }
   bool is_head() const noexcept { return is_head_; }
@@ -156,9 +158,10 @@ class RequestPlanner {
   std::string reply_fields_;
   std::string upstream_head_;
   std::string identity_;
+  std::string caller_identity_;  // the token's identity fields, whatever the decision
   int route_ = -1;
   const RouteTarget* target_ = nullptr;
-  std::shared_ptr<const store::StoredToken> token_;
+  std::shared_ptr<const store::ActiveToken> token_;
   unsigned version_ = 11;
   bool keep_alive_ = false;
   bool is_head_ = false;

@@ -413,7 +413,7 @@ Next Session::plan_request(std::size_t head_end) {
   rec_.path = planner_.path();
   rec_.route = planner_.route();
   rec_.detail = planner_.detail();
-  if (const auto& token = planner_.token()) rec_.token_id = token->record.id;
+  if (const auto& token = planner_.token()) rec_.token_id = token->id;
   if (!planner_.forward()) {
     rec_.allowed = check_ && policy::forward_auth_status(planner_.outcome()) == 200;
     return reply(planner_.outcome(), planner_.close_after_reply(), planner_.message(), planner_.allow(),

@@ -201,40 +201,35 @@ std::shared_ptr<EngineSnapshot> Worker::snapshot() {
   return snapshot_;
 }
 
-const TokenEntry& Worker::token_entry(const std::shared_ptr<const store::StoredToken>& token,
-                                      const EngineSnapshot& snapshot, store::TimePoint now) {
-  // Replaced tokens leave stale entries behind; bound the map instead of tracking them.
-  if (tokens_.size() > 100000 && tokens_.find(token.get()) == tokens_.end()) tokens_.clear();
-  TokenEntry& e = tokens_[token.get()];
-  const bool hit = e.token == token && e.engine_version == snapshot.version;
+namespace {
+
+// How many grant sets (and, with rate limits, tokens) a worker caches at most.
+constexpr std::size_t kMaxCached = 100000;
+
+}  // namespace
+
+const ProfileEntry& Worker::profile_entry(const std::shared_ptr<const store::TokenProfile>& profile,
+                                          const EngineSnapshot& snapshot) {
+  if (profiles_.size() >= kMaxCached && !profiles_.contains(profile.get())) profiles_.clear();
+  ProfileEntry& e = profiles_[profile.get()];
+  const bool hit = e.profile == profile && e.engine_version == snapshot.version;
   metrics_.count_cache(hit);
   if (!hit) {
-    const auto& rec = token->record;
-    e.token = token;
+    const auto& p = *profile;
+    e.profile = profile;
     e.engine_version = snapshot.version;
-    e.rights = snapshot.engine->effective_rights(
-        policy::Grants{rec.roles, rec.groups, rec.permissions, rec.licenses});
-    e.identity_fields.clear();
-    append_field(e.identity_fields, snapshot.h_subject, rec.id);
-    append_field(e.identity_fields, snapshot.h_name, sanitize_header_value(rec.name));
-    append_field(e.identity_fields, snapshot.h_roles, join_names(e.rights.roles));
-    append_field(e.identity_fields, snapshot.h_groups, join_names(e.rights.groups));
-    append_field(e.identity_fields, snapshot.h_permissions, join_names(e.rights.permissions));
-    append_field(e.identity_fields, snapshot.h_licenses, join_names(e.rights.licenses));
-    // The limits may differ now: the budgets are looked up again (by a key that
-    // names the limit, so a changed limit starts with a full budget).
-    e.token_budget.reset();
-    e.route_budgets.clear();
-  }
-  if (now - e.last_reported >= std::chrono::minutes(1)) {
-    e.last_reported = now;
-    std::lock_guard lock(uses_mutex_);
-    uses_.emplace_back(token->record.id, now);
+    e.rights =
+        snapshot.engine->effective_rights(policy::Grants{p.roles, p.groups, p.permissions, p.licenses});
+    e.grant_fields.clear();
+    append_field(e.grant_fields, snapshot.h_roles, join_names(e.rights.roles));
+    append_field(e.grant_fields, snapshot.h_groups, join_names(e.rights.groups));
+    append_field(e.grant_fields, snapshot.h_permissions, join_names(e.rights.permissions));
+    append_field(e.grant_fields, snapshot.h_licenses, join_names(e.rights.licenses));
   }
   return e;
 }
 
-PlanEnvironment::Caller Worker::check_bearer(std::string_view token) {
+PlanEnvironment::Caller Worker::check_bearer(std::string_view token, std::string& identity_fields) {
   const auto now = store::system_now();
   auto verified = replica_->verify(token, now);
   metrics_.count_verification(static_cast<int>(verified.failure));
@@ -244,11 +239,24 @@ PlanEnvironment::Caller Worker::check_bearer(std::string_view token) {
     caller.failure = store::to_string(verified.failure);
     return caller;
   }
-  const TokenEntry& entry = token_entry(verified.token, *snapshot_, now);
+  const store::ActiveToken& t = *verified.token;
+  const ProfileEntry& entry = profile_entry(t.profile, *snapshot_);
+  identity_fields.clear();
+  append_field(identity_fields, snapshot_->h_subject, t.id);
+  append_sanitized_field(identity_fields, snapshot_->h_name, t.name);
+  identity_fields.append(entry.grant_fields);
+  // Last-used times: one report a minute per token, from whichever worker wins.
+  const std::int64_t now_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+  std::int64_t reported = t.last_reported_ns.load(std::memory_order_relaxed);
+  if (now_ns - reported >= std::chrono::nanoseconds(std::chrono::minutes(1)).count() &&
+      t.last_reported_ns.compare_exchange_strong(reported, now_ns, std::memory_order_relaxed)) {
+    std::lock_guard lock(uses_mutex_);
+    uses_.emplace_back(t.id, now);
+  }
   caller.credential = policy::Credential::Valid;
   caller.rights = &entry.rights;
-  caller.identity_fields = entry.identity_fields;
-  caller.rate_limit = verified.token->record.rate_limit ? &*verified.token->record.rate_limit : nullptr;
+  caller.rate_limit = t.profile->rate_limit ? &*t.profile->rate_limit : nullptr;
   caller.token = std::move(verified.token);
   return caller;
 }
@@ -290,32 +298,36 @@ PlanEnvironment::Admission Worker::admit(const policy::RateLimits& limits, int r
     return refused;
   }
   if (!caller.token) return {};  // only a valid caller has token budgets
-  // The entry check_bearer just filled for this token keeps the budget pointers
-  // across requests. (Were it gone, local slots would do: correct, only slower.)
-  auto it = tokens_.find(caller.token.get());
-  TokenEntry* entry = it != tokens_.end() ? &it->second : nullptr;
-  std::shared_ptr<Budget> local_token, local_route;
-  const std::string& id = caller.token->record.id;
+  // The budget pointers this worker keeps for the token: found again by the
+  // next request without the node's table and its lock.
+  if (budgets_.size() >= kMaxCached && !budgets_.contains(caller.token.get())) budgets_.clear();
+  TokenBudgets& entry = budgets_[caller.token.get()];
+  if (entry.token != caller.token || entry.engine_version != snapshot_->version) {
+    // The limits may differ now: the budgets are looked up again (by a key that
+    // names the limit, so a changed limit starts with a full budget).
+    entry = TokenBudgets{caller.token, snapshot_->version, nullptr, {}};
+  }
+  const std::string& id = caller.token->id;
   Budget* counted = nullptr;
   GcraParams token_params;
   if (limits.token) {
     token_params = GcraParams::of(*limits.token);
     const auto r = take_budget(
-        shared_.budgets, entry ? entry->token_budget : local_token,
+        shared_.budgets, entry.token_budget,
         [&] { return fmt::format("t:{}:{}", id, limit_key(token_params)); }, token_params, now);
     if (r.verdict == Budget::Verdict::Limited) {
       refused.limit = limits.token;
       refused.retry_after_ns = r.gcra.retry_after_ns;
       return refused;
     }
-    counted = entry ? entry->token_budget.get() : local_token.get();
+    counted = entry.token_budget.get();
   }
   if (limits.route) {
     const auto index = static_cast<std::size_t>(route);
-    if (entry && entry->route_budgets.size() <= index) entry->route_budgets.resize(index + 1);
+    if (entry.route_budgets.size() <= index) entry.route_budgets.resize(index + 1);
     const auto params = GcraParams::of(*limits.route);
     const auto r = take_budget(
-        shared_.budgets, entry ? entry->route_budgets[index] : local_route,
+        shared_.budgets, entry.route_budgets[index],
         [&] { return fmt::format("r:{}:{}:{}:{}", id, index, limits.route_path, limit_key(params)); }, params,
         now);
     if (r.verdict == Budget::Verdict::Limited) {

@@ -91,18 +91,24 @@ struct EngineSnapshot {
   std::string empty_identity_fields;  // every identity field with an empty value
 };
 
-// Effective rights and the identity header fields of one token under one engine
-// generation. Pins the StoredToken so its address is never reused as a key.
-struct TokenEntry {
-  std::shared_ptr<const store::StoredToken> token;
+// Effective rights of one grant set (store::TokenProfile, shared by every token
+// that has the same names) under one engine generation, and the identity fields
+// they render to. Pins the profile so its address is never reused as a key.
+struct ProfileEntry {
+  std::shared_ptr<const store::TokenProfile> profile;
   std::uint64_t engine_version = 0;
   policy::Rights rights;
-  // "X-Auth-Subject: ID\r\nX-Auth-Name: ...\r\n" through Licenses, as sent upstream:
-  // one copy per request instead of six fields joined again.
-  std::string identity_fields;
-  store::TimePoint last_reported{};
-  // This token's rate-limit budgets (the node's, from SharedState::budgets), taken
-  // on first use under this generation: a request then costs one atomic, no lock.
+  // "X-Auth-Roles: ...\r\n" through Licenses, as sent upstream after the token's
+  // own Subject and Name.
+  std::string grant_fields;
+};
+
+// A token's rate-limit budgets (the node's, from SharedState::budgets), taken on
+// first use under one engine generation: a request then costs one atomic, no
+// lock. Pins the token so its address is never reused as a key.
+struct TokenBudgets {
+  std::shared_ptr<const store::ActiveToken> token;
+  std::uint64_t engine_version = 0;
   std::shared_ptr<ratelimit::Budget> token_budget;
   std::vector<std::shared_ptr<ratelimit::Budget>> route_budgets;  // by route index
 };
@@ -137,9 +143,10 @@ class Worker final : public PlanEnvironment {
   // The current engine generation (refreshed when the holder's version moved).
   std::shared_ptr<EngineSnapshot> snapshot();
 
-  // Cached rights + identity values; the reference is valid until the next call.
-  const TokenEntry& token_entry(const std::shared_ptr<const store::StoredToken>& token,
-                                const EngineSnapshot& snapshot, store::TimePoint now);
+  // The grant set's rights and identity fields under `snapshot`, cached; the
+  // reference is valid until the next call.
+  const ProfileEntry& profile_entry(const std::shared_ptr<const store::TokenProfile>& profile,
+                                    const EngineSnapshot& snapshot);
 
   // Last-used times gathered for the store's write-behind (thread-safe).
   std::vector<std::pair<std::string, store::TimePoint>> take_uses();
@@ -147,7 +154,7 @@ class Worker final : public PlanEnvironment {
   void make_request_id(std::string& out) override;  // 32 random hex digits
   // The token replica's verdict and, for a valid token, its cached rights and
   // identity fields under the current snapshot (counted in the metrics).
-  Caller check_bearer(std::string_view token) override;
+  Caller check_bearer(std::string_view token, std::string& identity_fields) override;
   Admission admit(const policy::RateLimits& limits, int route, const Caller& caller,
                   std::string_view client_address) override;
   bool store_serving() const override { return shared_.store_serving.load(std::memory_order_relaxed); }
@@ -185,7 +192,10 @@ class Worker final : public PlanEnvironment {
   std::unordered_map<std::string, std::shared_ptr<UpstreamPool>> pools_;
   std::shared_ptr<ssl::context> listener_tls_;
   std::uint64_t listener_tls_version_ = 0;
-  boost::unordered_flat_map<const store::StoredToken*, TokenEntry> tokens_;
+  // Both caches are bounded by clearing them whole (kMaxCached): cheap to refill,
+  // and a spread over more grant sets than that is not what tokens look like.
+  boost::unordered_flat_map<const store::TokenProfile*, ProfileEntry> profiles_;
+  boost::unordered_flat_map<const store::ActiveToken*, TokenBudgets> budgets_;  // only with rate limits
   AccessLog log_;
   MetricsShard& metrics_;
   std::chrono::steady_clock::time_point full_warned_{};  // last "max_connections reached" warning
@@ -193,7 +203,7 @@ class Worker final : public PlanEnvironment {
   bool sweeping_ = false;
   conf::Duration sweep_tick_ = std::chrono::milliseconds(100);  // set with each snapshot
   std::mt19937_64 rng_;
-  std::mutex uses_mutex_;  // per worker, taken about once a minute per token
+  std::mutex uses_mutex_;  // per worker, taken about once a minute per token in use
   std::vector<std::pair<std::string, store::TimePoint>> uses_;
 };
 

@@ -305,11 +305,13 @@ TEST_CASE("append_upstream_head: the gateway's own fields and framing, never the
   CHECK(chunked.find("Content-Length") == std::string::npos);
 }
 
-TEST_CASE("join_names and sanitize_header_value") {
+TEST_CASE("join_names and append_sanitized_field") {
   CHECK(join_names({}).empty());
   CHECK(join_names({"a"}) == "a");
   CHECK(join_names({"a", "b", "c"}) == "a,b,c");
-  CHECK(sanitize_header_value("a\r\nX-Evil: 1") == "a  X-Evil: 1");
+  std::string field;
+  append_sanitized_field(field, "X-Auth-Name", std::string_view("a\r\nX-Evil: 1\0b", 14));
+  CHECK(field == "X-Auth-Name: a  X-Evil: 1 b\r\n");
 }
 
 TEST_CASE("error bodies are the SPEC's JSON shape") {

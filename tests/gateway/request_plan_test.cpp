@@ -47,7 +47,7 @@ class FakeEnvironment final : public gw::PlanEnvironment {
   explicit FakeEnvironment(const tokengate::policy::Engine& engine)
       : reader_(engine.effective_rights({{"reader"}, {}, {}, {}})),
         admin_(engine.effective_rights({{"admin"}, {}, {}, {}})) {}
-  Caller check_bearer(std::string_view token) override {
+  Caller check_bearer(std::string_view token, std::string& identity_fields) override {
     Caller caller;
     const tokengate::policy::Rights* rights = token == "tg_reader"  ? &reader_
                                               : token == "tg_admin" ? &admin_
@@ -58,8 +58,7 @@ class FakeEnvironment final : public gw::PlanEnvironment {
     }
     caller.credential = Credential::Valid;
     caller.rights = rights;
-    caller.identity_fields =
-        token == "tg_reader" ? "X-Auth-Subject: reader\r\n" : "X-Auth-Subject: admin\r\n";
+    identity_fields = token == "tg_reader" ? "X-Auth-Subject: reader\r\n" : "X-Auth-Subject: admin\r\n";
     return caller;
   }
   void make_request_id(std::string& out) override { out = "generated-id"; }

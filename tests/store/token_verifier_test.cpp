@@ -2,6 +2,7 @@
 #include "store/token_verifier.hpp"
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <thread>
 
@@ -94,13 +95,16 @@ TEST_CASE("directory: replicas see every write at once") {
     store.update(created.record.id, patch);
     auto v2 = r1->verify(created.token.reveal(), clock.now());
     REQUIRE(v2);
-    CHECK(v2.token->record.roles == std::vector<std::string>{"admin"});
-    CHECK(v1.token->record.roles == std::vector<std::string>{"reader"});  // in-flight copy unchanged
+    CHECK(v2.token->profile->roles == std::vector<std::string>{"admin"});
+    CHECK(v1.token->profile->roles == std::vector<std::string>{"reader"});  // in-flight object unchanged
     CHECK(v1.token.get() != v2.token.get());
     auto v3 = r2->verify(created.token.reveal(), clock.now());
     REQUIRE(v3);
-    CHECK(v3.token.get() != v2.token.get());  // each replica owns its copy
-    CHECK(v3.token->record.roles == std::vector<std::string>{"admin"});
+    CHECK(v3.token.get() == v2.token.get());  // the replicas share the directory's objects
+    // `before` has role reader as `created` had: one profile object for both.
+    auto b = r1->verify(before.token.reveal(), clock.now());
+    REQUIRE(b);
+    CHECK(b.token->profile.get() == v1.token->profile.get());
   }
   SUBCASE("delete") {
     store.remove(created.record.id);
@@ -152,24 +156,24 @@ TEST_CASE("directory: a replica far behind catches up with a full copy") {
   auto behind = directory.make_replica();
   CHECK(replica->verify(drop.token.reveal(), clock.now()));
   CHECK(behind->verify(drop.token.reveal(), clock.now()));
-  auto current = replica->verify(keep.token.reveal(), clock.now());
-  REQUIRE(current);
-  StoredToken state = *current.token;
+  StoredToken state;
+  for (auto& t : store.load_all()) {
+    if (t.record.id == keep.record.id) state = t;
+  }
   REQUIRE(state.record.id == keep.record.id);
   // The delete comes first so that only a full copy can tell `behind` about it once
   // the change log has been trimmed; `replica` follows along, `behind` does not.
   store.captured(drop.record.id, nullptr);
   for (int i = 0; i < 20000; ++i) {
-    state.record.description = std::to_string(i);
+    state.record.name = std::to_string(i);
     store.captured(state.record.id, &state);
     if (i % 1000 == 0)
-      CHECK(replica->verify(keep.token.reveal(), clock.now()).token->record.description ==
-            state.record.description);
+      CHECK(replica->verify(keep.token.reveal(), clock.now()).token->name == state.record.name);
   }
   for (auto* r : {replica.get(), behind.get()}) {
     auto v = r->verify(keep.token.reveal(), clock.now());
     REQUIRE(v);
-    CHECK(v.token->record.description == "19999");
+    CHECK(v.token->name == "19999");
     CHECK(r->verify(drop.token.reveal(), clock.now()).failure == VerifyFailure::Unknown);
   }
   CHECK(directory.size() == 1);
@@ -199,4 +203,94 @@ TEST_CASE("directory: concurrent verifies and writes") {
   for (auto& t : readers) t.join();
   CHECK(failures.load() == 0);
   CHECK(directory.size() == 1);
+}
+
+TEST_CASE("directory: grant sets are shared, and the ones no token uses are dropped") {
+  TempDir dir;
+  ManualClock clock;
+  CountingStore store(TokenStore::open(store_options(dir, clock)));
+  auto a = store.create(named("a"));
+  auto b = store.create(named("b"));
+  store.capture = true;
+  TokenDirectory directory(store);
+  auto replica = directory.make_replica();
+  CHECK(directory.profile_count() == 1);  // a and b are both readers
+  StoredToken state;
+  for (auto& t : store.load_all()) {
+    if (t.record.id == a.record.id) state = t;
+  }
+  REQUIRE(state.record.id == a.record.id);
+  // 5,000 grant sets in turn, each used by `a` for one write only.
+  for (int i = 0; i < 5000; ++i) {
+    state.record.roles = {"role" + std::to_string(i)};
+    store.captured(state.record.id, &state);
+    auto v = replica->verify(a.token.reveal(), clock.now());
+    REQUIRE(v);
+    CHECK(v.token->profile->roles == state.record.roles);
+  }
+  // In use: reader (b) and the last one (a); the sweep keeps at most twice that plus 64.
+  CHECK(directory.profile_count() <= 2 * 2 + 64 + 1);
+  // A rate limit is part of the set: same names, another limit, another profile.
+  state.record.roles = {"reader"};
+  state.record.rate_limit = tokengate::conf::RateLimit{10, 1, 10};
+  store.captured(state.record.id, &state);
+  auto va = replica->verify(a.token.reveal(), clock.now());
+  auto vb = replica->verify(b.token.reveal(), clock.now());
+  REQUIRE(va);
+  REQUIRE(vb);
+  CHECK(va.token->profile.get() != vb.token->profile.get());
+  CHECK(va.token->profile->rate_limit == state.record.rate_limit);
+  CHECK(!vb.token->profile->rate_limit);
+}
+
+TEST_CASE("directory: a new base is built once the overlay is large, and no change is lost") {
+  TempDir dir;
+  ManualClock clock;
+  CountingStore store(TokenStore::open(store_options(dir, clock)));
+  auto keep = store.create(named("keep"));
+  store.capture = true;
+  TokenDirectory directory(store);
+  auto follower = directory.make_replica();  // syncs after every write
+  auto behind = directory.make_replica();    // syncs only at the end
+  // 3,000 distinct tokens, more than the overlay holds before a rebuild.
+  std::vector<std::pair<std::string, std::string>> made;  // (id, plaintext)
+  for (int i = 0; i < 3000; ++i) {
+    StoredToken t;
+    t.record.id = fmt::format("x{:011d}", i);
+    t.record.name = "n" + std::to_string(i);
+    t.record.roles = {"reader"};
+    const std::string secret = random_base62(kSecretLength);
+    t.credential.current = store.key().hmac(secret);
+    store.captured(t.record.id, &t);
+    made.emplace_back(t.record.id, format_token(t.record.id, secret));
+    REQUIRE(follower->verify(made.back().second, clock.now()));
+  }
+  CHECK(directory.rebuilds() >= 2);
+  CHECK(directory.size() == 3001);
+  // Every other one deleted: the deletions land in a new overlay over the rebuilt base.
+  for (std::size_t i = 0; i < made.size(); i += 2) store.captured(made[i].first, nullptr);
+  CHECK(directory.size() == 1501);
+  for (auto* r : {follower.get(), behind.get()}) {
+    for (std::size_t i = 0; i < made.size(); ++i) {
+      const auto v = r->verify(made[i].second, clock.now());
+      CHECK(v.failure == (i % 2 == 0 ? VerifyFailure::Unknown : VerifyFailure::None));
+    }
+    CHECK(r->verify(keep.token.reveal(), clock.now()));
+  }
+  // A request that held a token across the rebuilds still has it whole.
+  auto held = follower->verify(made[1].second, clock.now());
+  REQUIRE(held);
+  const auto rebuilds = directory.rebuilds();
+  for (int i = 0; i < 2000; ++i) {
+    StoredToken t;
+    t.record.id = fmt::format("y{:011d}", i);
+    t.credential.current = store.key().hmac(random_base62(kSecretLength));
+    store.captured(t.record.id, &t);
+    follower->verify(made[1].second, clock.now());
+  }
+  CHECK(directory.rebuilds() > rebuilds);
+  store.captured(made[1].first, nullptr);
+  CHECK(held.token->id == made[1].first);
+  CHECK(held.token->name == "n1");
+  CHECK(follower->verify(made[1].second, clock.now()).failure == VerifyFailure::Unknown);
 }

@@ -628,7 +628,11 @@ void RocksTokenStore::open() {
   }
 
   // Point lookups by token id: the RocksDB OptimizeForPointLookup settings, but with one
-  // block cache shared by all column families instead of one per call.
+  // block cache shared by all column families instead of one per call, and without its
+  // memtable bloom filter: that is 2 % of write_buffer_size (64 MiB), 1.3 MiB zeroed per
+  // memtable, 5.2 MiB resident at idle for the four column families (a quarter of the
+  // gateway's idle RSS), to speed up reads the data plane never makes (it verifies
+  // tokens from memory; RocksDB is read at start, by the admin API and the CLI).
   auto cache = rocksdb::NewLRUCache(16 << 20);
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache;
@@ -638,8 +642,6 @@ void RocksTokenStore::open() {
   table.data_block_hash_table_util_ratio = 0.75;
   rocksdb::ColumnFamilyOptions cf_options;
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-  cf_options.memtable_prefix_bloom_size_ratio = 0.02;
-  cf_options.memtable_whole_key_filtering = true;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (const auto& n : names) descriptors.emplace_back(n, cf_options);

@@ -2,6 +2,7 @@
 #include "gateway/http/framing.hpp"
 
 #include <algorithm>
+#include <boost/container/small_vector.hpp>
 #include <charconv>
 #include <cstring>
 
@@ -225,11 +226,23 @@ void append_decimal(std::string& out, std::uint64_t value) {
 
 namespace {
 
-// True if a Connection field of `fields` lists `name` (RFC 9110 §7.6.1).
-bool named_in_connection(const Fields& fields, std::string_view name) noexcept {
-  for (auto it = fields.find(http::field::connection);
-       it != fields.end() && it->name() == http::field::connection; ++it) {
-    std::string_view list = it->value();
+// The values of every Connection field (RFC 9110 §7.6.1), in one pass over the list
+// comparing the parsed name's enum: Beast's count() and find() by name compare
+// strings case-insensitively byte by byte down its set (about 700 instructions
+// per call, twice per proxied request). Usually none or one.
+using ConnectionLists = boost::container::small_vector<std::string_view, 4>;
+
+ConnectionLists connection_lists(const Fields& fields) {
+  ConnectionLists lists;
+  for (const auto& field : fields) {
+    if (field.name() == http::field::connection) lists.push_back(field.value());
+  }
+  return lists;
+}
+
+// True if one of the Connection lists names `name`.
+bool named_in_connection(const ConnectionLists& lists, std::string_view name) noexcept {
+  for (std::string_view list : lists) {
     while (!list.empty()) {
       const auto comma = list.find(',');
       if (iequals_ascii(trim_ows(list.substr(0, comma)), name)) return true;
@@ -242,7 +255,7 @@ bool named_in_connection(const Fields& fields, std::string_view name) noexcept {
 }  // namespace
 
 void append_forwarded_fields(std::string& out, const Fields& fields, const StripOptions& options) {
-  const bool has_connection = fields.count(http::field::connection) > 0;
+  const ConnectionLists connection = connection_lists(fields);
   for (const auto& field : fields) {
     bool drop = false;
     switch (field.name()) {
@@ -263,7 +276,7 @@ void append_forwarded_fields(std::string& out, const Fields& fields, const Strip
                std::any_of(options.own.begin(), options.own.end(),
                            [&](std::string_view own) { return same_cgi_name(name, own); }) ||
                // A header named in Connection is hop-by-hop, Authorization included.
-               (has_connection && named_in_connection(fields, name));
+               named_in_connection(connection, name);
         break;
       }
     }

@@ -206,6 +206,14 @@ TEST_CASE("append_forwarded_fields") {
     f.insert("Accept", "*/*");
     CHECK(forwarded_names(f, StripOptions{"X-Auth-"}) == std::vector<std::string>{"Host", "Accept"});
   }
+  SUBCASE("a Connection field after other fields counts too") {
+    auto f = make_fields({{"Host", "a"},
+                          {"Connection", "keep-alive"},
+                          {"Accept", "*/*"},
+                          {"connection", "X-Secret"},
+                          {"X-Secret", "s"}});
+    CHECK(forwarded_names(f, StripOptions{"X-Auth-"}) == std::vector<std::string>{"Host", "Accept"});
+  }
   SUBCASE("identity prefix is case-insensitive") {
     auto f =
         make_fields({{"Host", "a"}, {"x-auth-subject", "evil"}, {"X-AUTH-ROLES", "admin"}, {"X-Authz", "k"}});

@@ -212,6 +212,21 @@ bool is_valid_request_id(std::string_view id) noexcept {
   return true;
 }
 
+Fields::const_iterator find_field(const Fields& fields, http::field name) noexcept {
+  return std::find_if(fields.begin(), fields.end(),
+                      [name](const auto& field) { return field.name() == name; });
+}
+
+Fields::const_iterator find_field(const Fields& fields, std::string_view name) noexcept {
+  return std::find_if(fields.begin(), fields.end(),
+                      [name](const auto& field) { return iequals_ascii(field.name_string(), name); });
+}
+
+std::string_view field_value(const Fields& fields, http::field name) noexcept {
+  const auto it = find_field(fields, name);
+  return it == fields.end() ? std::string_view{} : std::string_view(it->value());
+}
+
 void append_field(std::string& out, std::string_view name, std::string_view value) {
   out.append(name);
   out.append(": ");
@@ -308,7 +323,7 @@ void append_upstream_head(std::string& out, const Fields& fields, const Upstream
   out.append(r.identity_fields);
   append_field(out, "X-Forwarded-For", r.client_address);
   append_field(out, "X-Forwarded-Proto", r.https ? "https" : "http");
-  append_field(out, "X-Forwarded-Host", fields[http::field::host]);
+  append_field(out, "X-Forwarded-Host", field_value(fields, http::field::host));
   append_field(out, "X-Request-Id", r.request_id);
   if (r.websocket) append_field(out, "Connection", "Upgrade");
   if (r.chunked) {

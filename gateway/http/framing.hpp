@@ -59,6 +59,15 @@ bool head_has_obs_fold_or_nul(std::string_view head) noexcept;
 bool is_valid_request_id(std::string_view id) noexcept;
 
 bool iequals_ascii(std::string_view a, std::string_view b) noexcept;
+
+// The first field with this name (in list order, the one Beast's find() returns) or
+// end(), by a scan of the list: Beast's find() and operator[] look a name up in its
+// set with case-insensitive string compares, a few hundred instructions per call,
+// where a head holds a handful of fields. The enum overload compares the parsed name.
+Fields::const_iterator find_field(const Fields& fields, boost::beast::http::field name) noexcept;
+Fields::const_iterator find_field(const Fields& fields, std::string_view name) noexcept;
+// Its value, or empty when there is no such field (as Beast's operator[]).
+std::string_view field_value(const Fields& fields, boost::beast::http::field name) noexcept;
 bool istarts_with_ascii(std::string_view text, std::string_view prefix) noexcept;
 
 struct StripOptions {

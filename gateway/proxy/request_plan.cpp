@@ -73,7 +73,7 @@ void RequestPlanner::plan(std::string_view buffered, std::size_t head_end, const
   const conf::Limits& limits = context.engine.config().limits;
   if (!parse_head(buffered.substr(0, head_end), limits)) return;
   auto& req = parser_->get();
-  if (auto it = req.find("X-Request-Id"); it != req.end() && is_valid_request_id(it->value())) {
+  if (auto it = find_field(req, "X-Request-Id"); it != req.end() && is_valid_request_id(it->value())) {
     request_id_ = it->value();
   } else {
     environment.make_request_id(request_id_);
@@ -170,7 +170,7 @@ bool RequestPlanner::check_framing(std::string_view rest, const conf::Limits& li
 // Credential, then the one policy decision, then where the request goes.
 void RequestPlanner::decide(const PlanContext& context, PlanEnvironment& environment) {
   const auto& req = parser_->get();
-  const auto auth_it = req.find(http::field::authorization);
+  const auto auth_it = find_field(req, http::field::authorization);
   const bool auth_present = auth_it != req.end();
   const Authorization auth = parse_authorization(
       auth_present, auth_present ? std::string_view(auth_it->value()) : std::string_view{});
@@ -307,8 +307,8 @@ void RequestPlanner::rate_limited(const PlanEnvironment::Admission& admission, b
 void RequestPlanner::write_upstream_head(const PlanContext& context, std::string_view identity_fields,
                                          const policy::CanonicalTarget& target) {
   const auto& req = parser_->get();
-  websocket_ = parser_->upgrade() && iequals_ascii(req[http::field::upgrade], "websocket");
-  expect_continue_ = has_body_ && iequals_ascii(req[http::field::expect], "100-continue");
+  websocket_ = parser_->upgrade() && iequals_ascii(field_value(req, http::field::upgrade), "websocket");
+  expect_continue_ = has_body_ && iequals_ascii(field_value(req, http::field::expect), "100-continue");
   const auto length = parser_->content_length();
   append_upstream_head(
       upstream_head_, req,

@@ -584,8 +584,8 @@ Next Session::bad_request_body(BodyError error) {
 template <class Stream>
 asio::awaitable<Next> Session::relay_response(UpstreamPool& pool, std::unique_ptr<UpstreamConn>& conn) {
   auto& res = res_parser_->get();
-  if (res.find(http::field::transfer_encoding) != res.end() &&
-      res.find(http::field::content_length) != res.end()) {
+  if (find_field(res, http::field::transfer_encoding) != res.end() &&
+      find_field(res, http::field::content_length) != res.end()) {
     // RFC 9112 §6.3: framed both ways, the response may be a splitting attempt;
     // where it ends, and so what answers the connection's next request, cannot be
     // trusted. Refused, and the connection is closed, not pooled.

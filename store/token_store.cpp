@@ -642,6 +642,10 @@ void RocksTokenStore::open() {
   table.data_block_hash_table_util_ratio = 0.75;
   rocksdb::ColumnFamilyOptions cf_options;
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // Writes are token changes and last-used batches, a few hundred bytes each: 8 MiB
+  // memtables instead of 64 MiB. With 64 MiB, a gateway in front of 100,000 busy
+  // tokens grew by about 65 MiB of last-used entries between flushes.
+  cf_options.write_buffer_size = 8 << 20;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (const auto& n : names) descriptors.emplace_back(n, cf_options);

@@ -21,9 +21,13 @@
 #include <boost/json/value.hpp>
 #include <cerrno>
 #include <charconv>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <exception>
 #include <mutex>
 #include <system_error>
+#include <thread>
 #include <unordered_map>
 
 #include "store/local_copy.hpp"
@@ -437,13 +441,83 @@ class RocksTokenStore final : public LocalCopy {
     return static_cast<std::size_t>(std::min<std::uint64_t>(keys, 100'000'000));
   }
 
+  // Two threads read and decode the two halves of the id space (ids are uniform
+  // base62, so "V" splits them about evenly) while the caller's thread takes their
+  // batches: decoding the JSON is most of the CPU of a start-up, which has the
+  // machine to itself. Batches are bounded, so memory stays a few thousand tokens.
   void scan(const std::function<void(StoredToken&&)>& visit) const override {
-    rocksdb::ReadOptions options;
-    options.fill_cache = false;  // one pass over everything: keep the block cache for point reads
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, handle(Cf::Tokens)));
-    for (it->SeekToFirst(); it->Valid(); it->Next())
-      visit(decode(it->key().ToStringView(), it->value().ToStringView()));
-    check_read(it->status());
+    struct Queue {
+      std::mutex mutex;
+      std::condition_variable changed;
+      std::deque<std::vector<StoredToken>> batches;
+      int producing = 2;
+      bool stop = false;  // the caller gave up (its visit threw) or a producer failed
+      std::exception_ptr error;
+    } q;
+    constexpr std::size_t kBatch = 1024, kMaxBatches = 8;
+    auto produce = [this, &q](std::optional<std::string> lower, std::optional<std::string> upper) {
+      try {
+        rocksdb::ReadOptions options;
+        options.fill_cache = false;  // one pass over everything: keep the block cache for point reads
+        rocksdb::Slice upper_bound;
+        if (upper) {
+          upper_bound = *upper;
+          options.iterate_upper_bound = &upper_bound;
+        }
+        std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, handle(Cf::Tokens)));
+        std::vector<StoredToken> batch;
+        auto hand_over = [&] {
+          std::unique_lock lock(q.mutex);
+          q.changed.wait(lock, [&] { return q.batches.size() < kMaxBatches || q.stop; });
+          if (q.stop) return false;
+          q.batches.push_back(std::exchange(batch, {}));
+          q.changed.notify_all();
+          return true;
+        };
+        if (lower) {
+          it->Seek(*lower);
+        } else {
+          it->SeekToFirst();
+        }
+        for (; it->Valid(); it->Next()) {
+          batch.push_back(decode(it->key().ToStringView(), it->value().ToStringView()));
+          if (batch.size() == kBatch && !hand_over()) break;
+        }
+        check_read(it->status());
+        if (!batch.empty()) hand_over();
+      } catch (...) {
+        std::lock_guard lock(q.mutex);
+        if (!q.error) q.error = std::current_exception();
+        q.stop = true;
+      }
+      std::lock_guard lock(q.mutex);
+      --q.producing;
+      q.changed.notify_all();
+    };
+    std::jthread low(produce, std::nullopt, std::string("V"));
+    std::jthread high(produce, std::string("V"), std::nullopt);
+    for (;;) {
+      std::vector<StoredToken> batch;
+      {
+        std::unique_lock lock(q.mutex);
+        q.changed.wait(lock, [&] { return !q.batches.empty() || q.producing == 0 || q.error; });
+        if (q.error || q.batches.empty()) break;
+        batch = std::move(q.batches.front());
+        q.batches.pop_front();
+        q.changed.notify_all();
+      }
+      try {
+        for (auto& t : batch) visit(std::move(t));
+      } catch (...) {
+        std::lock_guard lock(q.mutex);
+        q.stop = true;
+        q.changed.notify_all();
+        throw;  // the producers stop at their next batch; the jthreads join them
+      }
+    }
+    low.join();
+    high.join();
+    if (q.error) std::rethrow_exception(q.error);
   }
 
   VerifyResult verify(std::string_view token) const override {

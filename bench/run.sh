@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 usage() {
   cat <<'EOF'
 usage: bench/run.sh [--rounds N] [--duration D] [--connections N] [--tokens N] [--spread N] [--quick]
-                    [--baseline BIN] [--rate-limited] [--million | --startup N | --startup-store DIR] [--startup-only]
+                    [--baseline BIN] [--rate-limited] [--cluster] [--tokengate-only]
+                    [--million | --startup N | --startup-store DIR] [--startup-only]
   --rounds N       alternating rounds per scenario, medians reported (default 3)
   --duration D     wrk duration per run (default 10s)
   --connections N  wrk keep-alive connections (default 64)
@@ -21,6 +22,13 @@ usage: bench/run.sh [--rounds N] [--duration D] [--connections N] [--tokens N] [
   --rate-limited   also run "tokengate-limited": the same binary and store copy (1 worker) with a
                    generous rate limit on every token and on the route (10^9/s, never reached), so
                    every request goes through both budgets; the report adds tokengate-limited/tokengate
+  --cluster        also run "tokengate-cluster": the same binary (1 worker) in cluster mode, its
+                   store.postgres on a private PostgreSQL started for the run (bench/pg_server.py)
+                   into which the seeded store is imported (`tokengate store import`); the node
+                   starts with an empty local copy and loads the tokens from PostgreSQL. The
+                   report adds tokengate-cluster/tokengate and PostgreSQL's CPU per request
+  --tokengate-only skip nginx, HAProxy and tokengate-2w (for the --baseline, --rate-limited and
+                   --cluster comparisons: shorter runs)
   --million        start-up scenario: tokengate (workers: 2) on a store of 1,000,000 tokens;
                    time to "listening on", to the first authenticated 200, RSS after start
   --startup N      the start-up scenario with N tokens instead of 1,000,000
@@ -32,7 +40,7 @@ EOF
 }
 
 rounds=3 duration=10s connections=64 store_tokens=100000 spread=10000
-baseline="" startup_tokens=0 startup_only=0 startup_store="" rate_limited=0
+baseline="" startup_tokens=0 startup_only=0 startup_store="" rate_limited=0 cluster=0 peers=1
 while (($#)); do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -43,6 +51,8 @@ while (($#)); do
     --quick) rounds=1 duration=3s store_tokens=2000 spread=2000; shift ;;
     --baseline) baseline=$2; shift 2 ;;
     --rate-limited) rate_limited=1; shift ;;
+    --cluster) cluster=1; shift ;;
+    --tokengate-only) peers=0; shift ;;
     --million) startup_tokens=1000000; shift ;;
     --startup) startup_tokens=$2; shift 2 ;;
     --startup-store) startup_store=$(realpath "$2"); shift 2 ;;
@@ -67,7 +77,9 @@ if [[ -n $baseline ]]; then
   [[ -x $baseline ]] || { echo "bench: --baseline $baseline is not an executable" >&2; exit 1; }
   baseline=$(realpath "$baseline")
 fi
-for tool in "$tokengate" "$seed_tokens" nginx haproxy wrk python3 curl getconf; do
+tools=("$tokengate" "$seed_tokens" nginx wrk python3 curl getconf)
+((peers == 0)) || tools+=(haproxy)
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || { echo "bench: missing $tool (run scripts/setup.sh --bench and scripts/build.sh)" >&2; exit 1; }
 done
 clk_tck=$(getconf CLK_TCK)
@@ -75,10 +87,15 @@ proctree=$(realpath bench/proctree.py)
 
 work=$(mktemp -d /tmp/tokengate-bench.XXXXXX)
 chmod 755 "$work"  # nginx workers (user nobody) read the map files
-pids=()
+pids=() pg_pid=""
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # PostgreSQL (--cluster) last: a cluster node sends its last-used times at SIGTERM.
+  for pid in "${pids[@]}"; do [[ $pid == "$pg_pid" ]] || kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do [[ $pid == "$pg_pid" ]] || wait "$pid" 2>/dev/null || true; done
+  if [[ -n $pg_pid ]]; then
+    kill "$pg_pid" 2>/dev/null || true
+    wait "$pg_pid" 2>/dev/null || true
+  fi
   if [[ "${BENCH_KEEP:-0}" == 1 ]]; then echo "bench: work dir kept: $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -261,12 +278,14 @@ if ((startup_only)); then
 fi
 
 # ---------------------------------------------------------------- tokengate store and tokens
-tg_config() {  # dir workers [limited]
+tg_config() {  # dir workers [limited | cluster PG-URL]
   mkdir -p "$1"
-  local limits="" route_limit=""
+  local limits="" route_limit="" postgres=""
   if [[ ${3:-} == limited ]]; then
     limits=$'tokens:\n  default_rate_limit: { rate: 1000000000/s, burst: 1000000000 }'
     route_limit="    rate_limit: { rate: 1000000000/s, burst: 1000000000 }"
+  elif [[ ${3:-} == cluster ]]; then
+    postgres=$'  postgres:\n    url: '"$4"
   fi
   cat >"$1/tokengate.yaml" <<EOF
 listen: 127.0.0.1:0
@@ -274,6 +293,7 @@ workers: $2
 store:
   path: $work/store/tokens
   key_file: $work/store/tokengate.key
+$postgres
 upstreams:
   backend:
     url: http://127.0.0.1:$backend_port
@@ -284,9 +304,16 @@ $route_limit
 $limits
 EOF
 }
+# --cluster: the private PostgreSQL starts while the tokens are seeded.
+if ((cluster)); then
+  python3 bench/pg_server.py "$work/pg-url" 2>"$work/pg-server.log" &
+  pids+=($!)
+  pg_pid=$!
+fi
+
 mkdir -p "$work/store"
 tg_config "$work/tg1" 1
-tg_config "$work/tg2" 2
+((peers == 0)) || tg_config "$work/tg2" 2
 [[ -z $baseline ]] || tg_config "$work/tg3" 1
 ((rate_limited == 0)) || tg_config "$work/tg4" 1 limited
 
@@ -317,8 +344,10 @@ EOF
 
 # tokengate's second instance (2 workers) gets its own copy of the store: a running
 # gateway locks its store.
-cp -a "$work/store" "$work/store2"
-sed -i "s#$work/store/#$work/store2/#" "$work/tg2/tokengate.yaml"
+if ((peers)); then
+  cp -a "$work/store" "$work/store2"
+  sed -i "s#$work/store/#$work/store2/#" "$work/tg2/tokengate.yaml"
+fi
 # --baseline: the same config (1 worker) on a third copy of the same store.
 if [[ -n $baseline ]]; then
   cp -a "$work/store" "$work/store3"
@@ -327,6 +356,24 @@ fi
 if ((rate_limited)); then
   cp -a "$work/store" "$work/store4"
   sed -i "s#$work/store/#$work/store4/#" "$work/tg4/tokengate.yaml"
+fi
+# --cluster: the seeded store goes into PostgreSQL (`store migrate`, `store import`, as an
+# operator growing from one node would); the node's local copy starts empty, so every
+# token it serves came through PostgreSQL. Same key file (the import checks it).
+if ((cluster)); then
+  deadline=$((SECONDS + 120))
+  until [[ -s $work/pg-url ]]; do
+    kill -0 "$pg_pid" 2>/dev/null || { echo "bench: PostgreSQL did not start:" >&2; cat "$work/pg-server.log" >&2; exit 1; }
+    ((SECONDS < deadline)) || { echo "bench: PostgreSQL did not start within 120 s" >&2; exit 1; }
+    sleep 0.1
+  done
+  tg_config "$work/tg5" 1 cluster "$(cat "$work/pg-url")"
+  mkdir -p "$work/store5"
+  sed -i "s#$work/store/tokens#$work/store5/tokens#" "$work/tg5/tokengate.yaml"
+  "$tokengate" store migrate --config "$work/tg5/tokengate.yaml" >&2
+  import_start=$SECONDS
+  "$tokengate" store import --config "$work/tg5/tokengate.yaml" --from "$work/store/tokens" >&2
+  log "store import of $store_tokens tokens into PostgreSQL: $((SECONDS - import_start)) s"
 fi
 
 # tokengate's access log (one JSON line per request, always on; nginx and HAProxy run
@@ -353,9 +400,11 @@ start_tokengate() {  # dir [binary]; writes the port to dir/port, the pid to dir
   grep -m1 -o 'listening on [^ ]*' "$1/tokengate.log" | sed 's/.*://' >"$1/port"
 }
 start_tokengate "$work/tg1"
-start_tokengate "$work/tg2"
 tg1_port=$(cat "$work/tg1/port")
-tg2_port=$(cat "$work/tg2/port")
+if ((peers)); then
+  start_tokengate "$work/tg2"
+  tg2_port=$(cat "$work/tg2/port")
+fi
 if [[ -n $baseline ]]; then
   start_tokengate "$work/tg3" "$baseline"
   tg3_port=$(cat "$work/tg3/port")
@@ -364,7 +413,24 @@ if ((rate_limited)); then
   start_tokengate "$work/tg4"
   tg4_port=$(cat "$work/tg4/port")
 fi
+if ((cluster)); then
+  # It listens before its first sync (answering 503 on protected routes until then):
+  # wait until it accepts the last token seeded.
+  sync_start=$(date +%s.%N)
+  start_tokengate "$work/tg5"
+  tg5_port=$(cat "$work/tg5/port")
+  last_token=$(tail -n 1 "$work/tokens.txt")
+  deadline=$((SECONDS + 300))
+  until [[ $(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $last_token" \
+    "http://127.0.0.1:$tg5_port/bench") == 200 ]]; do
+    ((SECONDS < deadline)) || { echo "bench: the cluster node never accepted the last token:" >&2; tail "$work/tg5/tokengate.log" >&2; exit 1; }
+    sleep 0.05
+  done
+  log "cluster node: start to first 200 for the last of $store_tokens tokens (loaded from PostgreSQL): $(python3 -c "import sys, time; print('%.1f' % (time.time() - float(sys.argv[1])))" "$sync_start") s"
+fi
 
+# The nginx and HAProxy fronts (not with --tokengate-only).
+start_peers() {
 # ---------------------------------------------------------------- nginx front: map + proxy_pass
 # Each token's subject is its id (characters 4..15), as tokengate's X-Auth-Subject.
 awk '{ printf "\"Bearer %s\" \"%s\";\n", $1, substr($1, 4, 12) }' "$work/tokens.txt" >"$work/nginx-tokens.map"
@@ -439,13 +505,22 @@ pids+=($!)
 haproxy_pid=$!
 wait_port "$nginx_port"
 wait_port "$haproxy_port"
+}
+((peers == 0)) || start_peers
 
 # ---------------------------------------------------------------- sanity: each says 200 / 401
-declare -A port_of=([tokengate]=$tg1_port [tokengate-2w]=$tg2_port [nginx]=$nginx_port [haproxy]=$haproxy_port)
-declare -A pid_of=([tokengate]=$(cat "$work/tg1/pid") [tokengate-2w]=$(cat "$work/tg2/pid") [nginx]=$nginx_pid [haproxy]=$haproxy_pid)
-declare -A dir_of=([tokengate]=$work/tg1 [tokengate-2w]=$work/tg2)
-all_proxies=(tokengate tokengate-2w nginx haproxy)
-proxies=(tokengate nginx haproxy)  # the three scenarios' proxies, in round 1's order
+declare -A port_of=([tokengate]=$tg1_port)
+declare -A pid_of=([tokengate]=$(cat "$work/tg1/pid"))
+declare -A dir_of=([tokengate]=$work/tg1)
+all_proxies=(tokengate)
+proxies=(tokengate)  # the three scenarios' proxies, in round 1's order
+if ((peers)); then
+  port_of+=([tokengate-2w]=$tg2_port [nginx]=$nginx_port [haproxy]=$haproxy_port)
+  pid_of+=([tokengate-2w]=$(cat "$work/tg2/pid") [nginx]=$nginx_pid [haproxy]=$haproxy_pid)
+  dir_of+=([tokengate-2w]=$work/tg2)
+  all_proxies+=(tokengate-2w nginx haproxy)
+  proxies+=(nginx haproxy)
+fi
 if [[ -n $baseline ]]; then
   port_of[tokengate-baseline]=$tg3_port
   pid_of[tokengate-baseline]=$(cat "$work/tg3/pid")
@@ -459,6 +534,13 @@ if ((rate_limited)); then
   dir_of[tokengate-limited]=$work/tg4
   all_proxies+=(tokengate-limited)
   proxies+=(tokengate-limited)
+fi
+if ((cluster)); then
+  port_of[tokengate-cluster]=$tg5_port
+  pid_of[tokengate-cluster]=$(cat "$work/tg5/pid")
+  dir_of[tokengate-cluster]=$work/tg5
+  all_proxies+=(tokengate-cluster)
+  proxies+=(tokengate-cluster)
 fi
 for name in "${all_proxies[@]}"; do
   port=${port_of[$name]}
@@ -494,14 +576,18 @@ results="$work/results.tsv"
 # CPU per request: utime+stime of the proxy's process tree read right before wrk and
 # 0.2 s after it returns (so that work still queued, e.g. tokengate's access-log
 # writer, is counted), divided by the requests wrk completed.
+# For tokengate-cluster, PostgreSQL's process tree (started by bench/pg_server.py) is
+# measured the same way, as a separate column (0 for the other proxies).
 run_wrk() {  # scenario proxy port tokens-file round
-  local out="$work/wrk-$1-$2-$5.txt" pid=${pid_of[$2]} before after
+  local out="$work/wrk-$1-$2-$5.txt" pid=${pid_of[$2]} before after pg_before=0 pg_after=0
+  [[ $2 != tokengate-cluster ]] || pg_before=$(tree_cpu "$pg_pid")
   before=$(tree_cpu "$pid")
   BENCH_TOKENS_FILE=$4 wrk -t1 -c"$connections" -d"$duration" --latency -s "$work/pick-token.lua" \
     "http://127.0.0.1:$3/bench" >"$out" 2>&1
   sleep 0.2
   after=$(tree_cpu "$pid")
-  python3 - "$out" "$1" "$2" "$5" "$((after - before))" "$clk_tck" >>"$results" <<'EOF'
+  [[ $2 != tokengate-cluster ]] || pg_after=$(tree_cpu "$pg_pid")
+  python3 - "$out" "$1" "$2" "$5" "$((after - before))" "$clk_tck" "$((pg_after - pg_before))" >>"$results" <<'EOF'
 import re, sys
 text = open(sys.argv[1]).read()
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -511,15 +597,18 @@ non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
 errors = re.search(r"Socket errors:.*", text)
 requests = int(re.search(r"(\d+) requests in", text).group(1))
 cpu_us = int(sys.argv[5]) * 1e6 / int(sys.argv[6]) / requests if requests else float("nan")
+pg_us = int(sys.argv[7]) * 1e6 / int(sys.argv[6]) / requests if requests else float("nan")
 print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], "%.1f" % rps, "%.3f" % p99,
                  non2xx.group(1) if non2xx else "0", "%.2f" % cpu_us, str(requests),
-                 errors.group(0) if errors else ""]))
+                 errors.group(0) if errors else "", "%.3f" % pg_us]))
 EOF
   log "$(tail -n 1 "$results" | cut -f1-7) us/req"
   [[ -z ${dir_of[$2]:-} ]] || keep_unexpected "${dir_of[$2]}"
 }
 
 log "machine: $(nproc) cores; wrk -t1 -c$connections -d$duration, $rounds rounds; wrk, proxies and backend share the cores"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+log "load average before the runs: $load_before"
 [[ -z $baseline ]] || log "baseline: $baseline as tokengate-baseline (new: $tokengate)"
 for ((round = 1; round <= rounds; round++)); do
   # Even rounds run the proxies in reverse order, so none always follows the same one.
@@ -531,7 +620,7 @@ for ((round = 1; round <= rounds; round++)); do
   for proxy in "${order[@]}"; do
     run_wrk single-token "$proxy" "${port_of[$proxy]}" "$work/one-token.txt" "$round"
   done
-  run_wrk single-token tokengate-2w "$tg2_port" "$work/one-token.txt" "$round"
+  ((peers == 0)) || run_wrk single-token tokengate-2w "$tg2_port" "$work/one-token.txt" "$round"
   for proxy in "${order[@]}"; do
     run_wrk "spread-$spread-of-$store_tokens" "$proxy" "${port_of[$proxy]}" "$work/spread-tokens.txt" "$round"
   done
@@ -544,13 +633,17 @@ for name in "${all_proxies[@]}"; do
   printf '%s\tloaded\t%s\n' "$name" "$(tree_rss "${pid_of[$name]}" | tr ' ' '\t')" >>"$rss"
 done
 
-python3 - "$results" "$rss" <<'EOF'
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 - "$results" "$rss" "$load_before" "$load_after" <<'EOF'
 import math, statistics, sys
 from collections import OrderedDict
 runs = OrderedDict()
 for line in open(sys.argv[1]):
-    scenario, proxy, _round, rps, p99, non2xx, cpu, _requests, errors = line.rstrip("\n").split("\t")
-    runs.setdefault((scenario, proxy), []).append((float(rps), float(p99), int(non2xx), errors, float(cpu)))
+    scenario, proxy, _round, rps, p99, non2xx, cpu, _requests, errors, pg = line.rstrip("\n").split("\t")
+    runs.setdefault((scenario, proxy), []).append((float(rps), float(p99), int(non2xx), errors, float(cpu),
+                                                   float(pg)))
+print()
+print("load average (1, 5, 15 min) before the runs: %s; after: %s" % (sys.argv[3], sys.argv[4]))
 print()
 print("%-28s %-18s %12s %10s %11s %12s  %s" % ("scenario", "proxy", "req/s (med)", "p99 ms", "CPU us/req",
                                               "non-2xx", "socket errors"))
@@ -574,6 +667,8 @@ for (scenario, proxy), (rps, p99, cpu) in med.items():
         continue
     for peer in ("nginx", "haproxy"):
         other = med.get((scenario, peer)) or med.get(("single-token", peer))
+        if other is None:  # --tokengate-only
+            continue
         label = "%s/%s" % (proxy, peer) + ("" if (scenario, peer) in med else " (1 worker)")
         print("%-28s %-30s %10.2f %10.2f %10.2f" % (scenario, label, ratio(rps, other[0]), ratio(p99, other[1]),
                                                      ratio(cpu, other[2])))
@@ -588,10 +683,21 @@ for (scenario, proxy), (rps, p99, cpu) in med.items():
         lim = med[(scenario, "tokengate-limited")]
         print("%-28s %-30s %10.2f %10.2f %10.2f" % (scenario, "tokengate-limited/tokengate", ratio(lim[0], rps),
                                                      ratio(lim[1], p99), ratio(lim[2], cpu)))
+    if proxy == "tokengate" and (scenario, "tokengate-cluster") in med:
+        clu = med[(scenario, "tokengate-cluster")]
+        print("%-28s %-30s %10.2f %10.2f %10.2f" % (scenario, "tokengate-cluster/tokengate", ratio(clu[0], rps),
+                                                     ratio(clu[1], p99), ratio(clu[2], cpu)))
 if regressions:
     print("new/baseline more than 3 % worse (medians; rerun with more rounds before believing it):")
     for line in regressions:
         print("  " + line)
+
+cluster = [(scenario, rs) for (scenario, proxy), rs in runs.items() if proxy == "tokengate-cluster"]
+if cluster:
+    print()
+    print("tokengate-cluster: PostgreSQL's CPU (its whole process tree) during the node's runs, median us/req")
+    for scenario, rs in cluster:
+        print("%-28s %10.3f" % (scenario, statistics.median(r[5] for r in rs)))
 
 rss = OrderedDict()
 for line in open(sys.argv[2]):
@@ -604,9 +710,12 @@ for proxy, r in rss.items():
     print("%-18s %14.1f %16.1f  %s" % (proxy, idle[0], loaded[0], loaded[1]))
 EOF
 
-limited_dir=""
-((rate_limited == 0)) || limited_dir=tg4
-for dir in tg1 tg2 ${baseline:+tg3} $limited_dir; do
+dirs=(tg1)
+((peers == 0)) || dirs+=(tg2)
+[[ -z $baseline ]] || dirs+=(tg3)
+((rate_limited == 0)) || dirs+=(tg4)
+((cluster == 0)) || dirs+=(tg5)
+for dir in "${dirs[@]}"; do
   if unexpected=$(grep -o '"status":[0-9]*' "$work/$dir/unexpected.log" | sort | uniq -c) && [[ -n $unexpected ]]; then
     echo
     echo "tokengate ($dir) answered statuses other than 200/401 (first lines kept in $work/$dir/unexpected.log; BENCH_KEEP=1 keeps them):"

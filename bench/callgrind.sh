@@ -5,18 +5,22 @@
 # tokens) under callgrind, warms up, zeroes the counters, sends CONNS x PER_CONN
 # keep-alive GETs with one valid token from a fixed-count client, dumps, and prints
 # total instructions / requests. The profile stays in the work dir for
-# callgrind_annotate (--inclusive=yes).
-#   bench/callgrind.sh [--binary BIN] [--connections N] [--requests-per-connection N]
+# callgrind_annotate (--inclusive=yes). With --cluster the gateway runs in cluster mode
+# on a private PostgreSQL (bench/pg_server.py) into which the 10 tokens are imported
+# (`store migrate`, `store import`); its local copy starts empty. Its control thread's
+# work (the 500 ms catch-up query) is counted with the rest.
+#   bench/callgrind.sh [--binary BIN] [--connections N] [--requests-per-connection N] [--cluster]
 # Needs valgrind, nginx, python3 and a release build (scripts/build.sh) for bench/seed_tokens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-binary=build/gateway/tokengate conns=4 per_conn=3000
+binary=build/gateway/tokengate conns=4 per_conn=3000 cluster=0
 while (($#)); do
   case "$1" in
     --binary) binary=$2; shift 2 ;;
     --connections) conns=$2; shift 2 ;;
     --requests-per-connection) per_conn=$2; shift 2 ;;
-    *) sed -n '2,11p' "$0" >&2; exit 2 ;;
+    --cluster) cluster=1; shift ;;
+    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
   esac
 done
 binary=$(realpath "$binary")
@@ -65,6 +69,22 @@ routes:
 CONF
 "$seed_tokens" --config "$work/tokengate.yaml" --count 10 2>/dev/null >"$work/tokens.txt"
 token=$(head -n 1 "$work/tokens.txt")
+config=$work/tokengate.yaml
+if ((cluster)); then
+  python3 bench/pg_server.py "$work/pg-url" 2>"$work/pg-server.log" &
+  pids+=($!)
+  deadline=$((SECONDS + 120))
+  until [[ -s $work/pg-url ]]; do
+    ((SECONDS < deadline)) || { echo "callgrind: PostgreSQL did not start" >&2; cat "$work/pg-server.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  config=$work/cluster.yaml
+  sed "s#$work/store/tokens#$work/cluster-store/tokens#" "$work/tokengate.yaml" >"$config"
+  printf '  postgres:\n    url: %s\n' "$(cat "$work/pg-url")" >"$work/postgres.yaml"
+  sed -i "/^  key_file:/r $work/postgres.yaml" "$config"
+  "$binary" store migrate --config "$config" >/dev/null
+  "$binary" store import --config "$config" --from "$work/store/tokens" >/dev/null
+fi
 cat >"$work/client.py" <<'PY'
 # client.py PORT TOKEN CONNS PER_CONN: CONNS keep-alive connections, PER_CONN GETs each
 import selectors, socket, sys
@@ -106,7 +126,7 @@ while state:
 if bad:
     sys.exit("callgrind: %d responses were not 200" % bad)
 PY
-valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$binary" serve --config "$work/tokengate.yaml" \
+valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$binary" serve --config "$config" \
   2>"$work/tokengate.log" >/dev/null &
 vg=$!
 pids=("$vg" "${pids[@]}")

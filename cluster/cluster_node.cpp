@@ -1,6 +1,7 @@
 #include "cluster/cluster_node.hpp"
 
 #include <fmt/format.h>
+#include <malloc.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -139,9 +140,14 @@ struct ClusterNode::Impl {
   // elsewhere is worth a warning.
   asio::awaitable<void> full_reload(std::string_view reason, bool warning = true) {
     log(warning, fmt::format("reloading every token from PostgreSQL: {}", reason));
-    Snapshot snap = co_await load_snapshot(conn);
-    local->replace_all(snap.tokens, store::SyncState{cluster_id, snap.revision});
-    applied = snap.revision;
+    {
+      Snapshot snap = co_await load_snapshot(conn);
+      local->replace_all(snap.tokens, store::SyncState{cluster_id, snap.revision});
+      applied = snap.revision;
+    }
+    // The snapshot held every record whole (descriptions, timestamps), far more
+    // than the directory keeps, and glibc keeps freed heap for reuse: give it back.
+    malloc_trim(0);
     revision.store(applied);
     full_reloads.fetch_add(1);
     mark_synced();

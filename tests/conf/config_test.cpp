@@ -25,6 +25,16 @@ const fs::path kFake = "/cfg/dir/tokengate.yaml";
 
 std::shared_ptr<const Config> parse(const std::string& yaml) { return parse_config(yaml, kFake); }
 
+// The one-line error a document gets, or "accepted".
+std::string message_of(const std::string& yaml) {
+  try {
+    parse(yaml);
+  } catch (const ConfigError& e) {
+    return e.message();
+  }
+  return std::string("accepted");
+}
+
 // Unique scratch directory, removed at the end of the test.
 struct TempDir {
   fs::path path;
@@ -688,14 +698,6 @@ TEST_CASE("an empty document is an error without a position") {
 }
 
 TEST_CASE("did-you-mean hints only for close keys") {
-  auto message_of = [](const std::string& yaml) {
-    try {
-      parse(yaml);
-    } catch (const ConfigError& e) {
-      return e.message();
-    }
-    return std::string("accepted");
-  };
   CHECK(message_of("upstream: {}\n") == "unknown key 'upstream' in the top level; did you mean 'upstreams'?");
   CHECK(message_of("admin: { sockt: x }\n") == "unknown key 'sockt' in admin; did you mean 'socket'?");
   CHECK(message_of("identity: { forward_auth: true }\n") == "unknown key 'forward_auth' in identity");
@@ -707,14 +709,6 @@ TEST_CASE("did-you-mean hints only for close keys") {
 }
 
 TEST_CASE("store.postgres: cluster mode settings, strict") {
-  auto message_of = [](const std::string& yaml) {
-    try {
-      parse(yaml);
-    } catch (const ConfigError& e) {
-      return e.message();
-    }
-    return std::string("accepted");
-  };
   CHECK_FALSE(parse("workers: 1\n")->store.postgres.has_value());
   auto c = parse_config(
       "store:\n  postgres:\n    url: postgresql://tg@db:5432/tg?sslmode=verify-full\n"

@@ -33,27 +33,9 @@ chmod 755 "$work"
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-backend_port=$(free_port)
-mkdir -p "$work/backend" "$work/store"
-cat >"$work/backend/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/backend/nginx.pid;
-error_log $work/backend/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work/backend;
-  proxy_temp_path $work/backend;
-  fastcgi_temp_path $work/backend;
-  uwsgi_temp_path $work/backend;
-  scgi_temp_path $work/backend;
-  keepalive_requests 10000000;
-  server { listen 127.0.0.1:$backend_port; location / { return 200 "ok\n"; } }
-}
-CONF
-nginx -p "$work/backend" -c "$work/backend/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+source bench/common.sh  # free_port, wait_port, start_backend
+mkdir -p "$work/store"
+start_backend
 cat >"$work/tokengate.yaml" <<CONF
 listen: 127.0.0.1:0
 workers: 1

@@ -39,18 +39,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() {
-  python3 -c '
-import socket, sys, time
-deadline = time.monotonic() + 20
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close(); break
-    except OSError:
-        if time.monotonic() > deadline: sys.exit("bench: nothing listening on port %s" % sys.argv[1])
-        time.sleep(0.05)' "$1"
-}
+source bench/common.sh  # free_port, wait_port
 tree_cpu() { python3 "$proctree" cpu "$1"; }
 
 # ---- backend (return 200) and the static auth responder, one nginx process

@@ -101,7 +101,8 @@ cleanup() {
 trap cleanup EXIT
 log() { echo "bench: $*" >&2; }
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# free_port, wait_port, start_backend
+source bench/common.sh
 
 # A process tree's resources: `cpu PID` prints utime+stime(+cutime+cstime) in clock
 # ticks summed over PID and every descendant (nginx master + worker; tokengate's threads are in its own
@@ -110,47 +111,9 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 tree_cpu() { python3 "$proctree" cpu "$1"; }  # pid -> clock ticks
 tree_rss() { python3 "$proctree" rss "$1"; }  # pid -> "KiB processes"
 
-# Waits (bounded) until something accepts connections on 127.0.0.1:$1.
-wait_port() {
-  python3 - "$1" <<'EOF'
-import socket, sys, time
-deadline = time.monotonic() + 20
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
-        break
-    except OSError:
-        if time.monotonic() > deadline:
-            sys.exit("bench: nothing listening on port %s after 20s" % sys.argv[1])
-        time.sleep(0.05)
-EOF
-}
 
 # ---------------------------------------------------------------- backend: nginx `return 200`
-backend_port=$(free_port)
-mkdir -p "$work/backend"
-cat >"$work/backend/nginx.conf" <<EOF
-worker_processes 1;
-pid $work/backend/nginx.pid;
-error_log $work/backend/error.log warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $work/backend;
-  proxy_temp_path $work/backend;
-  fastcgi_temp_path $work/backend;
-  uwsgi_temp_path $work/backend;
-  scgi_temp_path $work/backend;
-  keepalive_requests 10000000;
-  server {
-    listen 127.0.0.1:$backend_port;
-    location / { return 200 "ok\n"; }
-  }
-}
-EOF
-nginx -p "$work/backend" -c "$work/backend/nginx.conf" -g 'daemon off;' &
-pids+=($!)
-wait_port "$backend_port"
+start_backend
 
 # ---------------------------------------------------------------- start-up scenario (--million)
 # tokengate with `workers: 2` on a store of $startup_tokens tokens: time from process

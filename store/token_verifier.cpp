@@ -33,9 +33,8 @@ ActiveToken::ActiveToken(StoredToken&& stored, std::shared_ptr<const TokenProfil
 VerifyFailure check_secret(const ActiveToken& token, std::string_view secret, const ServerKey& key,
                            TimePoint now) noexcept {
   const ActiveToken::Grace* grace = token.previous.get();
-  static const std::optional<TimePoint> kNever;
   return check_digest(key.hmac(secret), token.current, grace ? &grace->digest : nullptr,
-                      grace ? grace->until : kNever, token.expires_at, now);
+                      grace ? grace->until : std::nullopt, token.expires_at, now);
 }
 
 std::size_t TokenDirectory::IdHash::operator()(std::string_view id) const noexcept {
